@@ -1,0 +1,75 @@
+//! Kafka adapters. Everything that talks to a Kafka-API broker goes through here, so the
+//! delivery settings of DESIGN §3.4 are written once.
+
+pub mod admin;
+
+use std::time::Duration;
+
+use alpha_panda_core::{Classify, FailureClass};
+use rdkafka::ClientConfig;
+use rdkafka::error::KafkaError;
+
+/// How long an admin or metadata request may take before it counts as a transient failure.
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Base client settings every Kafka client of the runtime shares.
+pub fn client_config(bootstrap_servers: &str, client_id: &str) -> ClientConfig {
+    let mut c = ClientConfig::new();
+    c.set("bootstrap.servers", bootstrap_servers)
+        .set("client.id", client_id)
+        // Tansu and single-node Redpanda advertise loopback addresses; keep metadata fresh
+        // enough that a restarted broker is found again quickly.
+        .set("topic.metadata.refresh.interval.ms", "10000")
+        .set("socket.keepalive.enable", "true");
+    c
+}
+
+/// Settings of the shared producer: idempotent, `acks=all`, lz4 (DESIGN §3.4).
+pub fn producer_config(bootstrap_servers: &str, client_id: &str, linger_ms: u32) -> ClientConfig {
+    let mut c = client_config(bootstrap_servers, client_id);
+    c.set("enable.idempotence", "true")
+        .set("acks", "all")
+        .set("compression.type", "lz4")
+        .set("linger.ms", linger_ms.to_string())
+        .set("message.timeout.ms", "30000");
+    c
+}
+
+/// Settings of a stage's consumer: manual commits of offsets stored only after success.
+pub fn consumer_config(bootstrap_servers: &str, client_id: &str, group_id: &str) -> ClientConfig {
+    let mut c = client_config(bootstrap_servers, client_id);
+    c.set("group.id", group_id)
+        .set("enable.auto.commit", "false")
+        .set("enable.auto.offset.store", "false")
+        .set("auto.offset.reset", "earliest")
+        .set("session.timeout.ms", "10000")
+        .set("heartbeat.interval.ms", "1000")
+        .set("enable.partition.eof", "false");
+    c
+}
+
+/// A failure talking to Kafka, classified.
+#[derive(Debug, thiserror::Error)]
+pub enum KafkaFailure {
+    #[error("cannot create a Kafka client for {servers}: {source}")]
+    Client { servers: String, source: KafkaError },
+    #[error("Kafka at {servers} did not answer {what}: {source}")]
+    Request {
+        servers: String,
+        what: &'static str,
+        source: KafkaError,
+    },
+    #[error("Kafka refused to create topic {topic}: {reason}")]
+    TopicRefused { topic: String, reason: String },
+}
+
+impl Classify for KafkaFailure {
+    fn class(&self) -> FailureClass {
+        match self {
+            KafkaFailure::Client { .. } | KafkaFailure::TopicRefused { .. } => {
+                FailureClass::Infrastructure
+            }
+            KafkaFailure::Request { .. } => FailureClass::Transient,
+        }
+    }
+}

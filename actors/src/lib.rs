@@ -1,0 +1,4 @@
+//! Alpha Panda's actors and the adapters they use (Kafka, Redis, HTTP).
+
+pub mod http;
+pub mod kafka;

@@ -1,0 +1,330 @@
+//! Checks that need more than one field, or more than a type, to decide. Each failure names
+//! the key, the value and what is expected.
+
+use std::collections::BTreeSet;
+
+use alpha_panda_core::Decimal;
+
+use crate::settings::{BrokerKind, Feed, Settings};
+
+/// (key, value as written, problem).
+pub type Failure = (String, Option<String>, String);
+
+fn fail<T>(
+    key: impl Into<String>,
+    value: impl ToString,
+    problem: impl Into<String>,
+) -> Result<T, Failure> {
+    Err((key.into(), Some(value.to_string()), problem.into()))
+}
+
+pub fn check(s: &Settings) -> Result<(), Failure> {
+    brokers(s)?;
+    services(s)?;
+    feed(s)?;
+    strategies(s)?;
+    risk(s)?;
+    Ok(())
+}
+
+fn brokers(s: &Settings) -> Result<(), Failure> {
+    if s.active_brokers.is_empty() {
+        return fail(
+            "active_brokers",
+            "[]",
+            "at least one broker must be active, e.g. [\"paper\"]",
+        );
+    }
+    let mut seen = BTreeSet::new();
+    for b in &s.active_brokers {
+        if !seen.insert(b) {
+            return fail("active_brokers", b, "listed twice");
+        }
+        let Some(def) = s.brokers.get(b) else {
+            return fail(
+                "active_brokers",
+                b,
+                format!(
+                    "no broker `{b}` is defined: add [brokers.{b}] with kind = \"paper\" or \"zerodha\" and an account"
+                ),
+            );
+        };
+        if def.kind == BrokerKind::Zerodha && def.kite.api_key.is_none() {
+            return Err((
+                format!("brokers.{b}.kite.api_key"),
+                None,
+                format!(
+                    "required while `{b}` (kind zerodha) is active: set it in the file or ALPHA_PANDA__BROKERS__{}__KITE__API_KEY",
+                    b.as_str().to_ascii_uppercase()
+                ),
+            ));
+        }
+    }
+    for (name, def) in &s.brokers {
+        let m = &def.fill_model;
+        let key = |f: &str| format!("brokers.{name}.fill_model.{f}");
+        if m.slippage_bps.is_sign_negative() {
+            return fail(
+                key("slippage_bps"),
+                m.slippage_bps,
+                "must be 0 or more basis points",
+            );
+        }
+        if m.starting_cash <= Decimal::ZERO {
+            return fail(key("starting_cash"), m.starting_cash, "must be above 0");
+        }
+        let c = &m.charges;
+        for (f, v) in [
+            ("brokerage_pct", c.brokerage_pct),
+            ("brokerage_cap", c.brokerage_cap),
+            ("stt_sell_pct", c.stt_sell_pct),
+            ("exchange_txn_pct", c.exchange_txn_pct),
+            ("gst_pct", c.gst_pct),
+            ("sebi_per_crore", c.sebi_per_crore),
+            ("stamp_buy_pct", c.stamp_buy_pct),
+        ] {
+            if v.is_sign_negative() {
+                return fail(
+                    key(&format!("charges.{f}")),
+                    v,
+                    "a charge cannot be negative",
+                );
+            }
+        }
+    }
+    Ok(())
+}
+
+fn services(s: &Settings) -> Result<(), Failure> {
+    if let Some(servers) = &s.kafka.bootstrap_servers {
+        for server in servers.split(',') {
+            let ok = server.trim().rsplit_once(':').is_some_and(|(host, port)| {
+                !host.is_empty() && port.parse::<u16>().is_ok_and(|p| p > 0)
+            });
+            if !ok {
+                return fail(
+                    "kafka.bootstrap_servers",
+                    servers,
+                    "expected host:port[,host:port…], e.g. 127.0.0.1:9092 (leave it out for the in-process transport)",
+                );
+            }
+        }
+    }
+    let ident = |c: char| c.is_ascii_alphanumeric() || "._-".contains(c);
+    if s.kafka.group_prefix.is_empty() || !s.kafka.group_prefix.chars().all(ident) {
+        return fail(
+            "kafka.group_prefix",
+            &s.kafka.group_prefix,
+            "expected a non-empty name of letters, digits, '.', '_' or '-'",
+        );
+    }
+    if s.kafka.client_id.is_empty() || !s.kafka.client_id.chars().all(ident) {
+        return fail(
+            "kafka.client_id",
+            &s.kafka.client_id,
+            "expected a non-empty name of letters, digits, '.', '_' or '-'",
+        );
+    }
+    if s.kafka.linger_ms > 60_000 {
+        return fail(
+            "kafka.linger_ms",
+            s.kafka.linger_ms,
+            "expected 0 to 60000 milliseconds",
+        );
+    }
+    if let Some(url) = &s.redis.url
+        && !["redis://", "rediss://", "unix://"]
+            .iter()
+            .any(|p| url.starts_with(p))
+    {
+        return fail(
+            "redis.url",
+            crate::mask::url(url),
+            "expected redis://host:port[/db], rediss://… or unix://… (leave it out for the in-memory store)",
+        );
+    }
+    if s.redis.dedup_ttl_secs < 60 {
+        return fail(
+            "redis.dedup_ttl_secs",
+            s.redis.dedup_ttl_secs,
+            "expected at least 60 seconds; it must outlive topic retention plus any DLQ replay window (default 604800 = 7 days)",
+        );
+    }
+    if let Some(url) = &s.database.url
+        && !["postgres://", "postgresql://"]
+            .iter()
+            .any(|p| url.starts_with(p))
+    {
+        return fail(
+            "database.url",
+            crate::mask::url(url),
+            "expected postgres://user@host:port/db",
+        );
+    }
+    if s.log.level.trim().is_empty() {
+        return fail(
+            "log.level",
+            "\"\"",
+            "expected a tracing filter such as info or alpha_panda=debug",
+        );
+    }
+    Ok(())
+}
+
+fn feed(s: &Settings) -> Result<(), Failure> {
+    match &s.feed {
+        Feed::Replay { file, .. } if !file.is_file() => fail(
+            "feed.replay",
+            file.display(),
+            "no such file: give the path of a CSV or JSONL tick file",
+        ),
+        Feed::Kite
+            if !s.active_brokers.iter().any(|b| {
+                s.brokers
+                    .get(b)
+                    .is_some_and(|d| d.kind == BrokerKind::Zerodha)
+            }) =>
+        {
+            fail(
+                "feed",
+                "\"kite\"",
+                "the kite feed needs an active broker of kind zerodha",
+            )
+        }
+        Feed::Synthetic => {
+            let syn = &s.synthetic;
+            if !(syn.ticks_per_second.is_finite() && syn.ticks_per_second > 0.0) {
+                return fail(
+                    "synthetic.ticks_per_second",
+                    syn.ticks_per_second,
+                    "expected a number above 0",
+                );
+            }
+            if !(syn.volatility.is_finite() && (0.0..1.0).contains(&syn.volatility)) {
+                return fail(
+                    "synthetic.volatility",
+                    syn.volatility,
+                    "expected a per-tick standard deviation from 0 up to (not including) 1",
+                );
+            }
+            if syn.instruments.is_empty() {
+                return fail(
+                    "synthetic.instruments",
+                    "[]",
+                    "the synthetic feed needs at least one instrument",
+                );
+            }
+            let mut tokens = BTreeSet::new();
+            for (i, inst) in syn.instruments.iter().enumerate() {
+                if !tokens.insert(inst.instrument_token) {
+                    return fail(
+                        format!("synthetic.instruments[{i}].instrument_token"),
+                        inst.instrument_token,
+                        "listed twice",
+                    );
+                }
+                if inst.start_price <= Decimal::ZERO {
+                    return fail(
+                        format!("synthetic.instruments[{i}].start_price"),
+                        inst.start_price,
+                        "expected a price above 0",
+                    );
+                }
+            }
+            Ok(())
+        }
+        _ => Ok(()),
+    }
+}
+
+fn strategies(s: &Settings) -> Result<(), Failure> {
+    let mut ids = BTreeSet::new();
+    for (i, st) in s.strategies.iter().enumerate() {
+        if !ids.insert(&st.id) {
+            return fail(
+                format!("strategies[{i}].id"),
+                &st.id,
+                "two strategies have this id",
+            );
+        }
+        if st.instruments.is_empty() {
+            return fail(
+                format!("strategies[{i}].instruments"),
+                "[]",
+                "a strategy needs at least one instrument token",
+            );
+        }
+        if st.brokers.is_empty() {
+            return fail(
+                format!("strategies[{i}].brokers"),
+                "[]",
+                "a strategy needs at least one broker, e.g. [\"paper\"]",
+            );
+        }
+        for b in &st.brokers {
+            if !s.brokers.contains_key(b) {
+                return fail(
+                    format!("strategies[{i}].brokers"),
+                    b,
+                    format!("no broker `{b}` is defined under [brokers]"),
+                );
+            }
+        }
+    }
+    Ok(())
+}
+
+fn risk(s: &Settings) -> Result<(), Failure> {
+    for (broker, r) in &s.risk {
+        let key = |f: &str| format!("risk.{broker}.{f}");
+        if !s.brokers.contains_key(broker) {
+            return Err((
+                format!("risk.{broker}"),
+                None,
+                format!("no broker `{broker}` is defined under [brokers]"),
+            ));
+        }
+        if r.price_band_pct <= Decimal::ZERO {
+            return fail(
+                key("price_band_pct"),
+                r.price_band_pct,
+                "expected a percentage above 0",
+            );
+        }
+        if r.max_orders_per_second == 0 {
+            return fail(
+                key("max_orders_per_second"),
+                0,
+                "expected at least 1 (use kill_switch to stop orders)",
+            );
+        }
+        for (i, day) in r.holidays.iter().enumerate() {
+            if !is_date(day) {
+                return fail(
+                    format!("risk.{broker}.holidays[{i}]"),
+                    format!("{day:?}"),
+                    "expected a date YYYY-MM-DD",
+                );
+            }
+        }
+        for id in r.strategies.keys() {
+            if !s.strategies.iter().any(|st| &st.id == id) {
+                return Err((
+                    format!("risk.{broker}.strategies.{id}"),
+                    None,
+                    format!("no strategy `{id}` is configured"),
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
+fn is_date(s: &str) -> bool {
+    let b = s.as_bytes();
+    if b.len() != 10 || b[4] != b'-' || b[7] != b'-' {
+        return false;
+    }
+    let num = |r: std::ops::Range<usize>| s[r].parse::<u32>().ok();
+    matches!((num(0..4), num(5..7), num(8..10)), (Some(_), Some(m), Some(d)) if (1..=12).contains(&m) && (1..=31).contains(&d))
+}

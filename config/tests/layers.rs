@@ -1,0 +1,319 @@
+//! Loading settings from defaults, files and the environment, and the errors a person sees.
+
+use std::io::Write;
+use std::path::PathBuf;
+
+use alpha_panda_config::{ConfigError, Feed, Origin, Settings, load, mask};
+use alpha_panda_core::BrokerName;
+
+fn env(vars: &[(&str, &str)]) -> Vec<(String, String)> {
+    vars.iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+}
+
+fn file(contents: &str) -> tempfile_lite::TempFile {
+    tempfile_lite::TempFile::new(contents)
+}
+
+/// A file in the target dir's temp area, removed on drop (no extra dependency needed).
+mod tempfile_lite {
+    use super::*;
+    pub struct TempFile(pub PathBuf);
+    impl TempFile {
+        pub fn new(contents: &str) -> Self {
+            let path = std::env::temp_dir().join(format!(
+                "alpha-panda-config-{}-{}.toml",
+                std::process::id(),
+                uuid_like()
+            ));
+            let mut f = std::fs::File::create(&path).unwrap();
+            f.write_all(contents.as_bytes()).unwrap();
+            Self(path)
+        }
+    }
+    impl Drop for TempFile {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_file(&self.0);
+        }
+    }
+    fn uuid_like() -> u64 {
+        use std::sync::atomic::{AtomicU64, Ordering};
+        static N: AtomicU64 = AtomicU64::new(0);
+        N.fetch_add(1, Ordering::Relaxed)
+    }
+}
+
+fn invalid(err: ConfigError) -> (String, Option<String>, String, Origin) {
+    match err {
+        ConfigError::Invalid {
+            key,
+            value,
+            problem,
+            origin,
+        } => (key, value, problem, origin),
+        other => panic!("expected an Invalid error, got {other}"),
+    }
+}
+
+#[test]
+fn no_file_and_no_environment_is_the_embedded_default() {
+    let s = load(None, env(&[])).unwrap();
+    assert_eq!(s, Settings::default());
+    assert_eq!(s.active_brokers, vec![BrokerName::paper()]);
+    assert_eq!(s.kafka.bootstrap_servers, None);
+    assert_eq!(s.feed, Feed::Synthetic);
+    assert_eq!(s.http.listen.to_string(), "127.0.0.1:8080");
+    assert_eq!(s.strategies.len(), 3);
+}
+
+#[test]
+fn a_typo_in_an_environment_variable_names_the_key_and_the_variable() {
+    let err = load(None, env(&[("ALPHA_PANDA__KAFKA__BOOTSTRAP_SERVRS", "x")])).unwrap_err();
+    let text = err.to_string();
+    let (key, _, problem, origin) = invalid(err);
+    assert_eq!(key, "kafka.bootstrap_servrs");
+    assert!(problem.contains("unknown field"), "{problem}");
+    assert!(
+        problem.contains("bootstrap_servers"),
+        "lists what is expected: {problem}"
+    );
+    assert_eq!(
+        origin,
+        Origin::Env("ALPHA_PANDA__KAFKA__BOOTSTRAP_SERVRS".into())
+    );
+    assert!(
+        text.contains("ALPHA_PANDA__KAFKA__BOOTSTRAP_SERVRS"),
+        "{text}"
+    );
+}
+
+#[test]
+fn an_unknown_key_in_the_file_names_the_key_and_the_file() {
+    let f = file("[http]\nlisten = \"127.0.0.1:9000\"\nlistn = 1\n");
+    let (key, _, _, origin) = invalid(load(Some(&f.0), env(&[])).unwrap_err());
+    assert_eq!(key, "http.listn");
+    assert_eq!(origin, Origin::File(f.0.clone()));
+    let f = file("[kafkaa]\nbootstrap_servers = \"x:1\"\n");
+    let (key, _, _, _) = invalid(load(Some(&f.0), env(&[])).unwrap_err());
+    assert_eq!(key, "kafkaa");
+}
+
+#[test]
+fn a_bad_broker_name_is_refused_with_the_reason() {
+    let err = load(None, env(&[("ACTIVE_BROKERS", "paper,Paper!")])).unwrap_err();
+    let text = err.to_string();
+    let (key, _, problem, origin) = invalid(err);
+    assert_eq!(key, "active_brokers");
+    assert!(problem.contains("Paper!"), "{problem}");
+    assert!(problem.contains("lowercase"), "{problem}");
+    assert_eq!(origin, Origin::Env("ACTIVE_BROKERS".into()));
+    assert!(text.contains("ACTIVE_BROKERS"), "{text}");
+}
+
+#[test]
+fn active_brokers_come_from_the_environment_and_zerodha_needs_its_api_key() {
+    let (key, _, problem, _) =
+        invalid(load(None, env(&[("ACTIVE_BROKERS", "paper,zerodha")])).unwrap_err());
+    assert_eq!(key, "brokers.zerodha.kite.api_key");
+    assert!(
+        problem.contains("ALPHA_PANDA__BROKERS__ZERODHA__KITE__API_KEY"),
+        "{problem}"
+    );
+    let s = load(
+        None,
+        env(&[
+            ("ACTIVE_BROKERS", "paper,zerodha"),
+            ("ALPHA_PANDA__BROKERS__ZERODHA__KITE__API_KEY", "kitekey"),
+        ]),
+    )
+    .unwrap();
+    assert_eq!(
+        s.active_brokers,
+        vec![BrokerName::paper(), BrokerName::zerodha()]
+    );
+}
+
+#[test]
+fn the_environment_overrides_the_file_which_overrides_the_defaults() {
+    let f = file(
+        r#"
+active_brokers = ["paper", "paper2"]
+[kafka]
+bootstrap_servers = "127.0.0.1:9092"
+linger_ms = 20
+[brokers.paper2]
+kind = "paper"
+account = "second"
+[brokers.paper.fill_model]
+slippage_bps = 2.5
+"#,
+    );
+    let s = load(
+        Some(&f.0),
+        env(&[
+            ("ALPHA_PANDA__KAFKA__LINGER_MS", "1"),
+            ("ALPHA_PANDA__FEED__REPLAY", f.0.to_str().unwrap()),
+            ("ALPHA_PANDA__STRATEGIES__0__ENABLED", "false"),
+            ("ALPHA_PANDA__ADMIN__TOKEN", "12345"),
+            ("UNRELATED", "ignored"),
+        ]),
+    )
+    .unwrap();
+    assert_eq!(s.kafka.bootstrap_servers.as_deref(), Some("127.0.0.1:9092"));
+    assert_eq!(s.kafka.linger_ms, 1);
+    assert_eq!(s.active_brokers.len(), 2);
+    // The file's [brokers.paper.fill_model] merges into the default paper broker.
+    assert_eq!(
+        s.brokers[&BrokerName::paper()].account.as_str(),
+        "paper_main"
+    );
+    assert_eq!(
+        s.brokers[&BrokerName::paper()]
+            .fill_model
+            .slippage_bps
+            .to_string(),
+        "2.5"
+    );
+    assert!(s.brokers.contains_key(&BrokerName::zerodha()));
+    assert_eq!(
+        s.feed,
+        Feed::Replay {
+            file: f.0.clone(),
+            speed: None
+        }
+    );
+    assert!(!s.strategies[0].enabled);
+    assert!(s.strategies[1].enabled);
+    assert_eq!(s.admin.token.as_deref(), Some("12345"));
+}
+
+#[test]
+fn ill_typed_values_name_key_value_and_expectation() {
+    let (key, value, problem, _) =
+        invalid(load(None, env(&[("ALPHA_PANDA__KAFKA__LINGER_MS", "soon")])).unwrap_err());
+    assert_eq!(key, "kafka.linger_ms");
+    assert_eq!(value.as_deref(), Some("\"soon\""));
+    assert!(
+        problem.contains("u32") || problem.contains("integer"),
+        "{problem}"
+    );
+
+    let (key, value, problem, _) = invalid(
+        load(
+            None,
+            env(&[("ALPHA_PANDA__KAFKA__BOOTSTRAP_SERVERS", "localhost")]),
+        )
+        .unwrap_err(),
+    );
+    assert_eq!(key, "kafka.bootstrap_servers");
+    assert_eq!(value.as_deref(), Some("localhost"));
+    assert!(problem.contains("host:port"), "{problem}");
+
+    let f = file(
+        "[[strategies]]\nid = \"a\"\nkind = \"momentum\"\ninstruments = [1]\n[[strategies]]\nid = \"b\"\nkind = \"magic\"\ninstruments = [1]\n",
+    );
+    let (key, _, problem, origin) = invalid(load(Some(&f.0), env(&[])).unwrap_err());
+    assert_eq!(key, "strategies[1].kind");
+    assert!(
+        problem.contains("magic") && problem.contains("momentum"),
+        "{problem}"
+    );
+    assert_eq!(origin, Origin::File(f.0.clone()));
+
+    let (key, _, problem, _) =
+        invalid(load(None, env(&[("ALPHA_PANDA__FEED", "carrier_pigeon")])).unwrap_err());
+    assert_eq!(key, "feed");
+    assert!(problem.contains("synthetic"), "{problem}");
+
+    let (key, _, problem, _) = invalid(
+        load(
+            None,
+            env(&[("ALPHA_PANDA__FEED__REPLAY", "/no/such/ticks.csv")]),
+        )
+        .unwrap_err(),
+    );
+    assert_eq!(key, "feed.replay");
+    assert!(problem.contains("no such file"), "{problem}");
+}
+
+#[test]
+fn semantic_errors_point_at_the_offending_key() {
+    let f = file("[risk.paper]\nprice_band_pct = 0\n");
+    let (key, ..) = invalid(load(Some(&f.0), env(&[])).unwrap_err());
+    assert_eq!(key, "risk.paper.price_band_pct");
+    let f = file("[risk.nobody]\nkill_switch = true\n");
+    let (key, ..) = invalid(load(Some(&f.0), env(&[])).unwrap_err());
+    assert_eq!(key, "risk.nobody");
+    let f = file("[risk.paper]\nholidays = [\"26-01-2026\"]\n");
+    let (key, ..) = invalid(load(Some(&f.0), env(&[])).unwrap_err());
+    assert_eq!(key, "risk.paper.holidays[0]");
+    let f = file(
+        "[[strategies]]\nid = \"a\"\nkind = \"rsi\"\ninstruments = [1]\nbrokers = [\"ghost\"]\n",
+    );
+    let (key, ..) = invalid(load(Some(&f.0), env(&[])).unwrap_err());
+    assert_eq!(key, "strategies[0].brokers");
+}
+
+#[test]
+fn syntax_errors_name_the_file() {
+    let f = file("[kafka\n");
+    match load(Some(&f.0), env(&[])).unwrap_err() {
+        ConfigError::Syntax { path, .. } => assert_eq!(path, f.0),
+        other => panic!("{other}"),
+    }
+    assert!(matches!(
+        load(Some(std::path::Path::new("/no/such.toml")), env(&[])),
+        Err(ConfigError::Unreadable { .. })
+    ));
+}
+
+#[test]
+fn the_effective_configuration_masks_secrets_and_reloads_to_the_same_settings() {
+    let s = load(
+        None,
+        env(&[
+            ("ALPHA_PANDA__ADMIN__TOKEN", "s3cret-token"),
+            (
+                "ALPHA_PANDA__REDIS__URL",
+                "redis://:hunter2@127.0.0.1:6379/0",
+            ),
+            (
+                "ALPHA_PANDA__DATABASE__URL",
+                "postgres://ap:pgpass@127.0.0.1/ap",
+            ),
+            (
+                "ALPHA_PANDA__BROKERS__ZERODHA__KITE__API_SECRET",
+                "kitesecret",
+            ),
+        ]),
+    )
+    .unwrap();
+    let shown = mask::effective_toml(&s);
+    for secret in ["s3cret-token", "hunter2", "pgpass", "kitesecret"] {
+        assert!(!shown.contains(secret), "{secret} leaked:\n{shown}");
+    }
+    assert!(
+        shown.contains("redis://:********@127.0.0.1:6379/0"),
+        "{shown}"
+    );
+    assert!(
+        shown.contains("postgres://ap:********@127.0.0.1/ap"),
+        "{shown}"
+    );
+
+    // Unmasked, the same text loads back to the same settings: printing is lossless.
+    let plain = toml::to_string(&toml::Value::try_from(&s).unwrap()).unwrap();
+    let f = file(&plain);
+    assert_eq!(load(Some(&f.0), env(&[])).unwrap(), s);
+}
+
+#[test]
+fn url_masking_leaves_urls_without_passwords_alone() {
+    assert_eq!(
+        mask::url("redis://127.0.0.1:6379"),
+        "redis://127.0.0.1:6379"
+    );
+    assert_eq!(mask::url("postgres://ap@h/db"), "postgres://ap@h/db");
+    assert_eq!(mask::url("not a url"), "not a url");
+}

@@ -1,0 +1,432 @@
+//! The `EventEnvelope`: the JSON record on every topic (DESIGN §3.1).
+//!
+//! Decoding is strict and total: any byte string gives an envelope or a [`DecodeError`] that
+//! names the field and the problem. An unknown `type`, an unsupported `version`, a missing,
+//! unknown or ill-typed field are all errors; nothing panics.
+
+use std::fmt;
+use std::str::FromStr;
+
+use serde::de::Error as _;
+use serde::{Deserialize, Serialize, Serializer};
+use uuid::Uuid;
+
+use crate::domain::{BrokerName, InvalidValue};
+use crate::events::{
+    MarketTick, OrderAck, OrderFailed, OrderFilled, OrderPlaced, PnlSnapshot, RejectedSignal,
+    SystemError, TradingSignal, ValidatedSignal,
+};
+use crate::failure::{Classify, FailureClass};
+use crate::ids;
+use crate::time::Timestamp;
+
+/// The schema version this build writes and the only one it reads.
+pub const ENVELOPE_VERSION: u32 = 1;
+
+/// The wire name of an event's payload type.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EventType {
+    MarketTick,
+    TradingSignal,
+    ValidatedSignal,
+    RejectedSignal,
+    /// On `orders.submitted`.
+    OrderPlaced,
+    OrderAck,
+    OrderFilled,
+    OrderFailed,
+    PnlSnapshot,
+    /// A dead-letter record.
+    SystemError,
+}
+
+impl EventType {
+    pub const ALL: [EventType; 10] = [
+        EventType::MarketTick,
+        EventType::TradingSignal,
+        EventType::ValidatedSignal,
+        EventType::RejectedSignal,
+        EventType::OrderPlaced,
+        EventType::OrderAck,
+        EventType::OrderFilled,
+        EventType::OrderFailed,
+        EventType::PnlSnapshot,
+        EventType::SystemError,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EventType::MarketTick => "market_tick",
+            EventType::TradingSignal => "trading_signal",
+            EventType::ValidatedSignal => "validated_signal",
+            EventType::RejectedSignal => "rejected_signal",
+            EventType::OrderPlaced => "order_placed",
+            EventType::OrderAck => "order_ack",
+            EventType::OrderFilled => "order_filled",
+            EventType::OrderFailed => "order_failed",
+            EventType::PnlSnapshot => "pnl_snapshot",
+            EventType::SystemError => "system_error",
+        }
+    }
+}
+
+impl FromStr for EventType {
+    type Err = ();
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        EventType::ALL
+            .into_iter()
+            .find(|t| t.as_str() == s)
+            .ok_or(())
+    }
+}
+
+impl fmt::Display for EventType {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// The typed payload: the envelope's `data`, selected by its `type`.
+#[derive(Debug, Clone, PartialEq)]
+pub enum EventData {
+    MarketTick(MarketTick),
+    TradingSignal(TradingSignal),
+    ValidatedSignal(ValidatedSignal),
+    RejectedSignal(RejectedSignal),
+    OrderPlaced(OrderPlaced),
+    OrderAck(OrderAck),
+    OrderFilled(OrderFilled),
+    OrderFailed(OrderFailed),
+    PnlSnapshot(PnlSnapshot),
+    SystemError(SystemError),
+}
+
+impl EventData {
+    pub fn event_type(&self) -> EventType {
+        match self {
+            EventData::MarketTick(_) => EventType::MarketTick,
+            EventData::TradingSignal(_) => EventType::TradingSignal,
+            EventData::ValidatedSignal(_) => EventType::ValidatedSignal,
+            EventData::RejectedSignal(_) => EventType::RejectedSignal,
+            EventData::OrderPlaced(_) => EventType::OrderPlaced,
+            EventData::OrderAck(_) => EventType::OrderAck,
+            EventData::OrderFilled(_) => EventType::OrderFilled,
+            EventData::OrderFailed(_) => EventType::OrderFailed,
+            EventData::PnlSnapshot(_) => EventType::PnlSnapshot,
+            EventData::SystemError(_) => EventType::SystemError,
+        }
+    }
+
+    fn serialize_into<S: serde::ser::SerializeStruct>(&self, s: &mut S) -> Result<(), S::Error> {
+        match self {
+            EventData::MarketTick(d) => s.serialize_field("data", d),
+            EventData::TradingSignal(d) => s.serialize_field("data", d),
+            EventData::ValidatedSignal(d) => s.serialize_field("data", d),
+            EventData::RejectedSignal(d) => s.serialize_field("data", d),
+            EventData::OrderPlaced(d) => s.serialize_field("data", d),
+            EventData::OrderAck(d) => s.serialize_field("data", d),
+            EventData::OrderFilled(d) => s.serialize_field("data", d),
+            EventData::OrderFailed(d) => s.serialize_field("data", d),
+            EventData::PnlSnapshot(d) => s.serialize_field("data", d),
+            EventData::SystemError(d) => s.serialize_field("data", d),
+        }
+    }
+
+    fn decode(ty: EventType, raw: &serde_json::value::RawValue) -> Result<Self, DecodeError> {
+        fn typed<T: serde::de::DeserializeOwned>(
+            raw: &serde_json::value::RawValue,
+        ) -> Result<T, DecodeError> {
+            let mut de = serde_json::Deserializer::from_str(raw.get());
+            serde_path_to_error::deserialize(&mut de).map_err(|e| {
+                let path = e.path().to_string();
+                let problem = e.into_inner().to_string();
+                DecodeError::Field {
+                    field: field_path(Some("data"), &path, &problem),
+                    problem,
+                }
+            })
+        }
+        Ok(match ty {
+            EventType::MarketTick => EventData::MarketTick(typed(raw)?),
+            EventType::TradingSignal => EventData::TradingSignal(typed(raw)?),
+            EventType::ValidatedSignal => EventData::ValidatedSignal(typed(raw)?),
+            EventType::RejectedSignal => EventData::RejectedSignal(typed(raw)?),
+            EventType::OrderPlaced => EventData::OrderPlaced(typed(raw)?),
+            EventType::OrderAck => EventData::OrderAck(typed(raw)?),
+            EventType::OrderFilled => EventData::OrderFilled(typed(raw)?),
+            EventType::OrderFailed => EventData::OrderFailed(typed(raw)?),
+            EventType::PnlSnapshot => EventData::PnlSnapshot(typed(raw)?),
+            EventType::SystemError => EventData::SystemError(typed(raw)?),
+        })
+    }
+}
+
+/// Whose event this is, for audit. Never used for routing: stages learn the broker from the
+/// topic they consume.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum EventBroker {
+    /// Market data and other events that belong to no broker (`"shared"` on the wire).
+    Shared,
+    Broker(BrokerName),
+}
+
+impl EventBroker {
+    pub fn as_str(&self) -> &str {
+        match self {
+            EventBroker::Shared => "shared",
+            EventBroker::Broker(b) => b.as_str(),
+        }
+    }
+}
+
+impl FromStr for EventBroker {
+    type Err = InvalidValue;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        if s == "shared" {
+            Ok(EventBroker::Shared)
+        } else {
+            BrokerName::new(s).map(EventBroker::Broker)
+        }
+    }
+}
+
+impl fmt::Display for EventBroker {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl Serialize for EventBroker {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.as_str())
+    }
+}
+
+impl<'de> Deserialize<'de> for EventBroker {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        s.parse().map_err(D::Error::custom)
+    }
+}
+
+/// The record on every topic. Construct roots with [`EventEnvelope::root`] and everything
+/// else with [`EventEnvelope::child`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct EventEnvelope {
+    /// Unique id, used for dedup. UUID v7 for roots; derived for children (see [`ids`]).
+    pub id: Uuid,
+    /// One per originating tick or request; every descendant inherits it.
+    pub correlation_id: Uuid,
+    /// The id of the event that caused this one; `None` for a root.
+    pub causation_id: Option<Uuid>,
+    pub trace_id: Uuid,
+    /// The parent event's id; `None` for a root.
+    pub parent_trace_id: Option<Uuid>,
+    pub broker: EventBroker,
+    pub ts: Timestamp,
+    /// The partition key the record was produced with.
+    pub key: String,
+    /// The producing stage (`feed`, `strategy:momentum_1`, `risk`, …).
+    pub source: String,
+    pub version: u32,
+    pub data: EventData,
+}
+
+impl EventEnvelope {
+    /// A new event with no parent: a fresh v7 id that is also its correlation and trace id.
+    pub fn root(
+        broker: EventBroker,
+        source: impl Into<String>,
+        key: impl Into<String>,
+        ts: Timestamp,
+        data: EventData,
+    ) -> Self {
+        let id = ids::root_id();
+        Self {
+            id,
+            correlation_id: id,
+            causation_id: None,
+            trace_id: id,
+            parent_trace_id: None,
+            broker,
+            ts,
+            key: key.into(),
+            source: source.into(),
+            version: ENVELOPE_VERSION,
+            data,
+        }
+    }
+
+    /// The `ordinal`-th event that `source` emits while handling `self`. Its id is
+    /// deterministic in (`self.id`, `source`, `ordinal`); correlation and trace are
+    /// inherited; causation and parent trace point at `self`.
+    pub fn child(
+        &self,
+        broker: EventBroker,
+        source: impl Into<String>,
+        ordinal: u32,
+        key: impl Into<String>,
+        ts: Timestamp,
+        data: EventData,
+    ) -> Self {
+        let source = source.into();
+        Self {
+            id: ids::child_id(self.id, &source, ordinal),
+            correlation_id: self.correlation_id,
+            causation_id: Some(self.id),
+            trace_id: self.trace_id,
+            parent_trace_id: Some(self.id),
+            broker,
+            ts,
+            key: key.into(),
+            source,
+            version: ENVELOPE_VERSION,
+            data,
+        }
+    }
+
+    pub fn event_type(&self) -> EventType {
+        self.data.event_type()
+    }
+
+    /// The compact JSON written to Kafka.
+    pub fn encode(&self) -> Vec<u8> {
+        // Serializing these types cannot fail: every map key is a string and no
+        // Serialize impl here returns an error.
+        serde_json::to_vec(self).unwrap_or_else(|e| unreachable!("envelope serialization: {e}"))
+    }
+
+    /// Strict decode of one record's value.
+    pub fn decode(bytes: &[u8]) -> Result<Self, DecodeError> {
+        let text = std::str::from_utf8(bytes).map_err(|e| DecodeError::Malformed {
+            problem: format!("not UTF-8: {e}"),
+        })?;
+        let mut de = serde_json::Deserializer::from_str(text);
+        let raw: RawEnvelope<'_> = serde_path_to_error::deserialize(&mut de).map_err(|e| {
+            let path = e.path().to_string();
+            let inner = e.into_inner();
+            let problem = inner.to_string();
+            let field = field_path(None, &path, &problem);
+            if inner.is_syntax() || inner.is_eof() || field.is_empty() {
+                DecodeError::Malformed { problem }
+            } else {
+                DecodeError::Field { field, problem }
+            }
+        })?;
+        de.end().map_err(|e| DecodeError::Malformed {
+            problem: e.to_string(),
+        })?;
+        if raw.version != ENVELOPE_VERSION {
+            return Err(DecodeError::UnsupportedVersion {
+                version: raw.version,
+            });
+        }
+        let ty: EventType = raw
+            .r#type
+            .parse()
+            .map_err(|()| DecodeError::UnknownType { r#type: raw.r#type })?;
+        let data = EventData::decode(ty, raw.data)?;
+        Ok(Self {
+            id: raw.id,
+            correlation_id: raw.correlation_id,
+            causation_id: raw.causation_id,
+            trace_id: raw.trace_id,
+            parent_trace_id: raw.parent_trace_id,
+            broker: raw.broker,
+            ts: raw.ts,
+            key: raw.key,
+            source: raw.source,
+            version: raw.version,
+            data,
+        })
+    }
+}
+
+impl Serialize for EventEnvelope {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeStruct;
+        let mut st = s.serialize_struct("EventEnvelope", 12)?;
+        st.serialize_field("id", &self.id)?;
+        st.serialize_field("correlation_id", &self.correlation_id)?;
+        st.serialize_field("causation_id", &self.causation_id)?;
+        st.serialize_field("trace_id", &self.trace_id)?;
+        st.serialize_field("parent_trace_id", &self.parent_trace_id)?;
+        st.serialize_field("broker", &self.broker)?;
+        st.serialize_field("type", &self.event_type())?;
+        st.serialize_field("ts", &self.ts)?;
+        st.serialize_field("key", &self.key)?;
+        st.serialize_field("source", &self.source)?;
+        st.serialize_field("version", &self.version)?;
+        self.data.serialize_into(&mut st)?;
+        st.end()
+    }
+}
+
+/// The dotted path of the field an error is about. serde reports a missing field at its
+/// parent's path, naming it only in the message; this puts it back into the path.
+fn field_path(prefix: Option<&str>, path: &str, problem: &str) -> String {
+    let mut parts: Vec<&str> = prefix.into_iter().collect();
+    if path != "." {
+        parts.push(path);
+    }
+    let missing = problem
+        .strip_prefix("missing field `")
+        .and_then(|rest| rest.split('`').next());
+    if let Some(name) = missing {
+        parts.push(name);
+    }
+    parts.join(".")
+}
+
+/// The envelope with its payload still raw, so the payload is decoded by its `type` after
+/// the envelope fields have been checked.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawEnvelope<'a> {
+    id: Uuid,
+    correlation_id: Uuid,
+    causation_id: Option<Uuid>,
+    trace_id: Uuid,
+    parent_trace_id: Option<Uuid>,
+    broker: EventBroker,
+    r#type: String,
+    ts: Timestamp,
+    key: String,
+    source: String,
+    version: u32,
+    #[serde(borrow)]
+    data: &'a serde_json::value::RawValue,
+}
+
+/// Why a record is not a valid envelope. Always [`FailureClass::Poison`]: retrying cannot
+/// change the bytes.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DecodeError {
+    #[error("record is not a JSON envelope: {problem}")]
+    Malformed { problem: String },
+    #[error("field `{field}`: {problem}")]
+    Field { field: String, problem: String },
+    #[error("unknown event type {type:?} (known: market_tick, trading_signal, validated_signal, rejected_signal, order_placed, order_ack, order_filled, order_failed, pnl_snapshot, system_error)")]
+    UnknownType { r#type: String },
+    #[error("unsupported envelope version {version} (this build reads version {ENVELOPE_VERSION})")]
+    UnsupportedVersion { version: u32 },
+}
+
+impl DecodeError {
+    /// The field the error is about, when there is one (`data.ohlc.open`, `version`, `type`).
+    pub fn field(&self) -> Option<&str> {
+        match self {
+            DecodeError::Malformed { .. } => None,
+            DecodeError::Field { field, .. } => Some(field),
+            DecodeError::UnknownType { .. } => Some("type"),
+            DecodeError::UnsupportedVersion { .. } => Some("version"),
+        }
+    }
+}
+
+impl Classify for DecodeError {
+    fn class(&self) -> FailureClass {
+        FailureClass::Poison
+    }
+}

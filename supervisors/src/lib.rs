@@ -1,0 +1,3 @@
+//! Assembling a runtime from settings and supervising it.
+
+pub mod daemon;

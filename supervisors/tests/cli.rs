@@ -1,0 +1,209 @@
+//! The `alpha-panda` binary as a person runs it.
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use alpha_panda_tests::{Namespace, kafka_servers};
+
+fn alpha_panda() -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_alpha-panda"));
+    // A clean environment for settings: nothing from the caller's shell leaks in.
+    for (k, _) in std::env::vars() {
+        if k.starts_with("ALPHA_PANDA__") || k == "ACTIVE_BROKERS" {
+            cmd.env_remove(k);
+        }
+    }
+    cmd
+}
+
+fn text(out: &[u8]) -> String {
+    String::from_utf8_lossy(out).into_owned()
+}
+
+fn run(cmd: &mut Command) -> Output {
+    cmd.output().expect("alpha-panda runs")
+}
+
+#[test]
+fn config_check_names_a_misspelt_environment_key_and_exits_2() {
+    let out = run(alpha_panda()
+        .args(["config", "check"])
+        .env("ALPHA_PANDA__KAFKA__BOOTSTRAP_SERVRS", "x"));
+    assert_eq!(out.status.code(), Some(2));
+    let err = text(&out.stderr);
+    assert!(err.contains("kafka.bootstrap_servrs"), "{err}");
+    assert!(
+        err.contains("ALPHA_PANDA__KAFKA__BOOTSTRAP_SERVRS"),
+        "{err}"
+    );
+    assert!(
+        err.contains("bootstrap_servers"),
+        "says what is expected: {err}"
+    );
+    assert!(out.stdout.is_empty());
+}
+
+#[test]
+fn config_check_refuses_a_bad_broker_name_with_the_reason() {
+    let out = run(alpha_panda()
+        .args(["config", "check"])
+        .env("ACTIVE_BROKERS", "Paper!"));
+    assert_eq!(out.status.code(), Some(2));
+    let err = text(&out.stderr);
+    assert!(err.contains("Paper!") && err.contains("lowercase"), "{err}");
+}
+
+#[test]
+fn config_check_prints_the_effective_settings_with_secrets_masked() {
+    let dir = std::env::temp_dir().join(format!("ap-cli-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("settings.toml");
+    std::fs::write(&file, "[http]\nlisten = \"127.0.0.1:9999\"\n").unwrap();
+    let out = run(alpha_panda()
+        .args(["config", "check", "--config"])
+        .arg(&file)
+        .env("ALPHA_PANDA__ADMIN__TOKEN", "topsecret"));
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let shown = text(&out.stdout);
+    assert!(
+        shown.contains("listen = \"127.0.0.1:9999\""),
+        "file applied: {shown}"
+    );
+    assert!(shown.contains("token = \"********\""), "{shown}");
+    assert!(!shown.contains("topsecret"), "{shown}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
+}
+
+fn http_get(port: u16, path: &str) -> Option<String> {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
+    )
+    .ok()?;
+    let mut body = String::new();
+    s.read_to_string(&mut body).ok()?;
+    Some(body)
+}
+
+#[test]
+fn the_daemon_serves_healthz_and_stops_with_status_0_on_sigterm() {
+    let port = free_port();
+    let mut child = alpha_panda()
+        .arg("run")
+        .env("ALPHA_PANDA__HTTP__LISTEN", format!("127.0.0.1:{port}"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("daemon starts");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let reply = loop {
+        if let Some(r) = http_get(port, "/healthz") {
+            break r;
+        }
+        assert!(Instant::now() < deadline, "no /healthz answer");
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert!(reply.starts_with("HTTP/1.1 200"), "{reply}");
+    assert!(reply.contains(r#"{"status":"ok"}"#), "{reply}");
+
+    let killed = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    let stopped_by = Instant::now() + Duration::from_secs(10);
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if Instant::now() > stopped_by {
+            let _ = child.kill();
+            panic!("daemon did not stop within 10 s of SIGTERM");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert_eq!(status.code(), Some(0));
+}
+
+#[test]
+fn topics_ensure_creates_the_missing_topics_once_and_list_shows_them() {
+    let ns = Namespace::new();
+    let ensure = || {
+        run(alpha_panda()
+            .args(["topics", "ensure"])
+            .env("ALPHA_PANDA__KAFKA__BOOTSTRAP_SERVERS", kafka_servers())
+            .env(
+                "ALPHA_PANDA__BROKERS__".to_owned()
+                    + &ns.broker.as_str().to_ascii_uppercase()
+                    + "__KIND",
+                "paper",
+            )
+            .env(
+                "ALPHA_PANDA__BROKERS__".to_owned()
+                    + &ns.broker.as_str().to_ascii_uppercase()
+                    + "__ACCOUNT",
+                "acct",
+            )
+            .env("ACTIVE_BROKERS", ns.broker.as_str()))
+    };
+    let first = ensure();
+    assert_eq!(first.status.code(), Some(0), "{}", text(&first.stderr));
+    let report = text(&first.stdout);
+    let ours: Vec<&str> = report
+        .lines()
+        .filter(|l| l.starts_with(&format!("{}.", ns.broker)))
+        .collect();
+    assert_eq!(ours.len(), 14, "8 topics and 6 DLQs: {report}");
+    assert!(ours.iter().all(|l| l.contains("created")), "{report}");
+    assert!(
+        report.contains(&format!("{}.orders.filled.dlq", ns.broker)),
+        "{report}"
+    );
+
+    let second = ensure();
+    assert_eq!(second.status.code(), Some(0), "{}", text(&second.stderr));
+    let report = text(&second.stdout);
+    assert!(report.contains("0 created, 16 already existed"), "{report}");
+
+    let list = run(alpha_panda()
+        .args(["topics", "list"])
+        .env("ALPHA_PANDA__KAFKA__BOOTSTRAP_SERVERS", kafka_servers())
+        .env(
+            "ALPHA_PANDA__BROKERS__".to_owned()
+                + &ns.broker.as_str().to_ascii_uppercase()
+                + "__KIND",
+            "paper",
+        )
+        .env(
+            "ALPHA_PANDA__BROKERS__".to_owned()
+                + &ns.broker.as_str().to_ascii_uppercase()
+                + "__ACCOUNT",
+            "acct",
+        )
+        .env("ACTIVE_BROKERS", ns.broker.as_str()));
+    let shown = text(&list.stdout);
+    let line = shown
+        .lines()
+        .find(|l| l.starts_with(&format!("{}.orders.filled ", ns.broker)))
+        .unwrap_or_else(|| panic!("{shown}"));
+    let cols: Vec<&str> = line.split_whitespace().collect();
+    assert_eq!(cols[1..], ["6", "6", "-1"], "{line}");
+}
+
+#[test]
+fn topics_without_kafka_configured_say_what_to_set() {
+    let out = run(alpha_panda().args(["topics", "list"]));
+    assert_eq!(out.status.code(), Some(1));
+    assert!(text(&out.stderr).contains("kafka.bootstrap_servers"));
+}

@@ -1,0 +1,126 @@
+//! Test support: where the real services are, and a private namespace on each of them per
+//! test, so tests run in parallel without seeing each other.
+//!
+//! `scripts/test.sh` starts the services and exports their addresses. Run outside it, a test
+//! that needs a service fails and says so: it never skips silently.
+
+use std::time::Duration;
+
+use alpha_panda_core::BrokerName;
+use alpha_panda_topics::TopicName;
+use diesel::{Connection, PgConnection, RunQueryDsl};
+
+fn required_env(name: &str) -> String {
+    std::env::var(name).unwrap_or_else(|_| {
+        panic!(
+            "{name} is not set: this test needs a real service. Run `bash scripts/test.sh`, \
+             or `. scripts/services.sh` in your shell before `cargo test`."
+        )
+    })
+}
+
+/// `host:port` of the Tansu broker of this test run.
+pub fn kafka_servers() -> String {
+    required_env("ALPHA_PANDA_TEST_KAFKA")
+}
+
+/// `redis://` URL of the test redis-server.
+pub fn redis_url() -> String {
+    required_env("ALPHA_PANDA_TEST_REDIS")
+}
+
+/// `postgres://` URL of the test PostgreSQL (trust auth).
+pub fn database_url() -> String {
+    required_env("ALPHA_PANDA_TEST_DATABASE")
+}
+
+/// One test's private corner of every service: a broker name of its own (so its topics are
+/// `{broker}.…`), consumer groups, a Redis key prefix and a PostgreSQL schema, all derived
+/// from a fresh id.
+pub struct Namespace {
+    /// Short unique id, lowercase alphanumeric.
+    pub id: String,
+    pub broker: BrokerName,
+}
+
+impl Namespace {
+    pub fn new() -> Self {
+        // The tail of a v7 id is random; its head is the clock, shared by tests started together.
+        let uuid = uuid::Uuid::now_v7().simple().to_string();
+        let id = uuid[20..].to_owned();
+        let broker = BrokerName::new(format!("t{id}"))
+            .unwrap_or_else(|e| unreachable!("generated broker name: {e}"));
+        Self { id, broker }
+    }
+
+    /// A consumer group of this test.
+    pub fn group(&self, name: &str) -> String {
+        format!("test-{}-{name}", self.id)
+    }
+
+    /// The prefix of this test's Redis keys, in the place of the broker prefix.
+    pub fn redis_prefix(&self) -> String {
+        self.broker.to_string()
+    }
+
+    /// The PostgreSQL schema of this test.
+    pub fn schema(&self) -> String {
+        format!("test_{}", self.id)
+    }
+
+    /// Creates these topics on the test broker and waits until they can be used.
+    pub async fn create_topics(&self, topics: &[TopicName]) {
+        alpha_panda_actors::kafka::admin::ensure(&kafka_servers(), "alpha-panda-test", topics)
+            .await
+            .unwrap_or_else(|e| panic!("creating test topics: {e}"));
+    }
+
+    /// A connection whose `search_path` is this test's own schema, created if needed.
+    /// The schema is dropped when the returned guard is dropped.
+    pub fn postgres(&self) -> PgSchema {
+        let url = database_url();
+        let mut conn = PgConnection::establish(&url)
+            .unwrap_or_else(|e| panic!("connecting to PostgreSQL at {url}: {e}"));
+        let schema = self.schema();
+        diesel::sql_query(format!("CREATE SCHEMA IF NOT EXISTS {schema}"))
+            .execute(&mut conn)
+            .unwrap_or_else(|e| panic!("creating schema {schema}: {e}"));
+        diesel::sql_query(format!("SET search_path TO {schema}"))
+            .execute(&mut conn)
+            .unwrap_or_else(|e| panic!("selecting schema {schema}: {e}"));
+        PgSchema { conn, schema }
+    }
+}
+
+impl Default for Namespace {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// A PostgreSQL connection confined to one test's schema; drops the schema on drop.
+pub struct PgSchema {
+    pub conn: PgConnection,
+    pub schema: String,
+}
+
+impl Drop for PgSchema {
+    fn drop(&mut self) {
+        let _ = diesel::sql_query(format!("DROP SCHEMA IF EXISTS {} CASCADE", self.schema))
+            .execute(&mut self.conn);
+    }
+}
+
+/// Polls `f` until it returns `Some`, for at most `timeout`.
+pub async fn eventually<T>(timeout: Duration, mut f: impl FnMut() -> Option<T>) -> Option<T> {
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        if let Some(v) = f() {
+            return Some(v);
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return None;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
