@@ -1,4 +1,6 @@
 //! Alpha Panda's actors and the adapters they use (Kafka, Redis, HTTP).
 
+pub mod delivery;
 pub mod http;
 pub mod kafka;
+pub mod store;

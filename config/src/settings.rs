@@ -73,6 +73,10 @@ pub struct KafkaSettings {
     pub group_prefix: String,
     /// Producer `linger.ms`.
     pub linger_ms: u32,
+    /// Most records in one produce batch (librdkafka `batch.num.messages`). Set 1 for
+    /// Tansu 0.6: its high watermark counts batches, not records, and a consumer that
+    /// resumes inside a multi-record batch waits for ever.
+    pub max_batch_records: u32,
 }
 
 impl Default for KafkaSettings {
@@ -82,6 +86,7 @@ impl Default for KafkaSettings {
             client_id: "alpha-panda".to_owned(),
             group_prefix: "alpha-panda".to_owned(),
             linger_ms: 5,
+            max_batch_records: 10_000,
         }
     }
 }

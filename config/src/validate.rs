@@ -132,6 +132,13 @@ fn services(s: &Settings) -> Result<(), Failure> {
             "expected 0 to 60000 milliseconds",
         );
     }
+    if !(1..=1_000_000).contains(&s.kafka.max_batch_records) {
+        return fail(
+            "kafka.max_batch_records",
+            s.kafka.max_batch_records,
+            "expected 1 to 1000000 (1 for Tansu 0.6)",
+        );
+    }
     if let Some(url) = &s.redis.url
         && !["redis://", "rediss://", "unix://"]
             .iter()

@@ -96,7 +96,7 @@ async fn a_second_group_member_resumes_after_the_committed_offsets() {
     ns.create_topics(std::slice::from_ref(&topic)).await;
     let topic_name = topic.to_string();
 
-    let producer: FutureProducer = producer_config(&servers, "test-producer", 5)
+    let producer: FutureProducer = producer_config(&servers, "test-producer", 5, 1)
         .create()
         .expect("producer");
     let sent: Vec<EventEnvelope> = (0..RECORDS).map(|i| signal(&ns.broker, i)).collect();

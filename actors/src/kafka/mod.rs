@@ -25,12 +25,20 @@ pub fn client_config(bootstrap_servers: &str, client_id: &str) -> ClientConfig {
 }
 
 /// Settings of the shared producer: idempotent, `acks=all`, lz4 (DESIGN §3.4).
-pub fn producer_config(bootstrap_servers: &str, client_id: &str, linger_ms: u32) -> ClientConfig {
+/// `max_batch_records` is librdkafka's `batch.num.messages`; Tansu 0.6 needs 1 (see
+/// `kafka.max_batch_records` in docs/configuration.md).
+pub fn producer_config(
+    bootstrap_servers: &str,
+    client_id: &str,
+    linger_ms: u32,
+    max_batch_records: u32,
+) -> ClientConfig {
     let mut c = client_config(bootstrap_servers, client_id);
     c.set("enable.idempotence", "true")
         .set("acks", "all")
         .set("compression.type", "lz4")
         .set("linger.ms", linger_ms.to_string())
+        .set("batch.num.messages", max_batch_records.to_string())
         .set("message.timeout.ms", "30000");
     c
 }
@@ -44,6 +52,9 @@ pub fn consumer_config(bootstrap_servers: &str, client_id: &str, group_id: &str)
         .set("auto.offset.reset", "earliest")
         .set("session.timeout.ms", "10000")
         .set("heartbeat.interval.ms", "1000")
+        // Also the rebalance timeout: how long the coordinator waits for members (dead ones
+        // included) to rejoin. The poll thread polls continuously, so this can be short.
+        .set("max.poll.interval.ms", "10000")
         .set("enable.partition.eof", "false");
     c
 }

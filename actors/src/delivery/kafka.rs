@@ -1,0 +1,422 @@
+//! The Kafka consumer bridge: one rdkafka consumer per stage consumer group, its assigned
+//! partitions split into their own queues, each queue driving one `PartitionWorker` (and so
+//! one stage actor) on an actix arbiter.
+//!
+//! Threads: a dedicated poll thread owns the consumer. It serves rebalance callbacks,
+//! dispatches records to the partition queues, stores the offsets workers report as done
+//! and commits them every `commit_interval`. Workers never touch the consumer.
+//!
+//! Backpressure: a full partition queue pauses that partition in the consumer (its records
+//! wait in Kafka) until the queue drains; other partitions go on.
+//!
+//! Revocation and shutdown: the partition's worker is told to stop after its in-flight
+//! record (bounded by `drain_timeout`), the offsets it finished are stored and committed
+//! synchronously, and only then is the partition released.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, mpsc};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use actix_rt::ArbiterHandle;
+use alpha_panda_topics::TopicName;
+use rdkafka::client::ClientContext;
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance};
+use rdkafka::error::{KafkaError, KafkaResult, RDKafkaErrorCode};
+use rdkafka::message::Headers;
+use rdkafka::{Message, Offset, TopicPartitionList};
+use tokio::sync::mpsc as tmpsc;
+
+use super::producer::EventProducer;
+use super::worker::{PartitionWorker, StageFactory};
+use super::{DeliveryPolicy, Record};
+use crate::store::Store;
+
+/// Records queued per partition before the partition is paused.
+const QUEUE_DEPTH: usize = 512;
+
+type PartitionKey = (String, i32);
+
+/// A worker's report that everything before `next_offset` is done.
+struct Done {
+    topic: String,
+    partition: i32,
+    next_offset: i64,
+}
+
+struct Slot {
+    tx: tmpsc::Sender<Record>,
+    stop: Arc<AtomicBool>,
+    /// True while the worker is processing a record.
+    busy: Arc<AtomicBool>,
+    /// True once the worker loop has ended.
+    ended: Arc<AtomicBool>,
+}
+
+/// What the consumer's callbacks need: the slots and how to start workers.
+struct Shared {
+    policy: Arc<DeliveryPolicy>,
+    producer: EventProducer,
+    store: Store,
+    factory: StageFactory,
+    arbiter: ArbiterHandle,
+    slots: Mutex<HashMap<PartitionKey, Slot>>,
+    done_tx: Mutex<mpsc::Sender<Done>>,
+    done_rx: Mutex<mpsc::Receiver<Done>>,
+    topics: HashMap<String, TopicName>,
+}
+
+impl Shared {
+    fn slots(&self) -> std::sync::MutexGuard<'_, HashMap<PartitionKey, Slot>> {
+        self.slots.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Stores every offset workers reported done.
+    fn store_done(&self, consumer: &BaseConsumer<BridgeContext>) -> bool {
+        let rx = self.done_rx.lock().unwrap_or_else(|p| p.into_inner());
+        let mut latest: HashMap<PartitionKey, i64> = HashMap::new();
+        while let Ok(d) = rx.try_recv() {
+            let e = latest
+                .entry((d.topic, d.partition))
+                .or_insert(d.next_offset);
+            *e = (*e).max(d.next_offset);
+        }
+        if latest.is_empty() {
+            return false;
+        }
+        let mut tpl = TopicPartitionList::new();
+        for ((topic, partition), offset) in &latest {
+            if tpl
+                .add_partition_offset(topic, *partition, Offset::Offset(*offset))
+                .is_err()
+            {
+                tracing::error!(topic, partition, offset, "invalid offset to store");
+            }
+        }
+        if let Err(e) = consumer.store_offsets(&tpl) {
+            tracing::warn!(error = %e, "storing offsets failed (partition no longer assigned?)");
+        }
+        true
+    }
+
+    fn start_worker(&self, key: PartitionKey) {
+        let Some(topic) = self.topics.get(&key.0).cloned() else {
+            tracing::error!(topic = %key.0, "assigned a topic this bridge did not subscribe to");
+            return;
+        };
+        let (tx, mut rx) = tmpsc::channel::<Record>(QUEUE_DEPTH);
+        let stop = Arc::new(AtomicBool::new(false));
+        let busy = Arc::new(AtomicBool::new(false));
+        let ended = Arc::new(AtomicBool::new(false));
+        let slot = Slot {
+            tx,
+            stop: stop.clone(),
+            busy: busy.clone(),
+            ended: ended.clone(),
+        };
+        let (policy, producer, store, factory) = (
+            self.policy.clone(),
+            self.producer.clone(),
+            self.store.clone(),
+            self.factory.clone(),
+        );
+        let done_tx = self
+            .done_tx
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        let partition = key.1;
+        tracing::info!(stage = %policy.stage, topic = %topic, partition, "partition assigned");
+        self.slots().insert(key, slot);
+        self.arbiter.spawn_fn(move || {
+            actix_rt::spawn(async move {
+                let mut worker =
+                    PartitionWorker::new(policy, producer, store, factory, stop.clone());
+                while let Some(record) = rx.recv().await {
+                    if stop.load(Ordering::Acquire) {
+                        break;
+                    }
+                    busy.store(true, Ordering::Release);
+                    let outcome = worker.process(&record).await;
+                    if outcome.is_ok() {
+                        let _ = done_tx.send(Done {
+                            topic: topic.to_string(),
+                            partition,
+                            next_offset: record.offset + 1,
+                        });
+                    }
+                    busy.store(false, Ordering::Release);
+                    if outcome.is_err() {
+                        break;
+                    }
+                }
+                ended.store(true, Ordering::Release);
+            });
+        });
+    }
+
+    /// Stops the workers of these partitions after their in-flight record, waiting at most
+    /// `drain_timeout`.
+    fn stop_workers(&self, keys: &[PartitionKey]) {
+        let removed: Vec<(PartitionKey, Slot)> = {
+            let mut slots = self.slots();
+            keys.iter()
+                .filter_map(|k| slots.remove(k).map(|s| (k.clone(), s)))
+                .collect()
+        };
+        for (_, slot) in &removed {
+            slot.stop.store(true, Ordering::Release);
+        }
+        let deadline = Instant::now() + self.policy.drain_timeout;
+        for ((topic, partition), slot) in removed {
+            drop(slot.tx);
+            while slot.busy.load(Ordering::Acquire) && !slot.ended.load(Ordering::Acquire) {
+                if Instant::now() > deadline {
+                    tracing::warn!(
+                        topic,
+                        partition,
+                        "in-flight record did not finish in time; it will be redelivered"
+                    );
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(2));
+            }
+            tracing::info!(stage = %self.policy.stage, topic, partition, "partition released");
+        }
+    }
+}
+
+/// The consumer context: rebalance callbacks run on the poll thread, inside `poll`.
+pub struct BridgeContext {
+    shared: Arc<Shared>,
+}
+
+impl ClientContext for BridgeContext {}
+
+impl ConsumerContext for BridgeContext {
+    fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        if let Rebalance::Revoke(tpl) = rebalance {
+            let keys: Vec<PartitionKey> = tpl
+                .elements()
+                .iter()
+                .map(|e| (e.topic().to_owned(), e.partition()))
+                .collect();
+            self.shared.stop_workers(&keys);
+            self.shared.store_done(consumer);
+            commit_sync(consumer);
+        }
+    }
+
+    fn post_rebalance(&self, _consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        if let Rebalance::Assign(tpl) = rebalance {
+            for e in tpl.elements() {
+                self.shared
+                    .start_worker((e.topic().to_owned(), e.partition()));
+            }
+        }
+    }
+
+    fn commit_callback(&self, result: KafkaResult<()>, _offsets: &TopicPartitionList) {
+        match result {
+            Ok(()) | Err(KafkaError::ConsumerCommit(RDKafkaErrorCode::NoOffset)) => {}
+            Err(e) => {
+                tracing::warn!(stage = %self.shared.policy.stage, error = %e, "offset commit failed; will retry with the next commit")
+            }
+        }
+    }
+}
+
+fn commit_sync(consumer: &BaseConsumer<BridgeContext>) {
+    match consumer.commit_consumer_state(CommitMode::Sync) {
+        Ok(()) | Err(KafkaError::ConsumerCommit(RDKafkaErrorCode::NoOffset)) => {}
+        Err(e) => tracing::warn!(error = %e, "synchronous commit failed"),
+    }
+}
+
+/// A running consumer bridge.
+pub struct ConsumerHandle {
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<()>>,
+    shared: Arc<Shared>,
+}
+
+impl ConsumerHandle {
+    /// The partitions this member currently owns.
+    pub fn assignment(&self) -> Vec<(String, i32)> {
+        let mut v: Vec<_> = self.shared.slots().keys().cloned().collect();
+        v.sort();
+        v
+    }
+
+    /// Stops intake, lets in-flight records finish (bounded), commits, leaves the group.
+    pub async fn shutdown(mut self) {
+        self.stop.store(true, Ordering::Release);
+        if let Some(thread) = self.thread.take() {
+            let _ = tokio::task::spawn_blocking(move || thread.join()).await;
+        }
+        if let Err(e) = self.shared.producer.flush(Duration::from_secs(5)) {
+            tracing::warn!(error = %e, "producer flush at shutdown failed");
+        }
+    }
+}
+
+impl Drop for ConsumerHandle {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Release);
+    }
+}
+
+/// Everything a consumer bridge needs.
+pub struct ConsumerSpec {
+    pub servers: String,
+    pub client_id: String,
+    pub topics: Vec<TopicName>,
+    pub policy: DeliveryPolicy,
+    pub producer: EventProducer,
+    pub store: Store,
+    pub factory: StageFactory,
+    /// Where the partition workers and stage actors run.
+    pub arbiter: ArbiterHandle,
+}
+
+/// Subscribes and starts the poll thread.
+pub fn start(spec: ConsumerSpec) -> Result<ConsumerHandle, KafkaError> {
+    let (done_tx, done_rx) = mpsc::channel();
+    let shared = Arc::new(Shared {
+        topics: spec
+            .topics
+            .iter()
+            .map(|t| (t.to_string(), t.clone()))
+            .collect(),
+        policy: Arc::new(spec.policy),
+        producer: spec.producer,
+        store: spec.store,
+        factory: spec.factory,
+        arbiter: spec.arbiter,
+        slots: Mutex::new(HashMap::new()),
+        done_tx: Mutex::new(done_tx),
+        done_rx: Mutex::new(done_rx),
+    });
+    let consumer: BaseConsumer<BridgeContext> =
+        crate::kafka::consumer_config(&spec.servers, &spec.client_id, &shared.policy.group)
+            .create_with_context(BridgeContext {
+                shared: shared.clone(),
+            })?;
+    let names: Vec<String> = spec.topics.iter().map(ToString::to_string).collect();
+    let refs: Vec<&str> = names.iter().map(String::as_str).collect();
+    consumer.subscribe(&refs)?;
+    let stop = Arc::new(AtomicBool::new(false));
+    let thread = std::thread::Builder::new()
+        .name(format!("consume-{}", shared.policy.stage))
+        .spawn({
+            let stop = stop.clone();
+            let shared = shared.clone();
+            move || poll_loop(consumer, shared, stop)
+        })
+        .map_err(|e| KafkaError::Subscription(format!("cannot start the poll thread: {e}")))?;
+    Ok(ConsumerHandle {
+        stop,
+        thread: Some(thread),
+        shared,
+    })
+}
+
+fn to_record(msg: &rdkafka::message::BorrowedMessage<'_>, topic: TopicName) -> Record {
+    let headers = msg
+        .headers()
+        .map(|h| {
+            h.iter()
+                .map(|h| (h.key.to_owned(), h.value.map(<[u8]>::to_vec)))
+                .collect()
+        })
+        .unwrap_or_default();
+    Record {
+        topic,
+        partition: msg.partition(),
+        offset: msg.offset(),
+        key: msg.key().map(<[u8]>::to_vec),
+        value: msg.payload().map(<[u8]>::to_vec),
+        headers,
+    }
+}
+
+fn poll_loop(consumer: BaseConsumer<BridgeContext>, shared: Arc<Shared>, stop: Arc<AtomicBool>) {
+    let mut waiting: HashMap<PartitionKey, VecDeque<Record>> = HashMap::new();
+    let mut last_commit = Instant::now();
+    let mut stored = false;
+    while !stop.load(Ordering::Acquire) {
+        stored |= shared.store_done(&consumer);
+        // Hand paused partitions' records over as their queues drain.
+        waiting.retain(|key, queue| {
+            let slots = shared.slots();
+            let Some(slot) = slots.get(key) else {
+                return false; // revoked: the records will be redelivered to the new owner
+            };
+            while let Some(rec) = queue.pop_front() {
+                match slot.tx.try_send(rec) {
+                    Ok(()) => {}
+                    Err(tmpsc::error::TrySendError::Full(rec)) => {
+                        queue.push_front(rec);
+                        return true;
+                    }
+                    Err(tmpsc::error::TrySendError::Closed(_)) => return false,
+                }
+            }
+            let mut tpl = TopicPartitionList::new();
+            tpl.add_partition(&key.0, key.1);
+            if let Err(e) = consumer.resume(&tpl) {
+                tracing::warn!(topic = %key.0, partition = key.1, error = %e, "resume failed");
+            }
+            false
+        });
+        match consumer.poll(Duration::from_millis(50)) {
+            None => {}
+            Some(Err(e)) => {
+                tracing::warn!(stage = %shared.policy.stage, error = %e, "consumer error")
+            }
+            Some(Ok(msg)) => {
+                let key = (msg.topic().to_owned(), msg.partition());
+                if let Some(queue) = waiting.get_mut(&key) {
+                    if let Some(topic) = shared.topics.get(&key.0) {
+                        queue.push_back(to_record(&msg, topic.clone()));
+                    }
+                } else {
+                    let slots = shared.slots();
+                    if let (Some(slot), Some(topic)) = (slots.get(&key), shared.topics.get(&key.0))
+                    {
+                        match slot.tx.try_send(to_record(&msg, topic.clone())) {
+                            Ok(()) => {}
+                            Err(tmpsc::error::TrySendError::Full(rec)) => {
+                                let mut tpl = TopicPartitionList::new();
+                                tpl.add_partition(&key.0, key.1);
+                                if let Err(e) = consumer.pause(&tpl) {
+                                    tracing::warn!(topic = %key.0, partition = key.1, error = %e, "pause failed");
+                                }
+                                drop(slots);
+                                waiting.insert(key, VecDeque::from([rec]));
+                            }
+                            Err(tmpsc::error::TrySendError::Closed(_)) => {}
+                        }
+                    }
+                }
+            }
+        }
+        if stored && last_commit.elapsed() >= shared.policy.commit_interval {
+            if let Err(e) = consumer.commit_consumer_state(CommitMode::Async)
+                && !matches!(e, KafkaError::ConsumerCommit(RDKafkaErrorCode::NoOffset))
+            {
+                tracing::warn!(error = %e, "commit failed; will retry");
+            }
+            stored = false;
+            last_commit = Instant::now();
+        }
+    }
+    // Shutdown: finish in-flight work, store and commit it, then leave the group.
+    let keys: Vec<PartitionKey> = shared.slots().keys().cloned().collect();
+    shared.stop_workers(&keys);
+    shared.store_done(&consumer);
+    commit_sync(&consumer);
+    consumer.unsubscribe();
+    tracing::info!(stage = %shared.policy.stage, "consumer stopped");
+}

@@ -1,0 +1,86 @@
+//! Effectively-once delivery (DESIGN §3.4, §3.5): the contract between the transports
+//! (Kafka, in-process) and the stage actors, and the per-partition processing that both
+//! transports share.
+//!
+//! For each record of a partition, strictly in order:
+//! 1. decode the envelope; a record that does not decode is poison → DLQ;
+//! 2. skip it if its id is already marked processed by this consumer group (dedup);
+//! 3. send it to the partition's stage actor; transient failures are retried in place with
+//!    backoff, then dead-lettered; poison → DLQ; infrastructure → the actor is replaced and
+//!    the record handled again, nothing committed meanwhile;
+//! 4. produce every output and wait for the broker's acknowledgement of each;
+//! 5. mark the id processed **together with** the handler's store effects (atomically);
+//! 6. store the next offset for commit. Commits are batched, never ahead of step 6.
+//!
+//! A crash anywhere re-runs from the last commit: outputs are re-produced with the same
+//! (derived) ids and absorbed by downstream dedup; marks and effects are applied once.
+
+pub mod backoff;
+pub mod dlq;
+pub mod kafka;
+pub mod producer;
+pub mod stage;
+pub mod worker;
+
+pub use backoff::Backoff;
+pub use producer::EventProducer;
+pub use stage::{Deliver, Handled, Output, StageError};
+
+use std::time::Duration;
+
+use alpha_panda_topics::TopicName;
+
+/// A record as it came off a partition, before decoding.
+#[derive(Debug, Clone)]
+pub struct Record {
+    pub topic: TopicName,
+    pub partition: i32,
+    pub offset: i64,
+    pub key: Option<Vec<u8>>,
+    pub value: Option<Vec<u8>>,
+    pub headers: Vec<(String, Option<Vec<u8>>)>,
+}
+
+/// How a consumer group processes its records.
+#[derive(Debug, Clone)]
+pub struct DeliveryPolicy {
+    /// Consumer group, also part of the dedup key.
+    pub group: String,
+    /// The stage's name, as it appears in `source`, DLQ records and metrics.
+    pub stage: String,
+    /// Prefix of the dedup keys: the broker name, or `market` for shared stages.
+    pub namespace: String,
+    pub transient: Backoff,
+    /// Delays between restarts after infrastructure failures.
+    pub restart: Backoff,
+    pub dedup_ttl: Duration,
+    /// Longest time to wait for in-flight records when partitions are revoked or the
+    /// process stops.
+    pub drain_timeout: Duration,
+    /// How often stored offsets are committed.
+    pub commit_interval: Duration,
+}
+
+impl DeliveryPolicy {
+    pub fn new(
+        group: impl Into<String>,
+        stage: impl Into<String>,
+        namespace: impl Into<String>,
+    ) -> Self {
+        Self {
+            group: group.into(),
+            stage: stage.into(),
+            namespace: namespace.into(),
+            transient: Backoff::default(),
+            restart: Backoff {
+                initial: Duration::from_millis(250),
+                max: Duration::from_secs(30),
+                tries: u32::MAX,
+                jitter: 0.2,
+            },
+            dedup_ttl: Duration::from_secs(7 * 24 * 60 * 60),
+            drain_timeout: Duration::from_secs(5),
+            commit_interval: Duration::from_millis(500),
+        }
+    }
+}

@@ -1,0 +1,164 @@
+//! The shared producer. Every record is keyed with its envelope's key and carries the
+//! envelope's id, type, correlation id and trace id as headers too, so tools can route and
+//! trace without decoding the value.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use alpha_panda_core::{Classify, EventEnvelope, FailureClass};
+use alpha_panda_topics::TopicName;
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::message::{Header, OwnedHeaders};
+use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord, Producer};
+
+use super::stage::Output;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ProduceError {
+    #[error("producing to {topic} failed: {source}")]
+    Kafka { topic: String, source: KafkaError },
+    #[error("delivery to {topic} was cancelled: the producer is shutting down")]
+    Cancelled { topic: String },
+}
+
+impl Classify for ProduceError {
+    fn class(&self) -> FailureClass {
+        // The broker could not take the record: nothing is committed, the record is handled
+        // again once the actor restarts.
+        FailureClass::Infrastructure
+    }
+}
+
+/// Headers of a record: the envelope's identity, readable without decoding.
+pub fn envelope_headers(env: &EventEnvelope) -> OwnedHeaders {
+    let id = env.id.to_string();
+    let correlation = env.correlation_id.to_string();
+    let trace = env.trace_id.to_string();
+    OwnedHeaders::new_with_capacity(4)
+        .insert(Header {
+            key: "event_id",
+            value: Some(id.as_str()),
+        })
+        .insert(Header {
+            key: "event_type",
+            value: Some(env.event_type().as_str()),
+        })
+        .insert(Header {
+            key: "correlation_id",
+            value: Some(correlation.as_str()),
+        })
+        .insert(Header {
+            key: "trace_id",
+            value: Some(trace.as_str()),
+        })
+}
+
+/// One producer for the whole process (it is internally thread-safe and batches).
+#[derive(Clone)]
+pub enum EventProducer {
+    Kafka(Arc<FutureProducer>),
+}
+
+impl EventProducer {
+    pub fn kafka(
+        servers: &str,
+        client_id: &str,
+        linger_ms: u32,
+        max_batch_records: u32,
+    ) -> Result<Self, KafkaError> {
+        let p: FutureProducer =
+            crate::kafka::producer_config(servers, client_id, linger_ms, max_batch_records)
+                .create()?;
+        Ok(EventProducer::Kafka(Arc::new(p)))
+    }
+
+    /// Produces every output and waits until the broker has acknowledged all of them.
+    pub async fn send_all(&self, outputs: &[Output]) -> Result<(), ProduceError> {
+        match self {
+            EventProducer::Kafka(p) => {
+                let mut pending = Vec::with_capacity(outputs.len());
+                for out in outputs {
+                    let topic = out.topic.to_string();
+                    let payload = out.envelope.encode();
+                    let fut = enqueue(
+                        p,
+                        &topic,
+                        &out.envelope.key,
+                        &payload,
+                        envelope_headers(&out.envelope),
+                    )
+                    .await?;
+                    pending.push((topic, fut));
+                }
+                for (topic, fut) in pending {
+                    match fut.await {
+                        Ok(Ok(_)) => {}
+                        Ok(Err((source, _))) => return Err(ProduceError::Kafka { topic, source }),
+                        Err(_) => return Err(ProduceError::Cancelled { topic }),
+                    }
+                }
+                Ok(())
+            }
+        }
+    }
+
+    /// Produces one raw record (DLQ replay) and waits for its acknowledgement.
+    pub async fn send_raw(
+        &self,
+        topic: &TopicName,
+        key: &str,
+        payload: &[u8],
+        headers: OwnedHeaders,
+    ) -> Result<(), ProduceError> {
+        match self {
+            EventProducer::Kafka(p) => {
+                let topic = topic.to_string();
+                let fut = enqueue(p, &topic, key, payload, headers).await?;
+                match fut.await {
+                    Ok(Ok(_)) => Ok(()),
+                    Ok(Err((source, _))) => Err(ProduceError::Kafka { topic, source }),
+                    Err(_) => Err(ProduceError::Cancelled { topic }),
+                }
+            }
+        }
+    }
+
+    /// Waits until everything sent so far is acknowledged (revocation, shutdown).
+    pub fn flush(&self, timeout: Duration) -> Result<(), ProduceError> {
+        match self {
+            EventProducer::Kafka(p) => p.flush(timeout).map_err(|source| ProduceError::Kafka {
+                topic: "(flush)".to_owned(),
+                source,
+            }),
+        }
+    }
+}
+
+/// Enqueues a record, waiting while the local queue is full.
+async fn enqueue(
+    p: &FutureProducer,
+    topic: &str,
+    key: &str,
+    payload: &[u8],
+    headers: OwnedHeaders,
+) -> Result<DeliveryFuture, ProduceError> {
+    let mut record = FutureRecord::to(topic)
+        .key(key)
+        .payload(payload)
+        .headers(headers);
+    loop {
+        match p.send_result(record) {
+            Ok(fut) => return Ok(fut),
+            Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back)) => {
+                record = back;
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            Err((source, _)) => {
+                return Err(ProduceError::Kafka {
+                    topic: topic.to_owned(),
+                    source,
+                });
+            }
+        }
+    }
+}

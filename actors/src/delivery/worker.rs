@@ -1,0 +1,289 @@
+//! Processing one partition's records, strictly in order: the part of delivery both
+//! transports share. See the module docs of `delivery` for the steps.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use actix::Recipient;
+use alpha_panda_core::{Classify, EventEnvelope, FailureClass};
+
+use super::backoff::jitter_unit;
+use super::dlq::dead_letter;
+use super::producer::EventProducer;
+use super::stage::{Deliver, Handled, StageError};
+use super::{DeliveryPolicy, Record};
+use crate::store::{Store, dedup_key};
+
+/// Makes a fresh stage actor for a partition; called on the partition's arbiter, again after
+/// each infrastructure failure.
+pub type StageFactory = Arc<dyn Fn() -> Recipient<Deliver> + Send + Sync>;
+
+/// How a record ended. Every variant means "done": its offset may be committed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Processed {
+    /// Handled; outputs delivered, marked processed.
+    Handled { outputs: usize },
+    /// Already marked processed by this group: skipped.
+    Duplicate,
+    /// Sent to the DLQ.
+    DeadLettered { class: FailureClass, retries: u32 },
+}
+
+/// The record was not finished because the partition is being revoked or the process is
+/// stopping. Nothing was marked for it; it is redelivered to whoever owns the partition next.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Abandoned;
+
+pub struct PartitionWorker {
+    policy: Arc<DeliveryPolicy>,
+    producer: EventProducer,
+    store: Store,
+    factory: StageFactory,
+    stage: Recipient<Deliver>,
+    /// Set when the partition is revoked or the process stops.
+    stop: Arc<AtomicBool>,
+    /// Restarts of the stage actor since the partition was assigned.
+    pub restarts: u32,
+}
+
+/// A failure that stops the record's processing for now.
+enum Interrupt {
+    /// Replace the actor and handle the record again (nothing was committed).
+    Infrastructure(String),
+    /// Dead-letter the record with this class.
+    DeadLetter(FailureClass, String, u32),
+}
+
+impl PartitionWorker {
+    pub fn new(
+        policy: Arc<DeliveryPolicy>,
+        producer: EventProducer,
+        store: Store,
+        factory: StageFactory,
+        stop: Arc<AtomicBool>,
+    ) -> Self {
+        let stage = factory();
+        Self {
+            policy,
+            producer,
+            store,
+            factory,
+            stage,
+            stop,
+            restarts: 0,
+        }
+    }
+
+    fn stopping(&self) -> bool {
+        self.stop.load(Ordering::Acquire)
+    }
+
+    /// Processes one record to the end, restarting the stage actor with backoff after
+    /// infrastructure failures, until it is done or the partition is given up.
+    pub async fn process(&mut self, record: &Record) -> Result<Processed, Abandoned> {
+        let mut failures = 0u32;
+        loop {
+            if self.stopping() {
+                return Err(Abandoned);
+            }
+            match self.attempt(record).await {
+                Ok(done) => return Ok(done),
+                Err(Interrupt::DeadLetter(class, message, retries)) => {
+                    match self.dead_letter(record, class, &message, retries).await {
+                        Ok(()) => return Ok(Processed::DeadLettered { class, retries }),
+                        Err(e) => {
+                            failures += 1;
+                            self.restart(record, failures, &format!("DLQ write failed: {e}"))
+                                .await;
+                        }
+                    }
+                }
+                Err(Interrupt::Infrastructure(message)) => {
+                    failures += 1;
+                    self.restart(record, failures, &message).await;
+                }
+            }
+        }
+    }
+
+    /// Waits out the restart backoff (cut short if the partition is stopped) and replaces
+    /// the stage actor.
+    async fn restart(&mut self, record: &Record, failures: u32, message: &str) {
+        let delay = self.policy.restart.delay(failures, jitter_unit());
+        tracing::warn!(
+            stage = %self.policy.stage,
+            topic = %record.topic,
+            partition = record.partition,
+            offset = record.offset,
+            failures,
+            delay_ms = delay.as_millis() as u64,
+            error = message,
+            "infrastructure failure; restarting the stage actor, record will be handled again"
+        );
+        let deadline = tokio::time::Instant::now() + delay;
+        while tokio::time::Instant::now() < deadline && !self.stopping() {
+            tokio::time::sleep(std::time::Duration::from_millis(20).min(delay)).await;
+        }
+        self.stage = (self.factory)();
+        self.restarts += 1;
+    }
+
+    async fn attempt(&mut self, record: &Record) -> Result<Processed, Interrupt> {
+        let envelope = match record.value.as_deref().map(EventEnvelope::decode) {
+            Some(Ok(env)) => env,
+            Some(Err(e)) => {
+                return Err(Interrupt::DeadLetter(
+                    FailureClass::Poison,
+                    e.to_string(),
+                    0,
+                ));
+            }
+            None => {
+                return Err(Interrupt::DeadLetter(
+                    FailureClass::Poison,
+                    "record has no value (tombstone)".to_owned(),
+                    0,
+                ));
+            }
+        };
+        let key = dedup_key(&self.policy.namespace, &self.policy.group, &envelope.id);
+        if self.store.is_marked(&key).await.map_err(store_interrupt)? {
+            tracing::debug!(stage = %self.policy.stage, event_id = %envelope.id, "duplicate skipped");
+            return Ok(Processed::Duplicate);
+        }
+        let handled = self.handle(record, envelope).await?;
+        self.producer
+            .send_all(&handled.outputs)
+            .await
+            .map_err(|e| Interrupt::Infrastructure(e.to_string()))?;
+        self.store
+            .mark(&key, self.policy.dedup_ttl, &handled.effects)
+            .await
+            .map_err(store_interrupt)?;
+        Ok(Processed::Handled {
+            outputs: handled.outputs.len(),
+        })
+    }
+
+    /// Sends the record to the stage actor, retrying transient failures in place.
+    async fn handle(
+        &mut self,
+        record: &Record,
+        envelope: EventEnvelope,
+    ) -> Result<Handled, Interrupt> {
+        let mut attempts = 0u32;
+        loop {
+            attempts += 1;
+            let msg = Deliver {
+                envelope: envelope.clone(),
+                topic: record.topic.clone(),
+                partition: record.partition,
+                offset: record.offset,
+            };
+            let result = match self.stage.send(msg).await {
+                Ok(r) => r,
+                Err(mailbox) => Err(StageError::infrastructure(format!(
+                    "stage actor is gone: {mailbox}"
+                ))),
+            };
+            let err = match result {
+                Ok(handled) => return Ok(handled),
+                Err(e) => e,
+            };
+            match err.class() {
+                FailureClass::Transient if self.policy.transient.may_retry(attempts) => {
+                    let delay = self.policy.transient.delay(attempts, jitter_unit());
+                    tracing::info!(
+                        stage = %self.policy.stage,
+                        event_id = %envelope.id,
+                        attempt = attempts,
+                        delay_ms = delay.as_millis() as u64,
+                        error = %err.message,
+                        "transient failure; retrying"
+                    );
+                    tokio::time::sleep(delay).await;
+                    if self.stopping() {
+                        return Err(Interrupt::Infrastructure("stopping".to_owned()));
+                    }
+                }
+                FailureClass::Transient => {
+                    return Err(Interrupt::DeadLetter(
+                        FailureClass::Transient,
+                        err.message,
+                        attempts - 1,
+                    ));
+                }
+                FailureClass::Poison => {
+                    return Err(Interrupt::DeadLetter(
+                        FailureClass::Poison,
+                        err.message,
+                        attempts - 1,
+                    ));
+                }
+                FailureClass::Business => {
+                    // A business outcome should arrive as a domain event in `Handled`; an
+                    // error of this class is recorded and the record is done.
+                    tracing::warn!(stage = %self.policy.stage, event_id = %envelope.id, error = %err.message, "business failure without a domain event");
+                    return Ok(Handled::default());
+                }
+                FailureClass::Infrastructure => {
+                    return Err(Interrupt::Infrastructure(err.message));
+                }
+            }
+        }
+    }
+
+    async fn dead_letter(
+        &self,
+        record: &Record,
+        class: FailureClass,
+        message: &str,
+        retries: u32,
+    ) -> Result<(), String> {
+        let decoded = record
+            .value
+            .as_deref()
+            .and_then(|v| EventEnvelope::decode(v).ok());
+        let Some(out) = dead_letter(
+            record,
+            decoded.as_ref(),
+            &self.policy,
+            class,
+            message,
+            retries,
+        ) else {
+            return Err(format!("topic {} has no DLQ", record.topic));
+        };
+        tracing::warn!(
+            stage = %self.policy.stage,
+            topic = %record.topic,
+            partition = record.partition,
+            offset = record.offset,
+            class = %class,
+            retries,
+            error = message,
+            dlq = %out.topic,
+            "record dead-lettered"
+        );
+        self.producer
+            .send_all(std::slice::from_ref(&out))
+            .await
+            .map_err(|e| e.to_string())?;
+        // A decodable original is marked processed, so a redelivery does not dead-letter it
+        // again (replay gives it a new id).
+        if let Some(env) = decoded {
+            let key = dedup_key(&self.policy.namespace, &self.policy.group, &env.id);
+            self.store
+                .mark(&key, self.policy.dedup_ttl, &[])
+                .await
+                .map_err(|e| e.to_string())?;
+        }
+        Ok(())
+    }
+}
+
+fn store_interrupt(e: crate::store::StoreError) -> Interrupt {
+    // Transient store errors are also handled by restarting: the record is simply handled
+    // again, and marks are idempotent.
+    Interrupt::Infrastructure(e.to_string())
+}

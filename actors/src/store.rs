@@ -1,0 +1,283 @@
+//! The key-value store behind dedup and stage state: Redis in production, memory on the
+//! embedded default. One contract for both:
+//!
+//! - `is_marked(key)`: has this event id been processed by this consumer group?
+//! - `mark(key, ttl, effects)`: record it as processed **and** apply the handler's store
+//!   effects, atomically (one Lua script in Redis). Either both happen or neither, so a crash
+//!   between them cannot apply an effect twice or mark an event whose effect was lost.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use alpha_panda_core::{Classify, FailureClass};
+use redis::aio::ConnectionManager;
+
+/// A write a handler asks for, applied together with the dedup mark.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Effect {
+    /// `INCRBY key by`.
+    IncrBy { key: String, by: i64 },
+    /// `SET key value` (no expiry).
+    Set { key: String, value: String },
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("Redis at {url} is unreachable: {source}")]
+    Unreachable {
+        url: String,
+        source: redis::RedisError,
+    },
+    #[error("Redis at {url} timed out: {source}")]
+    Timeout {
+        url: String,
+        source: redis::RedisError,
+    },
+    #[error("Redis at {url} refused the command: {source}")]
+    Refused {
+        url: String,
+        source: redis::RedisError,
+    },
+}
+
+impl Classify for StoreError {
+    fn class(&self) -> FailureClass {
+        match self {
+            StoreError::Timeout { .. } => FailureClass::Transient,
+            StoreError::Unreachable { .. } | StoreError::Refused { .. } => {
+                FailureClass::Infrastructure
+            }
+        }
+    }
+}
+
+/// Marks the dedup key with a TTL if it is not set, and only then applies the effects.
+/// KEYS[1] = dedup key, KEYS[2..] = effect keys; ARGV[1] = ttl ms, then per effect: op, arg.
+const MARK_SCRIPT: &str = r"
+if redis.call('SET', KEYS[1], '1', 'NX', 'PX', ARGV[1]) then
+  for i = 2, #KEYS do
+    local op, arg = ARGV[2 * i - 2], ARGV[2 * i - 1]
+    if op == 'incrby' then
+      redis.call('INCRBY', KEYS[i], arg)
+    elseif op == 'set' then
+      redis.call('SET', KEYS[i], arg)
+    else
+      return redis.error_reply('unknown effect ' .. op)
+    end
+  end
+  return 1
+end
+return 0
+";
+
+#[derive(Clone)]
+pub enum Store {
+    Redis(RedisStore),
+    Memory(MemoryStore),
+}
+
+impl Store {
+    pub async fn is_marked(&self, key: &str) -> Result<bool, StoreError> {
+        match self {
+            Store::Redis(r) => r.is_marked(key).await,
+            Store::Memory(m) => Ok(m.is_marked(key)),
+        }
+    }
+
+    /// Returns whether this call set the mark (false: it was already there and the effects
+    /// were not applied again).
+    pub async fn mark(
+        &self,
+        key: &str,
+        ttl: Duration,
+        effects: &[Effect],
+    ) -> Result<bool, StoreError> {
+        match self {
+            Store::Redis(r) => r.mark(key, ttl, effects).await,
+            Store::Memory(m) => Ok(m.mark(key, ttl, effects)),
+        }
+    }
+
+    /// Reads a string value (state written by effects).
+    pub async fn get(&self, key: &str) -> Result<Option<String>, StoreError> {
+        match self {
+            Store::Redis(r) => r.get(key).await,
+            Store::Memory(m) => Ok(m.get(key)),
+        }
+    }
+}
+
+#[derive(Clone)]
+pub struct RedisStore {
+    url: String,
+    conn: ConnectionManager,
+    script: redis::Script,
+}
+
+impl RedisStore {
+    pub async fn connect(url: &str) -> Result<Self, StoreError> {
+        let shown = alpha_panda_config::mask::url(url);
+        let client = redis::Client::open(url).map_err(|source| StoreError::Refused {
+            url: shown.clone(),
+            source,
+        })?;
+        let config = redis::aio::ConnectionManagerConfig::new()
+            .set_connection_timeout(Duration::from_secs(2))
+            .set_response_timeout(Duration::from_secs(2))
+            .set_number_of_retries(2);
+        let conn = ConnectionManager::new_with_config(client, config)
+            .await
+            .map_err(|source| StoreError::Unreachable {
+                url: shown.clone(),
+                source,
+            })?;
+        Ok(Self {
+            url: shown,
+            conn,
+            script: redis::Script::new(MARK_SCRIPT),
+        })
+    }
+
+    fn classify(&self, source: redis::RedisError) -> StoreError {
+        let url = self.url.clone();
+        if source.is_timeout() {
+            StoreError::Timeout { url, source }
+        } else if source.is_io_error()
+            || source.is_connection_dropped()
+            || source.is_connection_refusal()
+            || source.is_unrecoverable_error()
+        {
+            StoreError::Unreachable { url, source }
+        } else {
+            StoreError::Refused { url, source }
+        }
+    }
+
+    async fn is_marked(&self, key: &str) -> Result<bool, StoreError> {
+        let mut conn = self.conn.clone();
+        redis::cmd("EXISTS")
+            .arg(key)
+            .query_async::<i64>(&mut conn)
+            .await
+            .map(|n| n > 0)
+            .map_err(|e| self.classify(e))
+    }
+
+    async fn mark(&self, key: &str, ttl: Duration, effects: &[Effect]) -> Result<bool, StoreError> {
+        let mut conn = self.conn.clone();
+        let mut inv = self.script.key(key);
+        inv.arg(ttl.as_millis().max(1) as u64);
+        for e in effects {
+            match e {
+                Effect::IncrBy { key, by } => inv.key(key).arg("incrby").arg(*by),
+                Effect::Set { key, value } => inv.key(key).arg("set").arg(value),
+            };
+        }
+        inv.invoke_async::<i64>(&mut conn)
+            .await
+            .map(|n| n == 1)
+            .map_err(|e| self.classify(e))
+    }
+
+    async fn get(&self, key: &str) -> Result<Option<String>, StoreError> {
+        let mut conn = self.conn.clone();
+        redis::cmd("GET")
+            .arg(key)
+            .query_async(&mut conn)
+            .await
+            .map_err(|e| self.classify(e))
+    }
+}
+
+/// The embedded default's store: a map with expiry, shared by every stage of the process.
+#[derive(Clone, Default)]
+pub struct MemoryStore {
+    inner: Arc<Mutex<MemoryInner>>,
+}
+
+#[derive(Default)]
+struct MemoryInner {
+    marks: HashMap<String, Instant>,
+    values: HashMap<String, String>,
+}
+
+impl MemoryStore {
+    fn lock(&self) -> std::sync::MutexGuard<'_, MemoryInner> {
+        // A panic while holding this lock leaves plain maps in a usable state.
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn is_marked(&self, key: &str) -> bool {
+        let inner = self.lock();
+        inner
+            .marks
+            .get(key)
+            .is_some_and(|exp| *exp > Instant::now())
+    }
+
+    fn mark(&self, key: &str, ttl: Duration, effects: &[Effect]) -> bool {
+        let mut inner = self.lock();
+        let now = Instant::now();
+        if inner.marks.get(key).is_some_and(|exp| *exp > now) {
+            return false;
+        }
+        inner.marks.insert(key.to_owned(), now + ttl);
+        for e in effects {
+            match e {
+                Effect::IncrBy { key, by } => {
+                    let cur: i64 = inner
+                        .values
+                        .get(key)
+                        .and_then(|v| v.parse().ok())
+                        .unwrap_or(0);
+                    inner.values.insert(key.clone(), (cur + by).to_string());
+                }
+                Effect::Set { key, value } => {
+                    inner.values.insert(key.clone(), value.clone());
+                }
+            }
+        }
+        if inner.marks.len() > 100_000 && inner.marks.len().is_power_of_two() {
+            inner.marks.retain(|_, exp| *exp > now);
+        }
+        true
+    }
+
+    fn get(&self, key: &str) -> Option<String> {
+        self.lock().values.get(key).cloned()
+    }
+}
+
+/// The dedup key of an event processed by a consumer group: `{broker}:dedup:{group}:{id}`.
+pub fn dedup_key(namespace: &str, group: &str, event_id: &uuid::Uuid) -> String {
+    format!("{namespace}:dedup:{group}:{event_id}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn memory_marks_once_and_applies_effects_once() {
+        let s = MemoryStore::default();
+        let fx = [Effect::IncrBy {
+            key: "c".into(),
+            by: 2,
+        }];
+        assert!(!s.is_marked("k"));
+        assert!(s.mark("k", Duration::from_secs(60), &fx));
+        assert!(s.is_marked("k"));
+        assert!(!s.mark("k", Duration::from_secs(60), &fx));
+        assert_eq!(s.get("c").as_deref(), Some("2"));
+    }
+
+    #[test]
+    fn memory_marks_expire() {
+        let s = MemoryStore::default();
+        assert!(s.mark("k", Duration::from_millis(1), &[]));
+        std::thread::sleep(Duration::from_millis(5));
+        assert!(!s.is_marked("k"));
+        assert!(s.mark("k", Duration::from_secs(1), &[]));
+    }
+}

@@ -1,0 +1,52 @@
+//! A consume → handle → produce stage in its own process, for the kill -9 test: consumes
+//! `{CHILD_BROKER}.signals.raw` in group `CHILD_GROUP`, emits one validated signal per input
+//! and increments the Redis counter `CHILD_COUNTER` once per input. Stops on SIGTERM.
+
+use std::time::Duration;
+
+use alpha_panda_actors::delivery::kafka::{ConsumerSpec, start};
+use alpha_panda_actors::delivery::{DeliveryPolicy, EventProducer};
+use alpha_panda_actors::store::{RedisStore, Store};
+use alpha_panda_core::BrokerName;
+use alpha_panda_tests::stages::validate_factory;
+use alpha_panda_topics::{BrokerTopic, TopicName};
+
+fn var(name: &str) -> String {
+    std::env::var(name).unwrap_or_else(|_| panic!("{name} must be set"))
+}
+
+fn main() {
+    tracing_subscriber::fmt()
+        .with_env_filter(std::env::var("CHILD_LOG").unwrap_or_else(|_| "warn".into()))
+        .init();
+    let servers = var("ALPHA_PANDA_TEST_KAFKA");
+    let broker = BrokerName::new(var("CHILD_BROKER")).expect("broker name");
+    let group = var("CHILD_GROUP");
+    let counter = var("CHILD_COUNTER");
+    let system = actix_rt::System::new();
+    system.block_on(async move {
+        let producer = EventProducer::kafka(&servers, "stage-child", 5, 1).expect("producer");
+        let store = Store::Redis(
+            RedisStore::connect(&var("ALPHA_PANDA_TEST_REDIS"))
+                .await
+                .expect("redis"),
+        );
+        let mut policy = DeliveryPolicy::new(group, "risk", broker.as_str());
+        policy.commit_interval = Duration::from_millis(200);
+        let handle = start(ConsumerSpec {
+            servers: servers.clone(),
+            client_id: "stage-child".into(),
+            topics: vec![TopicName::broker(&broker, BrokerTopic::SignalsRaw)],
+            policy,
+            producer,
+            store,
+            factory: validate_factory(counter),
+            arbiter: actix_rt::Arbiter::current(),
+        })
+        .expect("consumer");
+        let mut term =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).unwrap();
+        term.recv().await;
+        handle.shutdown().await;
+    });
+}
