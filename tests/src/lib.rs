@@ -127,3 +127,42 @@ pub async fn eventually<T>(timeout: Duration, mut f: impl FnMut() -> Option<T>) 
 
 pub mod signals;
 pub mod stages;
+
+/// A record read back by a test: (partition, offset, key, value).
+pub type ReadRecord = (i32, i64, Option<Vec<u8>>, Option<Vec<u8>>);
+
+/// Reads `topic` from the beginning with a fresh consumer group until `want` records have
+/// arrived or `timeout` passed. Runs on a blocking thread, so the caller's runtime (an actix
+/// system with the stages under test) keeps running.
+pub async fn read_topic(topic: &TopicName, want: usize, timeout: Duration) -> Vec<ReadRecord> {
+    let topic = topic.clone();
+    tokio::task::spawn_blocking(move || read_topic_blocking(&topic, want, timeout))
+        .await
+        .unwrap_or_else(|e| panic!("reader thread: {e}"))
+}
+
+fn read_topic_blocking(topic: &TopicName, want: usize, timeout: Duration) -> Vec<ReadRecord> {
+    use rdkafka::Message;
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    let group = format!("reader-{}", uuid::Uuid::now_v7().simple());
+    let consumer: BaseConsumer =
+        alpha_panda_actors::kafka::consumer_config(&kafka_servers(), "test-reader", &group)
+            .create()
+            .unwrap_or_else(|e| panic!("reader: {e}"));
+    consumer
+        .subscribe(&[&topic.to_string()])
+        .unwrap_or_else(|e| panic!("subscribe {topic}: {e}"));
+    let deadline = std::time::Instant::now() + timeout;
+    let mut out = Vec::new();
+    while out.len() < want && std::time::Instant::now() < deadline {
+        if let Some(Ok(m)) = consumer.poll(Duration::from_millis(100)) {
+            out.push((
+                m.partition(),
+                m.offset(),
+                m.key().map(<[u8]>::to_vec),
+                m.payload().map(<[u8]>::to_vec),
+            ));
+        }
+    }
+    out
+}

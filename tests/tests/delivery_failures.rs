@@ -1,0 +1,264 @@
+//! Failure classes over a real Tansu broker and redis-server: poison records go to the DLQ
+//! and the partition goes on; transient failures are retried in place, then dead-lettered.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use actix::Actor;
+use alpha_panda_actors::delivery::kafka::{ConsumerHandle, ConsumerSpec, start};
+use alpha_panda_actors::delivery::stage::FnStage;
+use alpha_panda_actors::delivery::worker::StageFactory;
+use alpha_panda_actors::delivery::{Backoff, Deliver, DeliveryPolicy, EventProducer, StageError};
+use alpha_panda_actors::store::{RedisStore, Store};
+use alpha_panda_core::events::ValueEncoding;
+use alpha_panda_core::{EventData, EventEnvelope, FailureClass};
+use alpha_panda_tests::stages::validate;
+use alpha_panda_tests::{Namespace, kafka_servers, read_topic, redis_url, signals};
+use alpha_panda_topics::{BrokerTopic, TopicName};
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use uuid::Uuid;
+
+struct Setup {
+    ns: Namespace,
+    raw: TopicName,
+    validated: TopicName,
+    dlq: TopicName,
+    counter: String,
+    store: Store,
+}
+
+async fn setup() -> Setup {
+    let ns = Namespace::new();
+    let raw = TopicName::broker(&ns.broker, BrokerTopic::SignalsRaw);
+    let validated = TopicName::broker(&ns.broker, BrokerTopic::SignalsValidated);
+    let dlq = raw.dlq().unwrap();
+    ns.create_topics(&[raw.clone(), validated.clone(), dlq.clone()])
+        .await;
+    let counter = format!("{}:test:effects", ns.redis_prefix());
+    let store = Store::Redis(RedisStore::connect(&redis_url()).await.unwrap());
+    Setup {
+        ns,
+        raw,
+        validated,
+        dlq,
+        counter,
+        store,
+    }
+}
+
+fn run_stage(s: &Setup, tries: u32, factory: StageFactory) -> ConsumerHandle {
+    let mut policy = DeliveryPolicy::new(s.ns.group("risk"), "risk", s.ns.broker.as_str());
+    policy.transient = Backoff {
+        initial: Duration::from_millis(10),
+        max: Duration::from_millis(50),
+        tries,
+        jitter: 0.2,
+    };
+    start(ConsumerSpec {
+        servers: kafka_servers(),
+        client_id: "failure-test".into(),
+        topics: vec![s.raw.clone()],
+        policy,
+        producer: EventProducer::kafka(&kafka_servers(), "failure-test", 1, 1).unwrap(),
+        store: s.store.clone(),
+        factory,
+        arbiter: actix_rt::Arbiter::current(),
+    })
+    .unwrap()
+}
+
+async fn counter(s: &Setup) -> i64 {
+    s.store
+        .get(&s.counter)
+        .await
+        .unwrap()
+        .map_or(0, |v| v.parse().unwrap())
+}
+
+async fn wait_counter(s: &Setup, want: i64) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while counter(s).await < want {
+        assert!(
+            Instant::now() < deadline,
+            "stuck at {} of {want}",
+            counter(s).await
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// A validate stage whose handler first runs `fail` on each record: `Some(error)` fails it.
+fn failing_factory(
+    counter: String,
+    fail: Arc<dyn Fn(&Deliver) -> Option<StageError> + Send + Sync>,
+) -> StageFactory {
+    Arc::new(move || {
+        let (counter, fail) = (counter.clone(), fail.clone());
+        FnStage::new(move |d: &Deliver| match fail(d) {
+            Some(e) => Err(e),
+            None => validate(d, &counter),
+        })
+        .start()
+        .recipient()
+    })
+}
+
+async fn dlq_records(s: &Setup, want: usize) -> Vec<(i32, i64, EventEnvelope)> {
+    read_topic(
+        &s.dlq,
+        want,
+        Duration::from_secs(if want == 0 { 2 } else { 30 }),
+    )
+    .await
+    .into_iter()
+    .map(|(p, o, _, v)| (p, o, EventEnvelope::decode(&v.unwrap()).unwrap()))
+    .collect()
+}
+
+#[test]
+fn a_poison_record_goes_to_the_dlq_with_its_metadata_and_the_partition_goes_on() {
+    actix_rt::System::new().block_on(async {
+        let s = setup().await;
+        let key = "s0|738561";
+        let producer: FutureProducer =
+            alpha_panda_actors::kafka::producer_config(&kafka_servers(), "poison", 1, 1)
+                .create()
+                .unwrap();
+        let (partition, offset) = producer
+            .send(
+                FutureRecord::to(&s.raw.to_string())
+                    .key(key)
+                    .payload("{not an envelope"),
+                Duration::from_secs(10),
+            )
+            .await
+            .map(|d| (d.partition, d.offset))
+            .unwrap_or_else(|(e, _)| panic!("{e}"));
+        // Valid records after it, on the same partition (same key).
+        let mut valid = Vec::new();
+        for i in 0..5 {
+            let env = signals::signal(&s.ns.broker, i * 4 * 3); // i*12 keeps key s0|738561
+            assert_eq!(env.key, key);
+            producer
+                .send(
+                    FutureRecord::to(&s.raw.to_string())
+                        .key(key)
+                        .payload(&env.encode()),
+                    Duration::from_secs(10),
+                )
+                .await
+                .unwrap_or_else(|(e, _)| panic!("{e}"));
+            valid.push(env);
+        }
+
+        let handle = run_stage(
+            &s,
+            5,
+            alpha_panda_tests::stages::validate_factory(s.counter.clone()),
+        );
+        wait_counter(&s, 5).await;
+        let dead = dlq_records(&s, 1).await;
+        assert_eq!(dead.len(), 1);
+        let EventData::SystemError(e) = &dead[0].2.data else {
+            panic!("DLQ holds system_error envelopes");
+        };
+        assert_eq!(e.original_topic, s.raw.to_string());
+        assert_eq!(
+            (e.original_partition, e.original_offset),
+            (partition, offset)
+        );
+        assert_eq!(e.original_key.as_deref(), Some(key));
+        assert_eq!(e.original_value.as_deref(), Some("{not an envelope"));
+        assert_eq!(e.value_encoding, ValueEncoding::Utf8);
+        assert_eq!(e.error_class, FailureClass::Poison);
+        assert!(
+            e.error_message.contains("not a JSON envelope"),
+            "{}",
+            e.error_message
+        );
+        assert_eq!(e.retry_count, 0);
+        assert_eq!(e.consumer_group, s.ns.group("risk"));
+        assert_eq!(e.stage, "risk");
+        let out = read_topic(&s.validated, 5, Duration::from_secs(30)).await;
+        assert_eq!(
+            out.len(),
+            5,
+            "the valid records behind the poison one were handled"
+        );
+        handle.shutdown().await;
+        assert_eq!(counter(&s).await, 5);
+    });
+}
+
+#[test]
+fn a_record_failing_transiently_twice_is_handled_once_without_a_dlq_entry() {
+    actix_rt::System::new().block_on(async {
+        let s = setup().await;
+        let inputs = signals::produce(&s.ns.broker, &s.raw, 6).await;
+        let target: Uuid = inputs[2].id;
+        let attempts: Arc<Mutex<HashMap<Uuid, u32>>> = Arc::default();
+        let seen = attempts.clone();
+        let fail = Arc::new(move |d: &Deliver| {
+            let mut m = seen.lock().unwrap();
+            let n = m.entry(d.envelope.id).or_insert(0);
+            *n += 1;
+            (d.envelope.id == target && *n <= 2)
+                .then(|| StageError::transient("broker briefly unavailable"))
+        });
+        let handle = run_stage(&s, 5, failing_factory(s.counter.clone(), fail));
+        wait_counter(&s, 6).await;
+        handle.shutdown().await;
+        assert_eq!(
+            attempts.lock().unwrap()[&target],
+            3,
+            "failed twice, then succeeded"
+        );
+        assert_eq!(counter(&s).await, 6, "each record's effect once");
+        assert!(dlq_records(&s, 0).await.is_empty(), "nothing dead-lettered");
+        let out = read_topic(&s.validated, 6, Duration::from_secs(30)).await;
+        assert_eq!(out.len(), 6);
+    });
+}
+
+#[test]
+fn a_record_that_always_fails_transiently_is_dead_lettered_after_the_configured_tries() {
+    actix_rt::System::new().block_on(async {
+        let s = setup().await;
+        let inputs = signals::produce(&s.ns.broker, &s.raw, 4).await;
+        let target: Uuid = inputs[1].id;
+        let calls = Arc::new(AtomicU32::new(0));
+        let c = calls.clone();
+        let fail = Arc::new(move |d: &Deliver| {
+            (d.envelope.id == target).then(|| {
+                c.fetch_add(1, Ordering::SeqCst);
+                StageError::transient("upstream keeps timing out")
+            })
+        });
+        let handle = run_stage(&s, 3, failing_factory(s.counter.clone(), fail));
+        wait_counter(&s, 3).await;
+        let dead = dlq_records(&s, 1).await;
+        handle.shutdown().await;
+        assert_eq!(
+            calls.load(Ordering::SeqCst),
+            3,
+            "tried exactly the configured 3 times"
+        );
+        assert_eq!(dead.len(), 1);
+        let EventData::SystemError(e) = &dead[0].2.data else {
+            panic!("system_error expected");
+        };
+        assert_eq!(e.error_class, FailureClass::Transient);
+        assert_eq!(e.retry_count, 2, "two retries after the first attempt");
+        assert!(e.error_message.contains("timing out"));
+        let original =
+            EventEnvelope::decode(e.original_value.as_deref().unwrap().as_bytes()).unwrap();
+        assert_eq!(
+            original, inputs[1],
+            "the DLQ keeps the original record whole"
+        );
+        assert_eq!(dead[0].2.causation_id, Some(target));
+        assert_eq!(counter(&s).await, 3, "the failed record had no effect");
+    });
+}
