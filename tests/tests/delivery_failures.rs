@@ -89,11 +89,11 @@ async fn wait_counter(s: &Setup, want: i64) {
     }
 }
 
-/// A validate stage whose handler first runs `fail` on each record: `Some(error)` fails it.
-fn failing_factory(
-    counter: String,
-    fail: Arc<dyn Fn(&Deliver) -> Option<StageError> + Send + Sync>,
-) -> StageFactory {
+/// Decides whether a record fails: `Some(error)` fails it.
+type FailWhen = Arc<dyn Fn(&Deliver) -> Option<StageError> + Send + Sync>;
+
+/// A validate stage whose handler first asks `fail` about each record.
+fn failing_factory(counter: String, fail: FailWhen) -> StageFactory {
     Arc::new(move || {
         let (counter, fail) = (counter.clone(), fail.clone());
         FnStage::new(move |d: &Deliver| match fail(d) {
