@@ -1,6 +1,7 @@
 //! Alpha Panda's actors and the adapters they use (Kafka, Redis, HTTP).
 
 pub mod delivery;
+pub mod dlq_tools;
 pub mod http;
 pub mod kafka;
 pub mod store;

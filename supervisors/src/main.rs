@@ -31,6 +31,11 @@ enum Command {
         #[command(subcommand)]
         command: TopicsCommand,
     },
+    /// Dead-letter topics: inspect and replay.
+    Dlq {
+        #[command(subcommand)]
+        command: DlqCommand,
+    },
     /// Settings.
     Config {
         #[command(subcommand)]
@@ -44,6 +49,29 @@ enum TopicsCommand {
     Ensure,
     /// Show the topics of the active brokers and whether each exists.
     List,
+}
+
+#[derive(Subcommand)]
+enum DlqCommand {
+    /// Show the records of a DLQ topic from the beginning.
+    List {
+        /// The DLQ topic, e.g. paper.signals.raw.dlq.
+        #[arg(long)]
+        topic: String,
+        #[arg(long, default_value_t = 100)]
+        limit: usize,
+    },
+    /// Republish DLQ records not replayed before to their original topics, each with a new
+    /// id and a dlq_origin header; progress is committed, so a second run replays nothing twice.
+    Replay {
+        #[arg(long)]
+        topic: String,
+        #[arg(long, default_value_t = usize::MAX)]
+        limit: usize,
+        /// Show what would be replayed; publish and commit nothing.
+        #[arg(long)]
+        dry_run: bool,
+    },
 }
 
 #[derive(Subcommand)]
@@ -69,6 +97,7 @@ fn main() -> ExitCode {
             Ok(())
         }
         Command::Topics { command } => topics(&settings, command),
+        Command::Dlq { command } => dlq(&settings, command),
         Command::Run => {
             if let Err(e) = init_logging(&settings) {
                 eprintln!("alpha-panda: {e}");
@@ -112,11 +141,102 @@ fn init_logging(s: &Settings) -> Result<(), String> {
     Ok(())
 }
 
-fn topics(s: &Settings, command: TopicsCommand) -> anyhow::Result<()> {
-    let servers = s.kafka.bootstrap_servers.as_deref().context(
+fn kafka_servers(s: &Settings) -> anyhow::Result<&str> {
+    s.kafka.bootstrap_servers.as_deref().context(
         "no Kafka configured: set kafka.bootstrap_servers (or ALPHA_PANDA__KAFKA__BOOTSTRAP_SERVERS); \
-         the in-process transport needs no topics",
-    )?;
+         the in-process transport keeps no topics between runs",
+    )
+}
+
+fn dlq(s: &Settings, command: DlqCommand) -> anyhow::Result<()> {
+    use alpha_panda_actors::dlq_tools::{self, ReplayOutcome};
+    let servers = kafka_servers(s)?;
+    let (DlqCommand::List { topic, .. } | DlqCommand::Replay { topic, .. }) = &command;
+    let dlq: alpha_panda_topics::TopicName = topic.parse()?;
+    match command {
+        DlqCommand::List { limit, .. } => {
+            let entries = dlq_tools::list(servers, &s.kafka.client_id, &dlq, limit)?;
+            let mut out = format!(
+                "{:<12} {:<26} {:<14} {:>7} {:<16} {:<40} {}\n",
+                "position", "failed_at", "class", "retries", "stage", "original", "error"
+            );
+            for e in &entries {
+                let position = format!("{}:{}", e.partition, e.offset);
+                match &e.record {
+                    Ok((_, err)) => {
+                        let original = format!(
+                            "{}:{}:{}",
+                            err.original_topic, err.original_partition, err.original_offset
+                        );
+                        let message: String = err.error_message.chars().take(80).collect();
+                        out += &format!(
+                            "{position:<12} {:<26} {:<14} {:>7} {:<16} {original:<40} {message}\n",
+                            err.failed_at.to_string(),
+                            err.error_class.as_str(),
+                            err.retry_count,
+                            err.stage,
+                        );
+                    }
+                    Err(reason) => out += &format!("{position:<12} unreadable: {reason}\n"),
+                }
+            }
+            out += &format!("{} record(s)\n", entries.len());
+            emit(&out);
+        }
+        DlqCommand::Replay { limit, dry_run, .. } => {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
+            let report = rt.block_on(async {
+                let producer = alpha_panda_actors::delivery::EventProducer::kafka(
+                    servers,
+                    &s.kafka.client_id,
+                    s.kafka.linger_ms,
+                    s.kafka.max_batch_records,
+                )?;
+                anyhow::Ok(
+                    dlq_tools::replay(
+                        servers,
+                        &s.kafka.client_id,
+                        &s.kafka.group_prefix,
+                        &producer,
+                        &dlq,
+                        limit,
+                        dry_run,
+                    )
+                    .await?,
+                )
+            })?;
+            let verb = if dry_run { "would replay" } else { "replayed" };
+            let mut out = String::new();
+            for (partition, offset, outcome) in &report.entries {
+                match outcome {
+                    ReplayOutcome::Replayed { topic, new_id } => {
+                        out += &format!("{partition}:{offset} {verb} to {topic} as {new_id}\n")
+                    }
+                    ReplayOutcome::Skipped { reason } => {
+                        out += &format!("{partition}:{offset} skipped: {reason}\n")
+                    }
+                }
+            }
+            out += &format!(
+                "{} {verb}, {} skipped{}\n",
+                report.replayed(),
+                report.entries.len() - report.replayed(),
+                if dry_run {
+                    " (dry run: nothing published or committed)"
+                } else {
+                    ""
+                }
+            );
+            emit(&out);
+        }
+    }
+    Ok(())
+}
+
+fn topics(s: &Settings, command: TopicsCommand) -> anyhow::Result<()> {
+    let servers = kafka_servers(s)?;
     let wanted = topics_for(&s.active_brokers);
     match command {
         TopicsCommand::Ensure => {

@@ -262,3 +262,104 @@ fn a_record_that_always_fails_transiently_is_dead_lettered_after_the_configured_
         assert_eq!(counter(&s).await, 3, "the failed record had no effect");
     });
 }
+
+#[test]
+fn dlq_replay_republishes_once_and_the_record_is_processed_once() {
+    use alpha_panda_actors::dlq_tools::{self, ReplayOutcome};
+    use std::sync::atomic::AtomicBool;
+    actix_rt::System::new().block_on(async {
+        let s = setup().await;
+        let inputs = signals::produce(&s.ns.broker, &s.raw, 3).await;
+        let target: Uuid = inputs[0].id;
+        let broken = Arc::new(AtomicBool::new(true));
+        let b = broken.clone();
+        let fail = Arc::new(move |d: &Deliver| {
+            let is_target = d.envelope.id == target
+                || d.envelope.causation_id == Some(target)
+                || d.envelope.correlation_id == target;
+            (is_target && b.load(Ordering::SeqCst)).then(|| StageError::transient("down"))
+        });
+        let handle = run_stage(&s, 2, failing_factory(s.counter.clone(), fail));
+        wait_counter(&s, 2).await;
+        assert_eq!(dlq_records(&s, 1).await.len(), 1);
+
+        let listed = tokio::task::spawn_blocking({
+            let dlq = s.dlq.clone();
+            move || dlq_tools::list(&kafka_servers(), "test", &dlq, 10).unwrap()
+        })
+        .await
+        .unwrap();
+        assert_eq!(listed.len(), 1);
+        let (_, err) = listed[0].record.as_ref().unwrap();
+        assert_eq!(err.error_class, FailureClass::Transient);
+
+        // The cause is fixed; replay.
+        broken.store(false, Ordering::SeqCst);
+        let producer = EventProducer::kafka(&kafka_servers(), "replay", 1, 1).unwrap();
+        let prefix = s.ns.group("ops");
+        let dry = dlq_tools::replay(
+            &kafka_servers(),
+            "test",
+            &prefix,
+            &producer,
+            &s.dlq,
+            100,
+            true,
+        )
+        .await
+        .unwrap();
+        assert_eq!(dry.replayed(), 1, "a dry run reports what it would replay");
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        assert_eq!(counter(&s).await, 2, "a dry run publishes nothing");
+
+        let first = dlq_tools::replay(
+            &kafka_servers(),
+            "test",
+            &prefix,
+            &producer,
+            &s.dlq,
+            100,
+            false,
+        )
+        .await
+        .unwrap();
+        assert_eq!(first.replayed(), 1);
+        let ReplayOutcome::Replayed { topic, new_id } = &first.entries[0].2 else {
+            panic!("replayed expected: {:?}", first.entries);
+        };
+        assert_eq!(topic, &s.raw.to_string());
+        assert_ne!(*new_id, target, "a replayed event gets a new id");
+        wait_counter(&s, 3).await;
+
+        let second = dlq_tools::replay(
+            &kafka_servers(),
+            "test",
+            &prefix,
+            &producer,
+            &s.dlq,
+            100,
+            false,
+        )
+        .await
+        .unwrap();
+        assert_eq!(second.replayed(), 0, "a second run replays nothing");
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        handle.shutdown().await;
+        assert_eq!(
+            counter(&s).await,
+            3,
+            "the replayed record was processed once"
+        );
+        let out = read_topic(&s.validated, 4, Duration::from_secs(5)).await;
+        let causes: Vec<Uuid> = out
+            .iter()
+            .filter_map(|(_, _, _, v)| EventEnvelope::decode(v.as_deref()?).ok())
+            .filter_map(|e| e.causation_id)
+            .collect();
+        assert_eq!(causes.len(), 3);
+        assert!(
+            causes.contains(new_id),
+            "the replayed record produced its output"
+        );
+    });
+}
