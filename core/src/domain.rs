@@ -58,7 +58,11 @@ impl BrokerName {
             Some(_) => {}
         }
         if name.len() > Self::MAX_LEN {
-            return Err(InvalidValue::new(what, &name, "must be at most 32 characters"));
+            return Err(InvalidValue::new(
+                what,
+                &name,
+                "must be at most 32 characters",
+            ));
         }
         if !chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_') {
             return Err(InvalidValue::new(
@@ -214,11 +218,7 @@ impl FromStr for InstrumentToken {
     type Err = InvalidValue;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         s.parse::<u32>().map(Self).map_err(|_| {
-            InvalidValue::new(
-                "instrument token",
-                s,
-                "must be an unsigned 32-bit integer",
-            )
+            InvalidValue::new("instrument token", s, "must be an unsigned 32-bit integer")
         })
     }
 }
@@ -231,7 +231,11 @@ pub struct Quantity(u64);
 impl Quantity {
     pub fn new(value: u64) -> Result<Self, InvalidValue> {
         if value == 0 {
-            return Err(InvalidValue::new("quantity", value, "must be greater than zero"));
+            return Err(InvalidValue::new(
+                "quantity",
+                value,
+                "must be greater than zero",
+            ));
         }
         Ok(Self(value))
     }
@@ -445,7 +449,10 @@ mod tests {
 
     #[test]
     fn enums_use_kite_spellings() {
-        assert_eq!(serde_json::to_string(&OrderType::StopLossMarket).unwrap(), "\"SL-M\"");
+        assert_eq!(
+            serde_json::to_string(&OrderType::StopLossMarket).unwrap(),
+            "\"SL-M\""
+        );
         assert_eq!("SL".parse::<OrderType>(), Ok(OrderType::StopLoss));
         assert!("HOLD".parse::<Side>().is_err());
         assert_eq!(Side::Sell.sign(), -1);

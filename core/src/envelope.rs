@@ -407,7 +407,9 @@ pub enum DecodeError {
     Malformed { problem: String },
     #[error("field `{field}`: {problem}")]
     Field { field: String, problem: String },
-    #[error("unknown event type {type:?} (known: market_tick, trading_signal, validated_signal, rejected_signal, order_placed, order_ack, order_filled, order_failed, pnl_snapshot, system_error)")]
+    #[error(
+        "unknown event type {type:?} (known: market_tick, trading_signal, validated_signal, rejected_signal, order_placed, order_ack, order_filled, order_failed, pnl_snapshot, system_error)"
+    )]
     UnknownType { r#type: String },
     #[error("unsupported envelope version {version} (this build reads version {ENVELOPE_VERSION})")]
     UnsupportedVersion { version: u32 },

@@ -9,10 +9,12 @@ pub mod ids;
 pub mod time;
 
 pub use domain::{
-    AccountId, BrokerName, ExecutionMode, InstrumentToken, InvalidValue, OrderId, OrderType,
-    Price, Product, Quantity, Side, StrategyId, Validity,
+    AccountId, BrokerName, ExecutionMode, InstrumentToken, InvalidValue, OrderId, OrderType, Price,
+    Product, Quantity, Side, StrategyId, Validity,
 };
-pub use envelope::{DecodeError, ENVELOPE_VERSION, EventBroker, EventData, EventEnvelope, EventType};
+pub use envelope::{
+    DecodeError, ENVELOPE_VERSION, EventBroker, EventData, EventEnvelope, EventType,
+};
 pub use failure::{Classify, FailureClass};
 pub use rust_decimal::Decimal;
 pub use time::Timestamp;

@@ -62,7 +62,10 @@ mod tests {
     #[test]
     fn writes_utc_with_z_and_reads_offsets() {
         let t: Timestamp = serde_json::from_str("\"2024-01-15T14:45:00.5+05:30\"").unwrap();
-        assert_eq!(serde_json::to_string(&t).unwrap(), "\"2024-01-15T09:15:00.500Z\"");
+        assert_eq!(
+            serde_json::to_string(&t).unwrap(),
+            "\"2024-01-15T09:15:00.500Z\""
+        );
         assert!(serde_json::from_str::<Timestamp>("\"2024-01-15 09:15:00\"").is_err());
         assert!(serde_json::from_str::<Timestamp>("1705310100").is_err());
     }

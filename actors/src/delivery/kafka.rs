@@ -205,6 +205,11 @@ impl ConsumerContext for BridgeContext {
             self.shared.stop_workers(&keys);
             self.shared.store_done(consumer);
             commit_sync(consumer);
+            // Whatever an abandoned record already sent is acknowledged (or failed) before
+            // the partition moves, so the new owner does not race our late writes.
+            if let Err(e) = self.shared.producer.flush(self.shared.policy.drain_timeout) {
+                tracing::warn!(error = %e, "producer flush on revocation failed");
+            }
         }
     }
 
