@@ -432,3 +432,220 @@ impl Classify for DecodeError {
         FailureClass::Poison
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    const TICK: &str = include_str!("../../docs/events/market_tick.json");
+    const FILL: &str = include_str!("../../docs/events/order_filled.json");
+
+    fn with(json: &str, edit: impl FnOnce(&mut serde_json::Value)) -> Vec<u8> {
+        let mut v: serde_json::Value = serde_json::from_str(json).unwrap();
+        edit(&mut v);
+        serde_json::to_vec(&v).unwrap()
+    }
+
+    fn field_of(bytes: &[u8]) -> Option<String> {
+        EventEnvelope::decode(bytes)
+            .unwrap_err()
+            .field()
+            .map(str::to_owned)
+    }
+
+    #[test]
+    fn each_error_names_its_field() {
+        let missing = with(TICK, |v| {
+            v["data"].as_object_mut().unwrap().remove("last_price");
+        });
+        assert_eq!(field_of(&missing).as_deref(), Some("data.last_price"));
+        let ill_typed = with(FILL, |v| v["data"]["quantity"] = "abc".into());
+        assert_eq!(field_of(&ill_typed).as_deref(), Some("data.quantity"));
+        let zero = with(FILL, |v| v["data"]["quantity"] = 0.into());
+        let err = EventEnvelope::decode(&zero).unwrap_err();
+        assert!(err.to_string().contains("greater than zero"), "{err}");
+        let nested = with(TICK, |v| v["data"]["ohlc"]["open"] = "-1".into());
+        assert_eq!(field_of(&nested).as_deref(), Some("data.ohlc.open"));
+        let extra = with(TICK, |v| v["surprise"] = 1.into());
+        let err = EventEnvelope::decode(&extra).unwrap_err();
+        assert!(err.to_string().contains("surprise"), "{err}");
+        let extra_in_data = with(FILL, |v| v["data"]["surprise"] = 1.into());
+        assert!(
+            EventEnvelope::decode(&extra_in_data)
+                .unwrap_err()
+                .to_string()
+                .contains("surprise")
+        );
+        let bad_id = with(TICK, |v| v["id"] = "not-a-uuid".into());
+        assert_eq!(field_of(&bad_id).as_deref(), Some("id"));
+        let bad_broker = with(FILL, |v| v["broker"] = "Paper!".into());
+        assert_eq!(field_of(&bad_broker).as_deref(), Some("broker"));
+    }
+
+    #[test]
+    fn unknown_types_wrong_versions_and_garbage_are_typed_errors() {
+        let unknown = with(TICK, |v| v["type"] = "market_tock".into());
+        assert!(matches!(
+            EventEnvelope::decode(&unknown),
+            Err(DecodeError::UnknownType { r#type }) if r#type == "market_tock"
+        ));
+        let v2 = with(TICK, |v| v["version"] = 2.into());
+        assert_eq!(
+            EventEnvelope::decode(&v2),
+            Err(DecodeError::UnsupportedVersion { version: 2 })
+        );
+        assert!(matches!(
+            EventEnvelope::decode(&[0xff, 0xfe, b'{']),
+            Err(DecodeError::Malformed { .. })
+        ));
+        assert!(matches!(
+            EventEnvelope::decode(&TICK.as_bytes()[..40]),
+            Err(DecodeError::Malformed { .. })
+        ));
+        assert!(matches!(
+            EventEnvelope::decode(format!("{TICK} {{}}").as_bytes()),
+            Err(DecodeError::Malformed { .. })
+        ));
+        // The payload must match the type.
+        let swapped = with(TICK, |v| v["type"] = "order_filled".into());
+        assert!(field_of(&swapped).unwrap().starts_with("data"));
+        assert_eq!(
+            EventEnvelope::decode(b"{}").unwrap_err().class(),
+            FailureClass::Poison
+        );
+    }
+
+    #[test]
+    fn a_child_inherits_correlation_and_trace_and_points_at_its_parent() {
+        let parent = EventEnvelope::decode(TICK.as_bytes()).unwrap();
+        let make = || {
+            parent.child(
+                EventBroker::Broker(BrokerName::paper()),
+                "strategy:momentum_1",
+                0,
+                "momentum_1|738561",
+                parent.ts,
+                parent.data.clone(),
+            )
+        };
+        let (a, b) = (make(), make());
+        assert_eq!(
+            a.id, b.id,
+            "the same parent, stage and ordinal give the same id"
+        );
+        assert_ne!(a.id, parent.id);
+        assert_eq!(a.correlation_id, parent.correlation_id);
+        assert_eq!(a.trace_id, parent.trace_id);
+        assert_eq!(a.causation_id, Some(parent.id));
+        assert_eq!(a.parent_trace_id, Some(parent.id));
+        assert_eq!(a.id, ids::child_id(parent.id, "strategy:momentum_1", 0));
+    }
+
+    /// A mutation of a valid record.
+    #[derive(Debug, Clone)]
+    enum Mutation {
+        Delete(usize, usize),
+        Insert(usize, Vec<u8>),
+        Flip(usize, u8),
+        ReplaceValue(usize, serde_json::Value),
+    }
+
+    fn mutation() -> impl Strategy<Value = Mutation> {
+        let scalar = prop_oneof![
+            Just(serde_json::Value::Null),
+            any::<bool>().prop_map(serde_json::Value::from),
+            any::<i64>().prop_map(serde_json::Value::from),
+            any::<f64>()
+                .prop_filter("finite", |f| f.is_finite())
+                .prop_map(serde_json::Value::from),
+            "\\PC{0,12}".prop_map(serde_json::Value::from),
+        ];
+        prop_oneof![
+            (any::<usize>(), 1usize..40).prop_map(|(a, n)| Mutation::Delete(a, n)),
+            (any::<usize>(), proptest::collection::vec(any::<u8>(), 1..8))
+                .prop_map(|(a, b)| Mutation::Insert(a, b)),
+            (any::<usize>(), any::<u8>()).prop_map(|(a, b)| Mutation::Flip(a, b)),
+            (any::<usize>(), scalar).prop_map(|(i, v)| Mutation::ReplaceValue(i, v)),
+        ]
+    }
+
+    fn apply(base: &str, m: &Mutation) -> Vec<u8> {
+        let mut b = base.as_bytes().to_vec();
+        let len = b.len();
+        match m {
+            Mutation::Delete(at, n) => {
+                let at = at % len;
+                b.drain(at..(at + n).min(len));
+            }
+            Mutation::Insert(at, bytes) => {
+                let at = at % len;
+                b.splice(at..at, bytes.iter().copied());
+            }
+            Mutation::Flip(at, x) => b[at % len] ^= x | 1,
+            Mutation::ReplaceValue(i, v) => {
+                let mut doc: serde_json::Value = serde_json::from_str(base).unwrap();
+                let mut leaves = Vec::new();
+                collect_leaves(&doc, String::new(), &mut leaves);
+                let ptr = &leaves[i % leaves.len()];
+                if let Some(slot) = doc.pointer_mut(ptr) {
+                    *slot = v.clone();
+                }
+                b = serde_json::to_vec(&doc).unwrap();
+            }
+        }
+        b
+    }
+
+    fn collect_leaves(v: &serde_json::Value, at: String, out: &mut Vec<String>) {
+        match v {
+            serde_json::Value::Object(m) => {
+                for (k, x) in m {
+                    collect_leaves(x, format!("{at}/{k}"), out);
+                }
+            }
+            serde_json::Value::Array(a) => {
+                for (i, x) in a.iter().enumerate() {
+                    collect_leaves(x, format!("{at}/{i}"), out);
+                }
+            }
+            _ => out.push(at),
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(512))]
+
+        #[test]
+        fn arbitrary_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..512)) {
+            let _ = EventEnvelope::decode(&bytes);
+        }
+
+        #[test]
+        fn mutated_records_decode_to_an_error_or_a_stable_envelope(
+            base in prop_oneof![Just(TICK), Just(FILL)], m in mutation()
+        ) {
+            let bytes = apply(base, &m);
+            if let Ok(env) = EventEnvelope::decode(&bytes) {
+                let again = EventEnvelope::decode(&env.encode()).unwrap();
+                prop_assert_eq!(again, env);
+            }
+        }
+
+        #[test]
+        fn generated_fills_round_trip(
+            qty in 1u64..1_000_000, units in 0i64..100_000_000, scale in 0u32..6,
+            fee_units in -1_000_000i64..1_000_000, ms in 0i64..4_102_444_800_000,
+            buy in any::<bool>()
+        ) {
+            let mut env = EventEnvelope::decode(FILL.as_bytes()).unwrap();
+            let EventData::OrderFilled(fill) = &mut env.data else { unreachable!() };
+            fill.quantity = crate::Quantity::new(qty).unwrap();
+            fill.fill_price = crate::Price::new(rust_decimal::Decimal::new(units, scale)).unwrap();
+            fill.fees = rust_decimal::Decimal::new(fee_units, 2);
+            fill.timestamp = Timestamp::from_unix_millis(ms).unwrap();
+            fill.side = if buy { crate::Side::Buy } else { crate::Side::Sell };
+            prop_assert_eq!(EventEnvelope::decode(&env.encode()).unwrap(), env);
+        }
+    }
+}
