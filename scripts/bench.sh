@@ -5,6 +5,6 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/services.sh || { echo "bench services could not be started" >&2; exit 1; }
 cargo build --release -p alpha-panda-tests --bin bench-bridge
-for transport in kafka; do
+for transport in kafka memory; do
   target/release/bench-bridge "$transport" "${BENCH_RECORDS:-20000}"
 done

@@ -127,6 +127,7 @@ pub async fn eventually<T>(timeout: Duration, mut f: impl FnMut() -> Option<T>) 
 
 pub mod signals;
 pub mod stages;
+pub mod transport;
 
 /// A record read back by a test: (partition, offset, key, value).
 pub type ReadRecord = (i32, i64, Option<Vec<u8>>, Option<Vec<u8>>);

@@ -17,6 +17,7 @@
 
 pub mod backoff;
 pub mod dlq;
+pub mod inprocess;
 pub mod kafka;
 pub mod producer;
 pub mod stage;

@@ -8,9 +8,10 @@ use std::time::Duration;
 use alpha_panda_core::{Classify, EventEnvelope, FailureClass};
 use alpha_panda_topics::TopicName;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
-use rdkafka::message::{Header, OwnedHeaders};
+use rdkafka::message::{Header, Headers, OwnedHeaders};
 use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord, Producer};
 
+use super::inprocess::{InProcessBus, StoredRecord};
 use super::stage::Output;
 
 #[derive(Debug, thiserror::Error)]
@@ -19,6 +20,8 @@ pub enum ProduceError {
     Kafka { topic: String, source: KafkaError },
     #[error("delivery to {topic} was cancelled: the producer is shutting down")]
     Cancelled { topic: String },
+    #[error("in-process delivery failed: {0}")]
+    InProcess(#[from] super::inprocess::BusError),
 }
 
 impl Classify for ProduceError {
@@ -57,6 +60,15 @@ pub fn envelope_headers(env: &EventEnvelope) -> OwnedHeaders {
 #[derive(Clone)]
 pub enum EventProducer {
     Kafka(Arc<FutureProducer>),
+    /// The in-process transport: an append is its own acknowledgement.
+    InProcess(InProcessBus),
+}
+
+fn header_pairs(headers: &OwnedHeaders) -> Vec<(String, Option<Vec<u8>>)> {
+    headers
+        .iter()
+        .map(|h| (h.key.to_owned(), h.value.map(<[u8]>::to_vec)))
+        .collect()
 }
 
 impl EventProducer {
@@ -99,6 +111,19 @@ impl EventProducer {
                 }
                 Ok(())
             }
+            EventProducer::InProcess(bus) => {
+                for out in outputs {
+                    bus.append(
+                        &out.topic.to_string(),
+                        StoredRecord {
+                            key: Some(out.envelope.key.clone().into_bytes()),
+                            value: Some(out.envelope.encode()),
+                            headers: header_pairs(&envelope_headers(&out.envelope)),
+                        },
+                    )?;
+                }
+                Ok(())
+            }
         }
     }
 
@@ -120,6 +145,17 @@ impl EventProducer {
                     Err(_) => Err(ProduceError::Cancelled { topic }),
                 }
             }
+            EventProducer::InProcess(bus) => {
+                bus.append(
+                    &topic.to_string(),
+                    StoredRecord {
+                        key: Some(key.as_bytes().to_vec()),
+                        value: Some(payload.to_vec()),
+                        headers: header_pairs(&headers),
+                    },
+                )?;
+                Ok(())
+            }
         }
     }
 
@@ -130,6 +166,7 @@ impl EventProducer {
                 topic: "(flush)".to_owned(),
                 source,
             }),
+            EventProducer::InProcess(_) => Ok(()),
         }
     }
 }

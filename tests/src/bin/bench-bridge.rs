@@ -24,8 +24,9 @@ fn main() {
         .unwrap_or(20_000);
     match transport.as_str() {
         "kafka" => kafka(n),
+        "memory" => memory(n),
         other => {
-            eprintln!("unknown transport {other:?}: use kafka");
+            eprintln!("unknown transport {other:?}: use kafka or memory");
             std::process::exit(2);
         }
     }
@@ -73,6 +74,53 @@ fn kafka(n: usize) {
             n - first,
             (n - first) as f64 / secs,
             n as f64 / feed_secs
+        );
+    });
+}
+
+fn memory(n: usize) {
+    use alpha_panda_actors::delivery::inprocess::{self, InProcessBus, StoredRecord};
+    use alpha_panda_actors::store::MemoryStore;
+    actix_rt::System::new().block_on(async move {
+        let ns = Namespace::new();
+        let raw = TopicName::broker(&ns.broker, BrokerTopic::SignalsRaw);
+        let validated = TopicName::broker(&ns.broker, BrokerTopic::SignalsValidated);
+        let bus = InProcessBus::new();
+        bus.create_topics(&[raw.clone(), raw.dlq().expect("dlq"), validated]);
+        for i in 0..n {
+            let env = signals::signal(&ns.broker, i);
+            bus.append(
+                &raw.to_string(),
+                StoredRecord {
+                    key: Some(env.key.clone().into_bytes()),
+                    value: Some(env.encode()),
+                    headers: Vec::new(),
+                },
+            )
+            .expect("append");
+        }
+        let store = Store::Memory(MemoryStore::default());
+        let counter = format!("{}:bench:effects", ns.redis_prefix());
+        let started = Instant::now();
+        let handle = inprocess::start(inprocess::InProcessConsumerSpec {
+            bus: bus.clone(),
+            topics: vec![raw],
+            policy: DeliveryPolicy::new(ns.group("bench"), "risk", ns.broker.as_str()),
+            producer: EventProducer::InProcess(bus),
+            store: store.clone(),
+            factory: validate_factory(counter.clone()),
+            arbiter: actix_rt::Arbiter::current(),
+        });
+        let done = |v: Option<String>| v.map_or(0, |v| v.parse::<usize>().unwrap_or(0));
+        while done(store.get(&counter).await.expect("memory")) < n {
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+        let secs = started.elapsed().as_secs_f64();
+        handle.shutdown().await;
+        println!(
+            "bridge in-process (memory store): {n} records in {secs:.2} s = {:.0} records/s \
+             (consume → handle → produce → mark+effect → commit; 6 partitions)",
+            n as f64 / secs
         );
     });
 }

@@ -1,0 +1,465 @@
+//! The in-process transport: the same contract as Kafka, inside one process, for the
+//! embedded default and for backtests.
+//!
+//! - Topics are created explicitly (producing to an unknown topic is an error, as on Tansu);
+//!   each partition is an append-only log; a keyed record goes to partition
+//!   `fnv1a(key) % partitions`, so a key always lands on the same partition.
+//! - Consumer groups keep committed offsets per partition. Members of a group share the
+//!   partitions of their topics (round-robin over members sorted by id); a partition is
+//!   handled by one member at a time: the new owner starts only after the old one finished
+//!   its in-flight record, committed, and released it.
+//! - A member reads each partition from the committed offset, so whatever was not committed
+//!   (a record abandoned at shutdown) is delivered again to the next owner.
+//! - Records are processed by the same `PartitionWorker` as on Kafka: decode, dedup, retries,
+//!   DLQ, effects and commit-after-completion behave identically.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use actix_rt::ArbiterHandle;
+use alpha_panda_topics::TopicName;
+use tokio::sync::Notify;
+
+use super::worker::{PartitionWorker, StageFactory};
+use super::{DeliveryPolicy, EventProducer, Record};
+use crate::store::Store;
+
+/// A record as the in-process log keeps it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StoredRecord {
+    pub key: Option<Vec<u8>>,
+    pub value: Option<Vec<u8>>,
+    pub headers: Vec<(String, Option<Vec<u8>>)>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum BusError {
+    #[error("topic {0} does not exist (create it first)")]
+    UnknownTopic(String),
+}
+
+type Partition = (String, i32);
+
+#[derive(Default)]
+struct Log {
+    partitions: Vec<Vec<StoredRecord>>,
+}
+
+#[derive(Default)]
+struct Group {
+    committed: HashMap<Partition, i64>,
+    /// Member id → subscribed topics.
+    members: BTreeMap<u64, Vec<String>>,
+    /// Partition → the member that holds it now.
+    owners: HashMap<Partition, u64>,
+}
+
+#[derive(Default)]
+struct State {
+    topics: HashMap<String, Log>,
+    groups: HashMap<String, Group>,
+}
+
+struct Inner {
+    state: Mutex<State>,
+    /// Woken on every append and every group change.
+    changed: Notify,
+    next_member: AtomicU64,
+}
+
+/// The in-process broker. Cheap to clone; clones share the same logs and groups.
+#[derive(Clone)]
+pub struct InProcessBus {
+    inner: Arc<Inner>,
+}
+
+impl Default for InProcessBus {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// FNV-1a, 32-bit: a fixed hash, so partitioning is the same in every run.
+fn fnv1a(bytes: &[u8]) -> u32 {
+    let mut h: u32 = 0x811c_9dc5;
+    for b in bytes {
+        h ^= u32::from(*b);
+        h = h.wrapping_mul(0x0100_0193);
+    }
+    h
+}
+
+impl InProcessBus {
+    pub fn new() -> Self {
+        Self {
+            inner: Arc::new(Inner {
+                state: Mutex::new(State::default()),
+                changed: Notify::new(),
+                next_member: AtomicU64::new(1),
+            }),
+        }
+    }
+
+    fn state(&self) -> MutexGuard<'_, State> {
+        self.inner.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Creates a topic with `partitions` partitions; an existing topic is left as it is.
+    pub fn create_topic(&self, topic: &TopicName, partitions: usize) {
+        let mut st = self.state();
+        st.topics.entry(topic.to_string()).or_insert_with(|| Log {
+            partitions: vec![Vec::new(); partitions.max(1)],
+        });
+    }
+
+    /// Creates every topic with its default partition count.
+    pub fn create_topics(&self, topics: &[TopicName]) {
+        for t in topics {
+            self.create_topic(t, t.spec().partitions.max(1) as usize);
+        }
+    }
+
+    /// Appends a record; returns its (partition, offset).
+    pub fn append(&self, topic: &str, record: StoredRecord) -> Result<(i32, i64), BusError> {
+        let mut st = self.state();
+        let log = st
+            .topics
+            .get_mut(topic)
+            .ok_or_else(|| BusError::UnknownTopic(topic.to_owned()))?;
+        let n = log.partitions.len() as u32;
+        let p = match &record.key {
+            Some(k) => fnv1a(k) % n,
+            None => 0,
+        } as usize;
+        log.partitions[p].push(record);
+        let offset = log.partitions[p].len() as i64 - 1;
+        drop(st);
+        self.inner.changed.notify_waiters();
+        Ok((p as i32, offset))
+    }
+
+    /// Every record of a topic as (partition, offset, record), partition by partition.
+    pub fn records(&self, topic: &TopicName) -> Vec<(i32, i64, StoredRecord)> {
+        let st = self.state();
+        let Some(log) = st.topics.get(&topic.to_string()) else {
+            return Vec::new();
+        };
+        log.partitions
+            .iter()
+            .enumerate()
+            .flat_map(|(p, recs)| {
+                recs.iter()
+                    .enumerate()
+                    .map(move |(o, r)| (p as i32, o as i64, r.clone()))
+            })
+            .collect()
+    }
+
+    /// The next offset of each partition.
+    pub fn end_offsets(&self, topic: &TopicName) -> Vec<i64> {
+        let st = self.state();
+        st.topics
+            .get(&topic.to_string())
+            .map(|l| l.partitions.iter().map(|p| p.len() as i64).collect())
+            .unwrap_or_default()
+    }
+
+    /// The committed offset of a group on a partition.
+    pub fn committed(&self, group: &str, topic: &TopicName, partition: i32) -> Option<i64> {
+        let st = self.state();
+        st.groups
+            .get(group)?
+            .committed
+            .get(&(topic.to_string(), partition))
+            .copied()
+    }
+
+    fn record_at(&self, p: &Partition, offset: i64) -> Option<StoredRecord> {
+        let st = self.state();
+        st.topics
+            .get(&p.0)?
+            .partitions
+            .get(p.1 as usize)?
+            .get(offset as usize)
+            .cloned()
+    }
+
+    fn commit(&self, group: &str, p: &Partition, next: i64) {
+        let mut st = self.state();
+        let g = st.groups.entry(group.to_owned()).or_default();
+        let e = g.committed.entry(p.clone()).or_insert(next);
+        *e = (*e).max(next);
+    }
+
+    fn join(&self, group: &str, topics: Vec<String>) -> u64 {
+        let id = self.inner.next_member.fetch_add(1, Ordering::Relaxed);
+        self.state()
+            .groups
+            .entry(group.to_owned())
+            .or_default()
+            .members
+            .insert(id, topics);
+        self.inner.changed.notify_waiters();
+        id
+    }
+
+    fn leave(&self, group: &str, member: u64) {
+        if let Some(g) = self.state().groups.get_mut(group) {
+            g.members.remove(&member);
+            g.owners.retain(|_, m| *m != member);
+        }
+        self.inner.changed.notify_waiters();
+    }
+
+    /// The partitions `member` should hold now: all partitions of the group's topics, dealt
+    /// round-robin over the members in id order.
+    fn desired(&self, group: &str, member: u64) -> BTreeSet<Partition> {
+        let st = self.state();
+        let Some(g) = st.groups.get(group) else {
+            return BTreeSet::new();
+        };
+        let members: Vec<u64> = g.members.keys().copied().collect();
+        let Some(me) = members.iter().position(|m| *m == member) else {
+            return BTreeSet::new();
+        };
+        let topics: BTreeSet<&String> = g.members.values().flatten().collect();
+        let mut all = Vec::new();
+        for t in topics {
+            if let Some(log) = st.topics.get(t) {
+                all.extend((0..log.partitions.len() as i32).map(|p| (t.clone(), p)));
+            }
+        }
+        all.into_iter()
+            .enumerate()
+            .filter(|(i, _)| i % members.len() == me)
+            .map(|(_, p)| p)
+            .collect()
+    }
+
+    /// Takes a partition if nobody holds it; returns where to start reading.
+    fn claim(&self, group: &str, member: u64, p: &Partition) -> Option<i64> {
+        let mut st = self.state();
+        let g = st.groups.get_mut(group)?;
+        match g.owners.get(p) {
+            Some(owner) if *owner != member => None,
+            _ => {
+                g.owners.insert(p.clone(), member);
+                Some(g.committed.get(p).copied().unwrap_or(0))
+            }
+        }
+    }
+
+    fn release(&self, group: &str, member: u64, p: &Partition) {
+        if let Some(g) = self.state().groups.get_mut(group)
+            && g.owners.get(p) == Some(&member)
+        {
+            g.owners.remove(p);
+        }
+        self.inner.changed.notify_waiters();
+    }
+}
+
+/// Everything an in-process consumer needs; the twin of `kafka::ConsumerSpec`.
+pub struct InProcessConsumerSpec {
+    pub bus: InProcessBus,
+    pub topics: Vec<TopicName>,
+    pub policy: DeliveryPolicy,
+    pub producer: EventProducer,
+    pub store: Store,
+    pub factory: StageFactory,
+    pub arbiter: ArbiterHandle,
+}
+
+struct Running {
+    stop: Arc<AtomicBool>,
+    ended: Arc<Notify>,
+    done: Arc<AtomicBool>,
+}
+
+/// A running in-process group member.
+pub struct InProcessConsumerHandle {
+    bus: InProcessBus,
+    group: String,
+    member: u64,
+    stop: Arc<AtomicBool>,
+    finished: Arc<Notify>,
+    finished_flag: Arc<AtomicBool>,
+    assigned: Arc<Mutex<BTreeSet<Partition>>>,
+}
+
+impl InProcessConsumerHandle {
+    /// The partitions this member currently holds.
+    pub fn assignment(&self) -> Vec<(String, i32)> {
+        self.assigned
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .cloned()
+            .collect()
+    }
+
+    /// Stops intake, lets in-flight records finish (bounded), commits, leaves the group.
+    pub async fn shutdown(self) {
+        self.stop.store(true, Ordering::Release);
+        self.bus.inner.changed.notify_waiters();
+        while !self.finished_flag.load(Ordering::Acquire) {
+            let notified = self.finished.notified();
+            if self.finished_flag.load(Ordering::Acquire) {
+                break;
+            }
+            let _ = tokio::time::timeout(Duration::from_millis(50), notified).await;
+        }
+        self.bus.leave(&self.group, self.member);
+    }
+}
+
+/// Joins the group and starts the member's control loop on `arbiter`.
+pub fn start(spec: InProcessConsumerSpec) -> InProcessConsumerHandle {
+    let group = spec.policy.group.clone();
+    let member = spec.bus.join(
+        &group,
+        spec.topics.iter().map(ToString::to_string).collect(),
+    );
+    let stop = Arc::new(AtomicBool::new(false));
+    let finished = Arc::new(Notify::new());
+    let finished_flag = Arc::new(AtomicBool::new(false));
+    let assigned = Arc::new(Mutex::new(BTreeSet::new()));
+    let handle = InProcessConsumerHandle {
+        bus: spec.bus.clone(),
+        group: group.clone(),
+        member,
+        stop: stop.clone(),
+        finished: finished.clone(),
+        finished_flag: finished_flag.clone(),
+        assigned: assigned.clone(),
+    };
+    let topics: HashMap<String, TopicName> = spec
+        .topics
+        .iter()
+        .map(|t| (t.to_string(), t.clone()))
+        .collect();
+    let policy = Arc::new(spec.policy);
+    let (bus, producer, store, factory) = (spec.bus, spec.producer, spec.store, spec.factory);
+    spec.arbiter.spawn_fn(move || {
+        actix_rt::spawn(async move {
+            let mut running: HashMap<Partition, Running> = HashMap::new();
+            loop {
+                let changed = bus.inner.changed.notified();
+                let stopping = stop.load(Ordering::Acquire);
+                let want = if stopping {
+                    BTreeSet::new()
+                } else {
+                    bus.desired(&group, member)
+                };
+                // Give up what is no longer ours: stop after the in-flight record, release.
+                let gone: Vec<Partition> =
+                    running.keys().filter(|p| !want.contains(*p)).cloned().collect();
+                for p in gone {
+                    if let Some(r) = running.remove(&p) {
+                        r.stop.store(true, Ordering::Release);
+                        bus.inner.changed.notify_waiters();
+                        let deadline = tokio::time::Instant::now() + policy.drain_timeout;
+                        while !r.done.load(Ordering::Acquire)
+                            && tokio::time::Instant::now() < deadline
+                        {
+                            let _ = tokio::time::timeout(
+                                Duration::from_millis(20),
+                                r.ended.notified(),
+                            )
+                            .await;
+                        }
+                        bus.release(&group, member, &p);
+                        tracing::info!(stage = %policy.stage, topic = %p.0, partition = p.1, "partition released");
+                    }
+                }
+                if stopping && running.is_empty() {
+                    break;
+                }
+                // Take what is ours and free.
+                for p in &want {
+                    if running.contains_key(p) {
+                        continue;
+                    }
+                    let Some(from) = bus.claim(&group, member, p) else {
+                        continue;
+                    };
+                    let Some(topic) = topics.get(&p.0).cloned() else {
+                        continue;
+                    };
+                    tracing::info!(stage = %policy.stage, topic = %p.0, partition = p.1, from, "partition assigned");
+                    let r = Running {
+                        stop: Arc::new(AtomicBool::new(false)),
+                        ended: Arc::new(Notify::new()),
+                        done: Arc::new(AtomicBool::new(false)),
+                    };
+                    actix_rt::spawn(partition_loop(
+                        bus.clone(),
+                        p.clone(),
+                        topic,
+                        from,
+                        PartitionWorker::new(
+                            policy.clone(),
+                            producer.clone(),
+                            store.clone(),
+                            factory.clone(),
+                            r.stop.clone(),
+                        ),
+                        policy.clone(),
+                        r.stop.clone(),
+                        r.ended.clone(),
+                        r.done.clone(),
+                    ));
+                    running.insert(p.clone(), r);
+                }
+                *assigned.lock().unwrap_or_else(|p| p.into_inner()) =
+                    running.keys().cloned().collect();
+                let _ = tokio::time::timeout(Duration::from_millis(200), changed).await;
+            }
+            *assigned.lock().unwrap_or_else(|p| p.into_inner()) = BTreeSet::new();
+            finished_flag.store(true, Ordering::Release);
+            finished.notify_waiters();
+        });
+    });
+    handle
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn partition_loop(
+    bus: InProcessBus,
+    p: Partition,
+    topic: TopicName,
+    mut next: i64,
+    mut worker: PartitionWorker,
+    policy: Arc<DeliveryPolicy>,
+    stop: Arc<AtomicBool>,
+    ended: Arc<Notify>,
+    done: Arc<AtomicBool>,
+) {
+    while !stop.load(Ordering::Acquire) {
+        let changed = bus.inner.changed.notified();
+        let Some(stored) = bus.record_at(&p, next) else {
+            let _ = tokio::time::timeout(Duration::from_millis(200), changed).await;
+            continue;
+        };
+        let record = Record {
+            topic: topic.clone(),
+            partition: p.1,
+            offset: next,
+            key: stored.key,
+            value: stored.value,
+            headers: stored.headers,
+        };
+        match worker.process(&record).await {
+            Ok(_) => {
+                next += 1;
+                // In-process commits are a map write: commit each finished record.
+                bus.commit(&policy.group, &p, next);
+            }
+            Err(_) => break,
+        }
+    }
+    done.store(true, Ordering::Release);
+    ended.notify_waiters();
+}
