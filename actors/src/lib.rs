@@ -5,3 +5,4 @@ pub mod dlq_tools;
 pub mod http;
 pub mod kafka;
 pub mod store;
+pub mod strategy;

@@ -5,8 +5,10 @@
 mod de;
 pub mod load;
 pub mod mask;
+pub mod params;
 pub mod settings;
 mod validate;
 
 pub use load::{ConfigError, Origin, load, load_from_env};
+pub use params::*;
 pub use settings::*;

@@ -268,6 +268,18 @@ fn strategies(s: &Settings) -> Result<(), Failure> {
                 "a strategy needs at least one broker, e.g. [\"paper\"]",
             );
         }
+        if let Err((key, problem)) = st.typed_params() {
+            let key = if key.is_empty() {
+                format!("strategies[{i}].params")
+            } else {
+                format!("strategies[{i}].params.{key}")
+            };
+            let value = st
+                .params
+                .get(key.rsplit('.').next().unwrap_or_default())
+                .map(ToString::to_string);
+            return Err((key, value, problem));
+        }
         for b in &st.brokers {
             if !s.brokers.contains_key(b) {
                 return fail(

@@ -317,3 +317,39 @@ fn url_masking_leaves_urls_without_passwords_alone() {
     assert_eq!(mask::url("postgres://ap@h/db"), "postgres://ap@h/db");
     assert_eq!(mask::url("not a url"), "not a url");
 }
+
+#[test]
+fn strategy_params_are_checked_against_their_kind() {
+    let f = file(
+        "[[strategies]]\nid = \"m\"\nkind = \"momentum\"\ninstruments = [1]\nparams = { lookbak = 5 }\n",
+    );
+    let (key, _, problem, _) = invalid(load(Some(&f.0), env(&[])).unwrap_err());
+    assert_eq!(key, "strategies[0].params.lookbak");
+    assert!(
+        problem.contains("lookback"),
+        "lists the known parameters: {problem}"
+    );
+    let f = file(
+        "[[strategies]]\nid = \"s\"\nkind = \"sma_crossover\"\ninstruments = [1]\nparams = { fast = 30, slow = 10 }\n",
+    );
+    let (key, _, problem, _) = invalid(load(Some(&f.0), env(&[])).unwrap_err());
+    assert_eq!(key, "strategies[0].params.fast");
+    assert!(problem.contains("fast < slow"), "{problem}");
+    let f = file(
+        "[[strategies]]\nid = \"r\"\nkind = \"rsi\"\ninstruments = [1]\nparams = { period = \"x\" }\n",
+    );
+    let (key, ..) = invalid(load(Some(&f.0), env(&[])).unwrap_err());
+    assert_eq!(key, "strategies[0].params.period");
+    let f = file(
+        "[[strategies]]\nid = \"r\"\nkind = \"mean_reversion\"\ninstruments = [1]\nparams = { bollinger_k = \"1.5\", oversold = 25 }\n",
+    );
+    let s = load(Some(&f.0), env(&[])).unwrap();
+    match s.strategies[0].typed_params().unwrap() {
+        alpha_panda_config::StrategyParams::MeanReversion(p) => {
+            assert_eq!(p.bollinger_k.to_string(), "1.5");
+            assert_eq!(p.oversold.to_string(), "25");
+            assert_eq!(p.rsi_period, 14, "unset parameters keep their defaults");
+        }
+        other => panic!("{other:?}"),
+    }
+}

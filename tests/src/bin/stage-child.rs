@@ -1,6 +1,7 @@
 //! A consume → handle → produce stage in its own process, for the kill -9 test: consumes
 //! `{CHILD_BROKER}.signals.raw` in group `CHILD_GROUP`, emits one validated signal per input
-//! and increments the Redis counter `CHILD_COUNTER` once per input. Stops on SIGTERM.
+//! and increments the Redis counter `CHILD_COUNTER` once per input. SIGTERM or SIGINT drain
+//! it: in-flight records finish, offsets are committed, the group is left, exit status 0.
 
 use std::time::Duration;
 
@@ -44,9 +45,13 @@ fn main() {
             arbiter: actix_rt::Arbiter::current(),
         })
         .expect("consumer");
-        let mut term =
-            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).unwrap();
-        term.recv().await;
+        use tokio::signal::unix::{SignalKind, signal};
+        let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
+        let mut int = signal(SignalKind::interrupt()).expect("SIGINT handler");
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = int.recv() => {}
+        }
         handle.shutdown().await;
     });
 }

@@ -1,0 +1,352 @@
+//! The built-in strategies. Each keeps its state per instrument and signals only when its
+//! view changes (a new BUY after a BUY would just pile on).
+
+use std::collections::{BTreeMap, HashMap};
+
+use alpha_panda_config::{MeanReversionParams, MomentumParams, RsiParams, SmaCrossoverParams};
+use alpha_panda_core::events::MarketTick;
+use alpha_panda_core::{Decimal, InstrumentToken, Quantity, Side};
+use serde_json::Value;
+
+use super::indicators::{History, bollinger, rsi, sma};
+use super::{Decision, Strategy};
+
+fn decision(
+    tick: &MarketTick,
+    side: Side,
+    quantity: u64,
+    metadata: BTreeMap<String, Value>,
+) -> Option<Decision> {
+    Some(Decision {
+        side,
+        quantity: Quantity::new(quantity).ok()?,
+        price: tick.last_price,
+        confidence: None,
+        metadata,
+    })
+}
+
+fn meta(pairs: &[(&str, Decimal)]) -> BTreeMap<String, Value> {
+    pairs
+        .iter()
+        .map(|(k, v)| {
+            (
+                (*k).to_owned(),
+                Value::String(v.round_dp(6).normalize().to_string()),
+            )
+        })
+        .collect()
+}
+
+#[derive(Default)]
+struct Track {
+    history: Option<History>,
+    last_side: Option<Side>,
+    last_value: Option<Decimal>,
+}
+
+impl Track {
+    fn history(&mut self, capacity: usize) -> &mut History {
+        self.history.get_or_insert_with(|| History::new(capacity))
+    }
+
+    /// `want` if it differs from what was last signalled.
+    fn change(&mut self, want: Option<Side>) -> Option<Side> {
+        match want {
+            Some(side) if self.last_side != Some(side) => {
+                self.last_side = Some(side);
+                Some(side)
+            }
+            _ => None,
+        }
+    }
+}
+
+pub struct Momentum {
+    p: MomentumParams,
+    tracks: HashMap<InstrumentToken, Track>,
+}
+
+impl Momentum {
+    pub fn new(p: MomentumParams) -> Self {
+        Self {
+            p,
+            tracks: HashMap::new(),
+        }
+    }
+}
+
+impl Strategy for Momentum {
+    fn on_tick(&mut self, tick: &MarketTick) -> Option<Decision> {
+        let t = self.tracks.entry(tick.instrument_token).or_default();
+        let h = t.history(self.p.lookback + 1);
+        h.push(tick.last_price.get());
+        let then = h.back(self.p.lookback)?;
+        if then.is_zero() {
+            return None;
+        }
+        let change = (tick.last_price.get() - then) / then;
+        let want = if change > self.p.threshold {
+            Some(Side::Buy)
+        } else if change < -self.p.threshold {
+            Some(Side::Sell)
+        } else {
+            None
+        };
+        let side = t.change(want)?;
+        decision(tick, side, self.p.quantity, meta(&[("momentum", change)]))
+    }
+}
+
+pub struct MeanReversion {
+    p: MeanReversionParams,
+    tracks: HashMap<InstrumentToken, Track>,
+}
+
+impl MeanReversion {
+    pub fn new(p: MeanReversionParams) -> Self {
+        Self {
+            p,
+            tracks: HashMap::new(),
+        }
+    }
+}
+
+impl Strategy for MeanReversion {
+    fn on_tick(&mut self, tick: &MarketTick) -> Option<Decision> {
+        let cap = self.p.bollinger_period.max(self.p.rsi_period + 1);
+        let t = self.tracks.entry(tick.instrument_token).or_default();
+        let h = t.history(cap);
+        h.push(tick.last_price.get());
+        let (lower, _, upper) = bollinger(h, self.p.bollinger_period, self.p.bollinger_k)?;
+        let r = rsi(h, self.p.rsi_period)?;
+        let price = tick.last_price.get();
+        let want = if price < lower && r < self.p.oversold {
+            Some(Side::Buy)
+        } else if price > upper && r > self.p.overbought {
+            Some(Side::Sell)
+        } else {
+            None
+        };
+        let side = t.change(want)?;
+        decision(
+            tick,
+            side,
+            self.p.quantity,
+            meta(&[("rsi", r), ("lower_band", lower), ("upper_band", upper)]),
+        )
+    }
+}
+
+pub struct Rsi {
+    p: RsiParams,
+    tracks: HashMap<InstrumentToken, Track>,
+}
+
+impl Rsi {
+    pub fn new(p: RsiParams) -> Self {
+        Self {
+            p,
+            tracks: HashMap::new(),
+        }
+    }
+}
+
+impl Strategy for Rsi {
+    fn on_tick(&mut self, tick: &MarketTick) -> Option<Decision> {
+        let t = self.tracks.entry(tick.instrument_token).or_default();
+        let h = t.history(self.p.period + 1);
+        h.push(tick.last_price.get());
+        let now = rsi(h, self.p.period)?;
+        let before = t.last_value.replace(now)?;
+        let want = if before >= self.p.oversold && now < self.p.oversold {
+            Some(Side::Buy)
+        } else if before <= self.p.overbought && now > self.p.overbought {
+            Some(Side::Sell)
+        } else {
+            None
+        };
+        let side = t.change(want)?;
+        decision(tick, side, self.p.quantity, meta(&[("rsi", now)]))
+    }
+}
+
+pub struct SmaCrossover {
+    p: SmaCrossoverParams,
+    tracks: HashMap<InstrumentToken, Track>,
+}
+
+impl SmaCrossover {
+    pub fn new(p: SmaCrossoverParams) -> Self {
+        Self {
+            p,
+            tracks: HashMap::new(),
+        }
+    }
+}
+
+impl Strategy for SmaCrossover {
+    fn on_tick(&mut self, tick: &MarketTick) -> Option<Decision> {
+        let t = self.tracks.entry(tick.instrument_token).or_default();
+        let h = t.history(self.p.slow);
+        h.push(tick.last_price.get());
+        let (fast, slow) = (sma(h, self.p.fast)?, sma(h, self.p.slow)?);
+        let diff = fast - slow;
+        let before = t.last_value.replace(diff)?;
+        let want = if before <= Decimal::ZERO && diff > Decimal::ZERO {
+            Some(Side::Buy)
+        } else if before >= Decimal::ZERO && diff < Decimal::ZERO {
+            Some(Side::Sell)
+        } else {
+            None
+        };
+        let side = t.change(want)?;
+        decision(
+            tick,
+            side,
+            self.p.quantity,
+            meta(&[("fast_sma", fast), ("slow_sma", slow)]),
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use alpha_panda_core::{Price, Timestamp};
+    use proptest::prelude::{prop_assert_eq, prop_assert_ne, proptest};
+
+    use super::Strategy;
+
+    fn tick(token: u32, price: i64, i: i64) -> MarketTick {
+        MarketTick {
+            instrument_token: InstrumentToken(token),
+            last_price: Price::new(Decimal::from(price)).unwrap(),
+            timestamp: Timestamp::from_unix_millis(1_705_290_000_000 + i * 1000).unwrap(),
+            symbol: None,
+            volume_traded: None,
+            last_traded_quantity: None,
+            average_traded_price: None,
+            total_buy_quantity: None,
+            total_sell_quantity: None,
+            change: None,
+            ohlc: None,
+            oi: None,
+            oi_day_high: None,
+            oi_day_low: None,
+            last_trade_time: None,
+            exchange_timestamp: None,
+            depth: None,
+            mode: None,
+            tradable: None,
+        }
+    }
+
+    fn run(s: &mut dyn Strategy, token: u32, prices: &[i64]) -> Vec<(usize, Side)> {
+        prices
+            .iter()
+            .enumerate()
+            .filter_map(|(i, p)| s.on_tick(&tick(token, *p, i as i64)).map(|d| (i, d.side)))
+            .collect()
+    }
+
+    #[test]
+    fn momentum_buys_a_rise_sells_a_fall_and_does_not_repeat() {
+        let mut m = Momentum::new(MomentumParams {
+            lookback: 2,
+            threshold: Decimal::new(1, 2), // 1 %
+            quantity: 5,
+        });
+        // 100 → 102 over two ticks is +2 %: BUY at tick 2; still rising: no repeat; then a
+        // fall of more than 1 % over two ticks: SELL.
+        let got = run(&mut m, 1, &[100, 101, 102, 104, 105, 103, 101]);
+        assert_eq!(got, vec![(2, Side::Buy), (6, Side::Sell)]);
+    }
+
+    #[test]
+    fn sma_crossover_signals_on_crossings_only() {
+        let mut s = SmaCrossover::new(SmaCrossoverParams {
+            fast: 2,
+            slow: 3,
+            quantity: 1,
+        });
+        let got = run(&mut s, 1, &[10, 10, 10, 12, 14, 14, 10, 8]);
+        assert_eq!(got, vec![(3, Side::Buy), (6, Side::Sell)]);
+    }
+
+    #[test]
+    fn rsi_buys_on_entering_oversold_and_sells_on_entering_overbought() {
+        let mut r = Rsi::new(RsiParams {
+            period: 2,
+            oversold: Decimal::from(30),
+            overbought: Decimal::from(70),
+            quantity: 1,
+        });
+        // RSI(2): 10,11,12 → 100; 11 → 50 (up 1, down 1); 10 → 0 (crosses below 30): BUY;
+        // 11, 12 → 50 then 100 (crosses above 70): SELL.
+        let got = run(&mut r, 1, &[10, 11, 12, 11, 10, 11, 12]);
+        assert_eq!(got, vec![(4, Side::Buy), (6, Side::Sell)]);
+    }
+
+    #[test]
+    fn mean_reversion_buys_a_drop_below_the_band() {
+        let mut m = MeanReversion::new(MeanReversionParams {
+            bollinger_period: 5,
+            bollinger_k: Decimal::ONE,
+            rsi_period: 3,
+            oversold: Decimal::from(30),
+            overbought: Decimal::from(70),
+            quantity: 1,
+        });
+        let got = run(&mut m, 1, &[100, 101, 100, 101, 100, 97, 94]);
+        assert_eq!(got.first(), Some(&(5, Side::Buy)));
+        let got = run(&mut m, 2, &[100, 99, 100, 99, 100, 103, 106]);
+        assert_eq!(got.first(), Some(&(5, Side::Sell)));
+    }
+
+    #[test]
+    fn history_is_kept_per_instrument() {
+        let p = MomentumParams {
+            lookback: 2,
+            threshold: Decimal::new(1, 2),
+            quantity: 1,
+        };
+        let mut interleaved = Momentum::new(p.clone());
+        let mut a_alone = Momentum::new(p);
+        let a = [100, 101, 103, 100, 97];
+        let b = [50, 40, 60, 45, 70];
+        let mut got_a = Vec::new();
+        for i in 0..a.len() {
+            if let Some(d) = interleaved.on_tick(&tick(1, a[i], i as i64)) {
+                got_a.push((i, d.side));
+            }
+            interleaved.on_tick(&tick(2, b[i], i as i64));
+        }
+        assert_eq!(
+            got_a,
+            run(&mut a_alone, 1, &a),
+            "another instrument's ticks do not leak in"
+        );
+    }
+
+    proptest! {
+        /// Deterministic: the same ticks give the same decisions; and never two of the same
+        /// side in a row per instrument.
+        #[test]
+        fn strategies_are_deterministic_and_alternate(prices in proptest::collection::vec(90i64..110, 1..200)) {
+            let make = || -> Vec<Box<dyn Strategy>> { vec![
+                Box::new(Momentum::new(MomentumParams::default())),
+                Box::new(MeanReversion::new(MeanReversionParams::default())),
+                Box::new(Rsi::new(RsiParams::default())),
+                Box::new(SmaCrossover::new(SmaCrossoverParams::default())),
+            ]};
+            for (mut a, mut b) in make().into_iter().zip(make()) {
+                let ra = run(a.as_mut(), 7, &prices);
+                prop_assert_eq!(&ra, &run(b.as_mut(), 7, &prices));
+                for w in ra.windows(2) {
+                    prop_assert_ne!(w[0].1, w[1].1);
+                }
+            }
+        }
+    }
+}
