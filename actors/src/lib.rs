@@ -4,5 +4,7 @@ pub mod delivery;
 pub mod dlq_tools;
 pub mod http;
 pub mod kafka;
+pub mod paper;
+pub mod portfolio;
 pub mod store;
 pub mod strategy;
