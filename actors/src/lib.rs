@@ -6,5 +6,6 @@ pub mod http;
 pub mod kafka;
 pub mod paper;
 pub mod portfolio;
+pub mod risk;
 pub mod store;
 pub mod strategy;

@@ -1,0 +1,400 @@
+//! Risk rules for one broker. Pure: a signal, the limits, and what the stage has seen (its
+//! own fills and what it already validated) in; every rule's verdict out.
+//!
+//! Positions count what was validated (reserved) as well as what filled, so a decision does
+//! not depend on when fills arrive relative to signals. Counters and the rate window use the
+//! signal's event time, never the wall clock. The trading day is the NSE day (Asia/Kolkata,
+//! UTC+05:30, no DST).
+
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+
+use alpha_panda_config::RiskSettings;
+use alpha_panda_core::events::TradingSignal;
+use alpha_panda_core::{Decimal, InstrumentToken, StrategyId, Timestamp};
+use chrono::{Datelike, FixedOffset, NaiveDate, NaiveTime, Weekday};
+
+/// IST: UTC+05:30.
+fn ist() -> FixedOffset {
+    FixedOffset::east_opt(5 * 3600 + 30 * 60).unwrap_or_else(|| unreachable!("valid offset"))
+}
+
+/// The NSE trading day of an instant.
+pub fn trading_day(t: Timestamp) -> NaiveDate {
+    t.0.with_timezone(&ist()).date_naive()
+}
+
+/// Whether NSE's cash market is open: 09:15–15:30 IST on a weekday that is not a holiday.
+pub fn market_open(t: Timestamp, holidays: &HashSet<NaiveDate>) -> bool {
+    let local = t.0.with_timezone(&ist());
+    let weekday = !matches!(local.weekday(), Weekday::Sat | Weekday::Sun);
+    let (open, close) = (
+        NaiveTime::from_hms_opt(9, 15, 0).unwrap_or_default(),
+        NaiveTime::from_hms_opt(15, 30, 0).unwrap_or_default(),
+    );
+    let time = local.time();
+    weekday && !holidays.contains(&local.date_naive()) && time >= open && time <= close
+}
+
+/// The limits that apply to one strategy: the broker's, with the strategy's overrides.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Limits {
+    pub max_position_per_instrument: u64,
+    pub max_order_notional: Decimal,
+    pub max_gross_exposure: Decimal,
+    pub max_daily_loss: Decimal,
+    pub max_orders_per_day: u32,
+    pub max_orders_per_second: u32,
+    pub price_band_pct: Decimal,
+    pub kill_switch: bool,
+    pub allowed_instruments: Vec<InstrumentToken>,
+    pub market_hours: bool,
+    pub holidays: HashSet<NaiveDate>,
+}
+
+impl Limits {
+    pub fn for_strategy(r: &RiskSettings, strategy: &StrategyId) -> Self {
+        let o = r.strategies.get(strategy).cloned().unwrap_or_default();
+        Self {
+            max_position_per_instrument: o
+                .max_position_per_instrument
+                .unwrap_or(r.max_position_per_instrument),
+            max_order_notional: o.max_order_notional.unwrap_or(r.max_order_notional),
+            max_gross_exposure: o.max_gross_exposure.unwrap_or(r.max_gross_exposure),
+            max_daily_loss: o.max_daily_loss.unwrap_or(r.max_daily_loss),
+            max_orders_per_day: o.max_orders_per_day.unwrap_or(r.max_orders_per_day),
+            max_orders_per_second: o.max_orders_per_second.unwrap_or(r.max_orders_per_second),
+            price_band_pct: o.price_band_pct.unwrap_or(r.price_band_pct),
+            kill_switch: r.kill_switch || o.kill_switch,
+            allowed_instruments: r.allowed_instruments.clone(),
+            market_hours: r.market_hours,
+            // Holidays are validated as YYYY-MM-DD when settings load.
+            holidays: r
+                .holidays
+                .iter()
+                .filter_map(|d| NaiveDate::parse_from_str(d, "%Y-%m-%d").ok())
+                .collect(),
+        }
+    }
+}
+
+/// What one broker's risk stage knows.
+#[derive(Debug, Clone, Default)]
+pub struct RiskBook {
+    /// Net position per (strategy, instrument): fills plus validated-but-unfilled orders.
+    positions: HashMap<(StrategyId, InstrumentToken), i64>,
+    last_price: HashMap<InstrumentToken, Decimal>,
+    orders_per_day: HashMap<(StrategyId, NaiveDate), u32>,
+    /// Event times of recently validated orders, for the per-second rate.
+    recent: VecDeque<Timestamp>,
+    /// Realized + unrealized PnL of the current trading day, as reported by the portfolio.
+    day_pnl: HashMap<NaiveDate, Decimal>,
+}
+
+/// The verdict on a signal: every rule and whether it passed, and the reasons of failures.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Verdict {
+    pub checks: BTreeMap<String, bool>,
+    pub reasons: Vec<String>,
+}
+
+impl Verdict {
+    pub fn passed(&self) -> bool {
+        self.reasons.is_empty()
+    }
+}
+
+impl RiskBook {
+    pub fn on_price(&mut self, token: InstrumentToken, price: Decimal) {
+        self.last_price.insert(token, price);
+    }
+
+    pub fn set_day_pnl(&mut self, day: NaiveDate, pnl: Decimal) {
+        self.day_pnl.insert(day, pnl);
+    }
+
+    fn position(&self, s: &StrategyId, t: InstrumentToken) -> i64 {
+        self.positions.get(&(s.clone(), t)).copied().unwrap_or(0)
+    }
+
+    /// Evaluates every rule; changes nothing.
+    pub fn evaluate(&self, signal: &TradingSignal, limits: &Limits) -> Verdict {
+        let mut checks = BTreeMap::new();
+        let mut reasons = Vec::new();
+        let mut rule = |name: &str, ok: bool, why: String| {
+            checks.insert(name.to_owned(), ok);
+            if !ok {
+                reasons.push(format!("{name}: {why}"));
+            }
+        };
+        let t = signal.timestamp;
+        let qty = signal.quantity.get();
+        let price = signal.price.get();
+        let notional = price * Decimal::from(qty);
+        let token = signal.instrument_token;
+
+        rule(
+            "kill_switch",
+            !limits.kill_switch,
+            "trading is switched off".into(),
+        );
+        rule(
+            "allowed_instrument",
+            limits.allowed_instruments.is_empty() || limits.allowed_instruments.contains(&token),
+            format!("{token} is not in allowed_instruments"),
+        );
+        rule(
+            "market_hours",
+            !limits.market_hours || market_open(t, &limits.holidays),
+            format!("NSE is closed at {t}"),
+        );
+        let band_ok = match self.last_price.get(&token) {
+            Some(last) if !last.is_zero() => {
+                ((price - last).abs() / last) * Decimal::ONE_HUNDRED <= limits.price_band_pct
+            }
+            _ => true,
+        };
+        rule(
+            "price_band",
+            band_ok,
+            format!(
+                "{price} is more than {}% from the last tick",
+                limits.price_band_pct
+            ),
+        );
+        rule(
+            "max_order_notional",
+            notional <= limits.max_order_notional,
+            format!("{notional} exceeds {}", limits.max_order_notional),
+        );
+        let after =
+            self.position(&signal.strategy_id, token) + signal.signal_type.sign() * qty as i64;
+        rule(
+            "max_position_per_instrument",
+            after.unsigned_abs() <= limits.max_position_per_instrument,
+            format!(
+                "position would be {after}, limit {}",
+                limits.max_position_per_instrument
+            ),
+        );
+        let gross: Decimal = self
+            .positions
+            .iter()
+            .filter(|((s, t), _)| !(s == &signal.strategy_id && *t == token))
+            .map(|((_, t), q)| {
+                Decimal::from(q.unsigned_abs()) * self.last_price.get(t).copied().unwrap_or(price)
+            })
+            .sum::<Decimal>()
+            + Decimal::from(after.unsigned_abs()) * price;
+        rule(
+            "max_gross_exposure",
+            gross <= limits.max_gross_exposure,
+            format!(
+                "gross exposure would be {gross}, limit {}",
+                limits.max_gross_exposure
+            ),
+        );
+        let day = trading_day(t);
+        let pnl = self.day_pnl.get(&day).copied().unwrap_or_default();
+        rule(
+            "max_daily_loss",
+            pnl >= -limits.max_daily_loss,
+            format!(
+                "today's PnL {pnl} is beyond the loss limit {}",
+                limits.max_daily_loss
+            ),
+        );
+        let today = self
+            .orders_per_day
+            .get(&(signal.strategy_id.clone(), day))
+            .copied()
+            .unwrap_or(0);
+        rule(
+            "max_orders_per_day",
+            today < limits.max_orders_per_day,
+            format!(
+                "{today} orders already today, limit {}",
+                limits.max_orders_per_day
+            ),
+        );
+        let window_start = t.0 - chrono::Duration::seconds(1);
+        let in_window = self
+            .recent
+            .iter()
+            .filter(|r| r.0 > window_start && r.0 <= t.0)
+            .count();
+        rule(
+            "max_orders_per_second",
+            in_window < limits.max_orders_per_second as usize,
+            format!(
+                "{in_window} orders in the last second, limit {}",
+                limits.max_orders_per_second
+            ),
+        );
+        Verdict { checks, reasons }
+    }
+
+    /// Records a validated order: its position is reserved, it counts for today and for the
+    /// rate window.
+    pub fn reserve(&mut self, signal: &TradingSignal) {
+        *self
+            .positions
+            .entry((signal.strategy_id.clone(), signal.instrument_token))
+            .or_insert(0) += signal.signal_type.sign() * signal.quantity.get() as i64;
+        *self
+            .orders_per_day
+            .entry((signal.strategy_id.clone(), trading_day(signal.timestamp)))
+            .or_insert(0) += 1;
+        self.recent.push_back(signal.timestamp);
+        let horizon = signal.timestamp.0 - chrono::Duration::seconds(1);
+        while self.recent.front().is_some_and(|r| r.0 <= horizon) {
+            self.recent.pop_front();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use alpha_panda_core::{OrderType, Price, Product, Quantity, Side, Validity};
+
+    fn sig(side: Side, qty: u64, price: i64, ts: &str) -> TradingSignal {
+        TradingSignal {
+            strategy_id: StrategyId::new("m").unwrap(),
+            instrument_token: InstrumentToken(1),
+            signal_type: side,
+            quantity: Quantity::new(qty).unwrap(),
+            price: Price::new(Decimal::from(price)).unwrap(),
+            timestamp: ts.parse().unwrap(),
+            confidence: None,
+            metadata: BTreeMap::new(),
+            order_type: OrderType::Market,
+            product: Product::Mis,
+            validity: Validity::Day,
+            trigger_price: None,
+        }
+    }
+
+    fn limits() -> Limits {
+        Limits::for_strategy(&RiskSettings::default(), &StrategyId::new("m").unwrap())
+    }
+
+    // 2024-01-15 is a Monday; 04:00Z is 09:30 IST.
+    const OPEN: &str = "2024-01-15T04:00:00Z";
+
+    #[test]
+    fn every_rule_is_reported_and_a_clean_signal_passes() {
+        let v = RiskBook::default().evaluate(&sig(Side::Buy, 10, 100, OPEN), &limits());
+        assert!(v.passed(), "{:?}", v.reasons);
+        assert_eq!(v.checks.len(), 10);
+        assert!(v.checks.values().all(|ok| *ok));
+    }
+
+    #[test]
+    fn market_hours_follow_ist_weekdays_and_holidays() {
+        let none = HashSet::new();
+        assert!(
+            market_open("2024-01-15T03:45:00Z".parse().unwrap(), &none),
+            "09:15 IST opens"
+        );
+        assert!(!market_open("2024-01-15T03:44:59Z".parse().unwrap(), &none));
+        assert!(
+            market_open("2024-01-15T10:00:00Z".parse().unwrap(), &none),
+            "15:30 IST"
+        );
+        assert!(!market_open("2024-01-15T10:00:01Z".parse().unwrap(), &none));
+        assert!(
+            !market_open("2024-01-13T05:00:00Z".parse().unwrap(), &none),
+            "Saturday"
+        );
+        let holiday = HashSet::from([NaiveDate::from_ymd_opt(2024, 1, 26).unwrap()]);
+        assert!(!market_open(
+            "2024-01-26T05:00:00Z".parse().unwrap(),
+            &holiday
+        ));
+        // 20:00Z on the 15th is already the 16th in India.
+        assert_eq!(
+            trading_day("2024-01-15T20:00:00Z".parse().unwrap()),
+            NaiveDate::from_ymd_opt(2024, 1, 16).unwrap()
+        );
+        let mut l = limits();
+        l.market_hours = true;
+        let v = RiskBook::default().evaluate(&sig(Side::Buy, 1, 100, "2024-01-13T05:00:00Z"), &l);
+        assert!(!v.checks["market_hours"]);
+    }
+
+    #[test]
+    fn reserved_orders_count_towards_position_day_and_rate_limits() {
+        let mut l = limits();
+        l.max_position_per_instrument = 15;
+        l.max_orders_per_second = 2;
+        l.max_orders_per_day = 3;
+        let mut book = RiskBook::default();
+        let first = sig(Side::Buy, 10, 100, "2024-01-15T04:00:00.000Z");
+        assert!(book.evaluate(&first, &l).passed());
+        book.reserve(&first);
+        // Not yet filled, but reserved: 10 + 10 > 15.
+        let v = book.evaluate(&sig(Side::Buy, 10, 100, "2024-01-15T04:00:00.100Z"), &l);
+        assert!(!v.checks["max_position_per_instrument"]);
+        let small = sig(Side::Buy, 1, 100, "2024-01-15T04:00:00.200Z");
+        book.reserve(&small);
+        let v = book.evaluate(&sig(Side::Sell, 1, 100, "2024-01-15T04:00:00.300Z"), &l);
+        assert!(!v.checks["max_orders_per_second"], "2 in the last second");
+        let later = sig(Side::Sell, 1, 100, "2024-01-15T04:00:01.250Z");
+        assert!(book.evaluate(&later, &l).checks["max_orders_per_second"]);
+        book.reserve(&later);
+        let v = book.evaluate(&sig(Side::Sell, 1, 100, "2024-01-15T05:00:00Z"), &l);
+        assert!(!v.checks["max_orders_per_day"], "3 already today");
+        let tomorrow = sig(Side::Sell, 1, 100, "2024-01-16T04:00:00Z");
+        assert!(book.evaluate(&tomorrow, &l).checks["max_orders_per_day"]);
+    }
+
+    #[test]
+    fn notional_band_exposure_loss_and_switches() {
+        let mut l = limits();
+        l.max_order_notional = Decimal::from(1_000);
+        l.max_gross_exposure = Decimal::from(5_000);
+        l.price_band_pct = Decimal::from(5);
+        l.allowed_instruments = vec![InstrumentToken(1)];
+        let mut book = RiskBook::default();
+        book.on_price(InstrumentToken(1), Decimal::from(100));
+        assert!(!book.evaluate(&sig(Side::Buy, 11, 100, OPEN), &l).checks["max_order_notional"]);
+        assert!(!book.evaluate(&sig(Side::Buy, 1, 106, OPEN), &l).checks["price_band"]);
+        assert!(book.evaluate(&sig(Side::Buy, 1, 104, OPEN), &l).checks["price_band"]);
+        for _ in 0..5 {
+            book.reserve(&sig(Side::Buy, 10, 100, OPEN));
+        }
+        assert!(!book.evaluate(&sig(Side::Buy, 1, 100, OPEN), &l).checks["max_gross_exposure"]);
+        assert!(
+            book.evaluate(&sig(Side::Sell, 1, 100, OPEN), &l).checks["max_gross_exposure"],
+            "reducing is fine"
+        );
+        book.set_day_pnl(
+            NaiveDate::from_ymd_opt(2024, 1, 15).unwrap(),
+            Decimal::from(-60_000),
+        );
+        assert!(!book.evaluate(&sig(Side::Sell, 1, 100, OPEN), &l).checks["max_daily_loss"]);
+        l.kill_switch = true;
+        let v = book.evaluate(&sig(Side::Sell, 1, 100, OPEN), &l);
+        assert!(!v.passed());
+        assert!(v.reasons.iter().any(|r| r.starts_with("kill_switch")));
+        let mut other = sig(Side::Buy, 1, 100, OPEN);
+        other.instrument_token = InstrumentToken(2);
+        assert!(!book.evaluate(&other, &l).checks["allowed_instrument"]);
+    }
+
+    #[test]
+    fn strategy_overrides_replace_only_what_they_set() {
+        let mut r = RiskSettings::default();
+        r.strategies.insert(
+            StrategyId::new("m").unwrap(),
+            alpha_panda_config::StrategyRiskOverride {
+                max_order_notional: Some(Decimal::from(10)),
+                kill_switch: false,
+                ..Default::default()
+            },
+        );
+        let l = Limits::for_strategy(&r, &StrategyId::new("m").unwrap());
+        assert_eq!(l.max_order_notional, Decimal::from(10));
+        assert_eq!(l.max_position_per_instrument, r.max_position_per_instrument);
+    }
+}
