@@ -1,3 +1,4 @@
-//! The paper broker: charges and (as it lands) the fill model. Pure.
+//! The paper broker: charges and the fill model. Pure.
 
 pub mod charges;
+pub mod fills;
