@@ -2,10 +2,12 @@
 
 pub mod delivery;
 pub mod dlq_tools;
+pub mod feed;
 pub mod http;
 pub mod kafka;
 pub mod paper;
 pub mod portfolio;
 pub mod risk;
+pub mod stages;
 pub mod store;
 pub mod strategy;

@@ -1,50 +1,289 @@
 //! `alpha-panda run`: the long-lived daemon.
 //!
-//! What runs today: settings are loaded and checked, the operations HTTP server serves
-//! `/healthz`, and SIGTERM/SIGINT stop the process with status 0. The trading pipeline
-//! (feed, strategies, risk, trader, portfolio) is assembled here as its stages land.
+//! Assembles the pipeline on the configured transport: the feed publishes ticks; the
+//! strategy stage (shared by all brokers) turns them into signals; per active broker a risk
+//! stage, a trader (the paper simulator; a live Zerodha trader is not built yet) and a
+//! portfolio stage follow. Every stage consumes through the delivery bridge. The operations
+//! HTTP server serves `/healthz` and `/portfolio/{broker}`. SIGTERM/SIGINT stop the feed,
+//! drain every stage (in-flight records finish, offsets are committed) and exit 0.
 
-use alpha_panda_config::{Feed, Settings};
+use std::sync::Arc;
+use std::time::Duration;
+
+use alpha_panda_actors::delivery::worker::StageFactory;
+use alpha_panda_actors::delivery::{DeliveryPolicy, EventProducer, Output, inprocess, kafka};
+use alpha_panda_actors::feed::SyntheticFeed;
+use alpha_panda_actors::http::{self, View};
+use alpha_panda_actors::stages::{self, Counters};
+use alpha_panda_actors::store::{MemoryStore, RedisStore, Store};
+use alpha_panda_config::{BrokerKind, Feed, Settings};
+use alpha_panda_core::{EventBroker, EventData, EventEnvelope, Timestamp};
+use alpha_panda_topics::{BrokerTopic, TopicName, keys, topics_for};
 use anyhow::Context;
+
+enum Transport {
+    Kafka(String),
+    InProcess(inprocess::InProcessBus),
+}
+
+enum Member {
+    Kafka(kafka::ConsumerHandle),
+    InProcess(inprocess::InProcessConsumerHandle),
+}
+
+impl Member {
+    async fn shutdown(self) {
+        match self {
+            Member::Kafka(h) => h.shutdown().await,
+            Member::InProcess(h) => h.shutdown().await,
+        }
+    }
+}
+
+struct Assembly {
+    settings: Arc<Settings>,
+    transport: Transport,
+    producer: EventProducer,
+    store: Store,
+}
+
+impl Assembly {
+    fn policy(&self, namespace: &str, stage: &str) -> DeliveryPolicy {
+        let group = format!("{}.{namespace}.{stage}", self.settings.kafka.group_prefix);
+        let mut p = DeliveryPolicy::new(group, stage, namespace);
+        p.dedup_ttl = Duration::from_secs(self.settings.redis.dedup_ttl_secs);
+        p
+    }
+
+    fn consume(
+        &self,
+        topic: TopicName,
+        namespace: &str,
+        stage: &str,
+        factory: StageFactory,
+    ) -> anyhow::Result<Member> {
+        let policy = self.policy(namespace, stage);
+        let arbiter = actix_rt::Arbiter::current();
+        Ok(match &self.transport {
+            Transport::Kafka(servers) => Member::Kafka(
+                kafka::start(kafka::ConsumerSpec {
+                    servers: servers.clone(),
+                    client_id: self.settings.kafka.client_id.clone(),
+                    topics: vec![topic],
+                    policy,
+                    producer: self.producer.clone(),
+                    store: self.store.clone(),
+                    factory,
+                    arbiter,
+                })
+                .with_context(|| format!("starting the {stage} consumer"))?,
+            ),
+            Transport::InProcess(bus) => {
+                Member::InProcess(inprocess::start(inprocess::InProcessConsumerSpec {
+                    bus: bus.clone(),
+                    topics: vec![topic],
+                    policy,
+                    producer: self.producer.clone(),
+                    store: self.store.clone(),
+                    factory,
+                    arbiter,
+                }))
+            }
+        })
+    }
+}
 
 pub fn run(settings: Settings) -> anyhow::Result<()> {
     let system = actix_rt::System::new();
-    system.block_on(async move {
-        let transport = match &settings.kafka.bootstrap_servers {
-            Some(servers) => format!("kafka at {servers}"),
-            None => "in-process".to_owned(),
-        };
-        let store = if settings.redis.url.is_some() {
-            "redis"
-        } else {
-            "in-memory"
-        };
-        let feed = match &settings.feed {
-            Feed::Synthetic => "synthetic".to_owned(),
-            Feed::Replay { file, .. } => format!("replay {}", file.display()),
-            Feed::Kite => "kite".to_owned(),
-            Feed::None => "none".to_owned(),
-        };
-        let brokers: Vec<&str> = settings.active_brokers.iter().map(|b| b.as_str()).collect();
+    system.block_on(run_async(Arc::new(settings)))
+}
+
+async fn run_async(settings: Arc<Settings>) -> anyhow::Result<()> {
+    let topics = topics_for(&settings.active_brokers);
+    let (transport, producer) = match &settings.kafka.bootstrap_servers {
+        Some(servers) => {
+            alpha_panda_actors::kafka::admin::ensure(servers, &settings.kafka.client_id, &topics)
+                .await
+                .with_context(|| format!("creating the topics on Kafka at {servers}"))?;
+            let producer = EventProducer::kafka(
+                servers,
+                &settings.kafka.client_id,
+                settings.kafka.linger_ms,
+                settings.kafka.max_batch_records,
+            )
+            .context("creating the Kafka producer")?;
+            (Transport::Kafka(servers.clone()), producer)
+        }
+        None => {
+            let bus = inprocess::InProcessBus::new();
+            bus.create_topics(&topics);
+            (
+                Transport::InProcess(bus.clone()),
+                EventProducer::InProcess(bus),
+            )
+        }
+    };
+    let store = match &settings.redis.url {
+        Some(url) => Store::Redis(
+            RedisStore::connect(url)
+                .await
+                .context("connecting to Redis")?,
+        ),
+        None => Store::Memory(MemoryStore::default()),
+    };
+    tracing::info!(
+        transport = match &transport { Transport::Kafka(s) => format!("kafka at {s}"), Transport::InProcess(_) => "in-process".to_owned() },
+        store = if settings.redis.url.is_some() { "redis" } else { "in-memory" },
+        brokers = ?settings.active_brokers.iter().map(|b| b.as_str()).collect::<Vec<_>>(),
+        strategies = settings.strategies.iter().filter(|s| s.enabled).count(),
+        http = %settings.http.listen,
+        "alpha-panda starting"
+    );
+    let a = Assembly {
+        settings: settings.clone(),
+        transport,
+        producer: producer.clone(),
+        store: store.clone(),
+    };
+    let counters = Arc::new(Counters::default());
+    let mut members = vec![a.consume(
+        TopicName::market_ticks(),
+        "market",
+        "strategy",
+        stages::strategy_factory(&settings, counters.clone()).map_err(anyhow::Error::msg)?,
+    )?];
+    for broker in &settings.active_brokers {
+        let b = broker.as_str();
+        members.push(a.consume(
+            TopicName::broker(broker, BrokerTopic::SignalsRaw),
+            b,
+            "risk",
+            stages::risk_factory(settings.clone(), counters.clone()),
+        )?);
+        match settings.brokers.get(broker).map(|d| d.kind) {
+            Some(BrokerKind::Paper) => members.push(a.consume(
+                TopicName::broker(broker, BrokerTopic::SignalsValidated),
+                b,
+                "trader",
+                stages::paper_trader_factory(settings.clone(), counters.clone()),
+            )?),
+            _ => tracing::warn!(
+                broker = b,
+                "no live Zerodha trader yet: validated signals wait in {b}.signals.validated"
+            ),
+        }
+        members.push(a.consume(
+            TopicName::broker(broker, BrokerTopic::OrdersFilled),
+            b,
+            "portfolio",
+            stages::portfolio_factory(settings.clone()),
+        )?);
+    }
+
+    let server = http::server(
+        settings.http.listen,
+        Some(View {
+            settings: settings.clone(),
+            store: store.clone(),
+        }),
+    )
+    .with_context(|| format!("cannot listen on http.listen = {}", settings.http.listen))?;
+    let http_handle = server.handle();
+    actix_rt::spawn(server);
+
+    let feed = match &settings.feed {
+        Feed::Synthetic => Some(actix_rt::spawn(synthetic_feed(
+            settings.clone(),
+            producer.clone(),
+        ))),
+        Feed::None => None,
+        Feed::Replay { .. } | Feed::Kite => {
+            anyhow::bail!("this feed is not built yet: use feed = \"synthetic\" or \"none\"")
+        }
+    };
+    let stats = actix_rt::spawn(report(settings.clone(), store.clone(), counters.clone()));
+
+    shutdown_signal().await?;
+    tracing::info!("shutdown requested; draining");
+    if let Some(f) = feed {
+        f.abort();
+    }
+    stats.abort();
+    for m in members {
+        m.shutdown().await;
+    }
+    http_handle.stop(true).await;
+    tracing::info!("alpha-panda stopped");
+    Ok(())
+}
+
+async fn synthetic_feed(settings: Arc<Settings>, producer: EventProducer) {
+    let mut feed = SyntheticFeed::new(&settings.synthetic);
+    let period = Duration::from_secs_f64(1.0 / settings.synthetic.ticks_per_second);
+    let mut interval = tokio::time::interval(period);
+    loop {
+        interval.tick().await;
+        let now = Timestamp::now();
+        let outputs: Vec<Output> = feed
+            .next_ticks(now)
+            .into_iter()
+            .map(|tick| Output {
+                topic: TopicName::market_ticks(),
+                envelope: EventEnvelope::root(
+                    EventBroker::Shared,
+                    "feed",
+                    keys::tick(tick.instrument_token),
+                    now,
+                    EventData::MarketTick(tick),
+                ),
+            })
+            .collect();
+        if let Err(e) = producer.send_all(&outputs).await {
+            tracing::warn!(error = %e, "publishing ticks failed");
+        }
+    }
+}
+
+/// Every 5 s: ticks, signals, orders and fills per second, and PnL per strategy.
+async fn report(settings: Arc<Settings>, store: Store, counters: Arc<Counters>) {
+    let period = Duration::from_secs(5);
+    let mut last = counters.snapshot();
+    loop {
+        tokio::time::sleep(period).await;
+        let now = counters.snapshot();
+        let rate = |i: usize| (now[i] - last[i]) as f64 / period.as_secs_f64();
         tracing::info!(
-            transport = %transport,
-            store,
-            feed = %feed,
-            brokers = ?brokers,
-            http = %settings.http.listen,
-            "alpha-panda starting"
+            ticks_per_s = rate(0),
+            signals_per_s = rate(1),
+            orders_per_s = rate(2),
+            fills_per_s = rate(3),
+            rejected_per_s = rate(4),
+            "pipeline"
         );
-        let server = alpha_panda_actors::http::server(settings.http.listen)
-            .with_context(|| format!("cannot listen on http.listen = {}", settings.http.listen))?;
-        let handle = server.handle();
-        let server_task = actix_rt::spawn(server);
-        shutdown_signal().await?;
-        tracing::info!("shutdown requested; stopping");
-        handle.stop(true).await;
-        let _ = server_task.await;
-        tracing::info!("alpha-panda stopped");
-        Ok(())
-    })
+        last = now;
+        for broker in &settings.active_brokers {
+            for st in settings
+                .strategies
+                .iter()
+                .filter(|s| s.enabled && s.brokers.contains(broker))
+            {
+                if let Ok(Some(json)) = store.get(&stages::portfolio_key(broker, &st.id)).await
+                    && let Ok(snap) =
+                        serde_json::from_str::<alpha_panda_core::events::PnlSnapshot>(&json)
+                {
+                    tracing::info!(
+                        broker = broker.as_str(),
+                        strategy = st.id.as_str(),
+                        realized = %snap.realized_pnl,
+                        unrealized = %snap.unrealized_pnl,
+                        total = %snap.total_pnl,
+                        cash = %snap.cash,
+                        "pnl"
+                    );
+                }
+            }
+        }
+    }
 }
 
 async fn shutdown_signal() -> anyhow::Result<()> {

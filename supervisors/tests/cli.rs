@@ -97,11 +97,14 @@ fn http_get(port: u16, path: &str) -> Option<String> {
 }
 
 #[test]
-fn the_daemon_serves_healthz_and_stops_with_status_0_on_sigterm() {
+fn the_embedded_daemon_trades_on_paper_serves_positions_and_stops_with_status_0_on_sigterm() {
     let port = free_port();
     let mut child = alpha_panda()
         .arg("run")
         .env("ALPHA_PANDA__HTTP__LISTEN", format!("127.0.0.1:{port}"))
+        // Faster, livelier ticks than the default, so strategies trade within seconds.
+        .env("ALPHA_PANDA__SYNTHETIC__TICKS_PER_SECOND", "100")
+        .env("ALPHA_PANDA__SYNTHETIC__VOLATILITY", "0.003")
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
@@ -116,6 +119,40 @@ fn the_daemon_serves_healthz_and_stops_with_status_0_on_sigterm() {
     };
     assert!(reply.starts_with("HTTP/1.1 200"), "{reply}");
     assert!(reply.contains(r#"{"status":"ok"}"#), "{reply}");
+
+    // Ticks → signals → risk → paper fills → portfolio, all in-process.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let portfolio = loop {
+        let body = http_get(port, "/portfolio/paper").unwrap_or_default();
+        let json = body.split("\r\n\r\n").nth(1).unwrap_or("");
+        if let Ok(v) = serde_json::from_str::<serde_json::Value>(json)
+            && v["strategies"]
+                .as_object()
+                .is_some_and(|m| m.values().filter(|s| !s.is_null()).count() >= 2)
+        {
+            break v;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no fills reached the portfolio: {body}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    for (id, snap) in portfolio["strategies"].as_object().unwrap() {
+        for p in snap["positions"].as_array().into_iter().flatten() {
+            let q = p["quantity"].as_i64().unwrap();
+            assert!(q >= 0, "{id} went short without allow_short: {p}");
+        }
+        if !snap.is_null() {
+            let fees: f64 = snap["fees"].as_str().unwrap().parse().unwrap();
+            assert!(fees > 0.0, "{id}: fills pay charges");
+        }
+    }
+    let unknown = http_get(port, "/portfolio/zerodha").unwrap_or_default();
+    assert!(
+        unknown.starts_with("HTTP/1.1 404"),
+        "inactive broker: {unknown}"
+    );
 
     let killed = Command::new("kill")
         .args(["-TERM", &child.id().to_string()])

@@ -1,0 +1,401 @@
+//! The trading stages as actors: thin shells around the pure logic (strategy, risk, paper
+//! fills and charges, portfolio maths). Each factory makes a fresh actor per partition; the
+//! delivery bridge feeds it records and publishes what it returns.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use actix::Actor;
+use alpha_panda_config::{BrokerKind, Settings};
+use alpha_panda_core::events::{
+    OrderAck, OrderFilled, OrderPlaced, PnlSnapshot, RejectedSignal, ValidatedSignal,
+};
+use alpha_panda_core::{BrokerName, EventBroker, EventData, ExecutionMode, OrderId, StrategyId};
+use alpha_panda_topics::{BrokerTopic, TopicName, keys};
+
+use crate::delivery::stage::FnStage;
+use crate::delivery::worker::StageFactory;
+use crate::delivery::{Deliver, Handled, Output, StageError};
+use crate::paper::charges::charges;
+use crate::paper::fills::{PaperBook, PaperEvent, PaperOrder};
+use crate::portfolio::Book;
+use crate::risk::{Limits, RiskBook};
+use crate::store::Effect;
+use crate::strategy::StrategySet;
+
+/// Records handled per stage, for the daemon's periodic log line.
+#[derive(Debug, Default)]
+pub struct Counters {
+    pub ticks: AtomicU64,
+    pub signals: AtomicU64,
+    pub orders: AtomicU64,
+    pub fills: AtomicU64,
+    pub rejections: AtomicU64,
+}
+
+impl Counters {
+    pub fn snapshot(&self) -> [u64; 5] {
+        [
+            self.ticks.load(Ordering::Relaxed),
+            self.signals.load(Ordering::Relaxed),
+            self.orders.load(Ordering::Relaxed),
+            self.fills.load(Ordering::Relaxed),
+            self.rejections.load(Ordering::Relaxed),
+        ]
+    }
+}
+
+fn out(
+    broker: &BrokerName,
+    topic: BrokerTopic,
+    envelope: alpha_panda_core::EventEnvelope,
+) -> Output {
+    Output {
+        topic: TopicName::broker(broker, topic),
+        envelope,
+    }
+}
+
+fn wrong_type(d: &Deliver) -> StageError {
+    StageError::poison(format!(
+        "{} on {} is not what this stage reads",
+        d.envelope.event_type(),
+        d.topic
+    ))
+}
+
+fn broker_of(d: &Deliver) -> Result<BrokerName, StageError> {
+    d.topic
+        .broker_name()
+        .cloned()
+        .ok_or_else(|| StageError::poison(format!("{} belongs to no broker", d.topic)))
+}
+
+/// Strategies: `market.ticks` → `{broker}.signals.raw`.
+/// State lives outside the actors, so a restarted actor carries on where its predecessor
+/// stopped (history is per instrument, and an instrument is in one partition).
+pub fn strategy_factory(
+    settings: &Settings,
+    counters: Arc<Counters>,
+) -> Result<StageFactory, String> {
+    let set = Arc::new(Mutex::new(StrategySet::from_settings(settings)?));
+    Ok(Arc::new(move || {
+        let set = set.clone();
+        let counters = counters.clone();
+        FnStage::new(move |d: &Deliver| {
+            if !matches!(d.envelope.data, EventData::MarketTick(_)) {
+                return Err(wrong_type(d));
+            }
+            counters.ticks.fetch_add(1, Ordering::Relaxed);
+            let outputs = set
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .on_tick(&d.envelope);
+            counters
+                .signals
+                .fetch_add(outputs.len() as u64, Ordering::Relaxed);
+            Ok(Handled {
+                outputs,
+                effects: Vec::new(),
+            })
+        })
+        .start()
+        .recipient()
+    }))
+}
+
+/// Risk: `{broker}.signals.raw` → `signals.validated` or `signals.rejected`.
+/// One risk book per broker, shared by the broker's partition actors.
+pub fn risk_factory(settings: Arc<Settings>, counters: Arc<Counters>) -> StageFactory {
+    let books: Arc<Mutex<HashMap<BrokerName, RiskBook>>> = Arc::default();
+    Arc::new(move || {
+        let settings = settings.clone();
+        let counters = counters.clone();
+        let books = books.clone();
+        FnStage::new(move |d: &Deliver| {
+            let EventData::TradingSignal(signal) = &d.envelope.data else {
+                return Err(wrong_type(d));
+            };
+            let broker = broker_of(d)?;
+            let limits = Limits::for_strategy(&settings.risk_for(&broker), &signal.strategy_id);
+            let mut books = books.lock().unwrap_or_else(|p| p.into_inner());
+            let book = books.entry(broker.clone()).or_default();
+            book.on_price(signal.instrument_token, signal.price.get());
+            let verdict = book.evaluate(signal, &limits);
+            let eb = EventBroker::Broker(broker.clone());
+            let output = if verdict.passed() {
+                book.reserve(signal);
+                let data = EventData::ValidatedSignal(ValidatedSignal {
+                    original_signal: signal.clone(),
+                    validated_quantity: signal.quantity,
+                    validated_price: signal.price,
+                    risk_checks: verdict.checks,
+                    timestamp: signal.timestamp,
+                });
+                let env = d.envelope.child(
+                    eb,
+                    "risk",
+                    0,
+                    d.envelope.key.clone(),
+                    signal.timestamp,
+                    data,
+                );
+                out(&broker, BrokerTopic::SignalsValidated, env)
+            } else {
+                counters.rejections.fetch_add(1, Ordering::Relaxed);
+                let data = EventData::RejectedSignal(RejectedSignal {
+                    original_signal: signal.clone(),
+                    rejection_reason: verdict.reasons.join("; "),
+                    risk_checks: verdict.checks,
+                    timestamp: signal.timestamp,
+                });
+                let env = d.envelope.child(
+                    eb,
+                    "risk",
+                    0,
+                    d.envelope.key.clone(),
+                    signal.timestamp,
+                    data,
+                );
+                out(&broker, BrokerTopic::SignalsRejected, env)
+            };
+            Ok(Handled {
+                outputs: vec![output],
+                effects: Vec::new(),
+            })
+        })
+        .start()
+        .recipient()
+    })
+}
+
+/// The paper trader: `{broker}.signals.validated` → `orders.submitted`, `orders.ack` and
+/// `orders.filled` (or `orders.failed`). Orders are placed against the signal's reference
+/// price (the tick that caused it), so results do not depend on when ticks arrive.
+///
+/// Without `fill_model.allow_short`, a SELL larger than the strategy's filled holding fails
+/// (`orders.failed`): holdings are kept per (broker, strategy, instrument) outside the actors.
+pub fn paper_trader_factory(settings: Arc<Settings>, counters: Arc<Counters>) -> StageFactory {
+    type Holdings = HashMap<(BrokerName, StrategyId, alpha_panda_core::InstrumentToken), i64>;
+    let holdings: Arc<Mutex<Holdings>> = Arc::default();
+    Arc::new(move || {
+        let settings = settings.clone();
+        let counters = counters.clone();
+        let holdings = holdings.clone();
+        FnStage::new(move |d: &Deliver| {
+            let EventData::ValidatedSignal(v) = &d.envelope.data else {
+                return Err(wrong_type(d));
+            };
+            let broker = broker_of(d)?;
+            let Some(def) = settings.brokers.get(&broker).filter(|b| b.kind == BrokerKind::Paper)
+            else {
+                return Err(StageError::poison(format!("{broker} is not a paper broker")));
+            };
+            let s = &v.original_signal;
+            let eb = EventBroker::Broker(broker.clone());
+            let key = keys::order(&def.account, &s.strategy_id);
+            // The order id is derived from the validated signal's id: stable across replays.
+            let order_id = OrderId::new(format!("paper-{}", d.envelope.id.simple()))
+                .map_err(|e| StageError::poison(e.to_string()))?;
+            let at = v.timestamp;
+            let placed = OrderPlaced {
+                order_id: order_id.clone(),
+                instrument_token: s.instrument_token,
+                side: s.signal_type,
+                quantity: v.validated_quantity,
+                price: v.validated_price,
+                order_type: s.order_type,
+                product: s.product,
+                validity: s.validity,
+                trigger_price: s.trigger_price,
+                strategy_id: s.strategy_id.clone(),
+                account: def.account.clone(),
+                execution_mode: ExecutionMode::Paper,
+                broker: broker.clone(),
+                timestamp: at,
+            };
+            let held_key = (broker.clone(), s.strategy_id.clone(), s.instrument_token);
+            let mut holdings = holdings.lock().unwrap_or_else(|p| p.into_inner());
+            let held = holdings.get(&held_key).copied().unwrap_or(0);
+            let qty = v.validated_quantity.get() as i64;
+            let short = s.signal_type == alpha_panda_core::Side::Sell && qty > held;
+            let mut book = PaperBook::new(def.fill_model.slippage_bps);
+            let events = if short && !def.fill_model.allow_short {
+                vec![PaperEvent::Cancelled {
+                    order_id: order_id.clone(),
+                    reason: format!(
+                        "short selling is not allowed: selling {qty} with {held} held (fill_model.allow_short = false)"
+                    ),
+                    at,
+                }]
+            } else {
+                book.place(
+                PaperOrder {
+                    order_id: order_id.clone(),
+                    instrument_token: s.instrument_token,
+                    side: s.signal_type,
+                    quantity: v.validated_quantity.get(),
+                    order_type: s.order_type,
+                    price: v.validated_price.get(),
+                    trigger_price: s.trigger_price.map(|p| p.get()),
+                    validity: s.validity,
+                    placed_at: at,
+                },
+                v.validated_price.get(),
+                at,
+                )
+            };
+            let child = |i: u32, topic: BrokerTopic, data: EventData| {
+                out(&broker, topic, d.envelope.child(eb.clone(), "trader", i, key.clone(), at, data))
+            };
+            let mut outputs = vec![
+                child(0, BrokerTopic::OrdersSubmitted, EventData::OrderPlaced(placed.clone())),
+                child(
+                    1,
+                    BrokerTopic::OrdersAck,
+                    EventData::OrderAck(OrderAck {
+                        order_id: order_id.clone(),
+                        broker_order_id: order_id.to_string(),
+                        instrument_token: s.instrument_token,
+                        side: s.signal_type,
+                        quantity: v.validated_quantity,
+                        strategy_id: s.strategy_id.clone(),
+                        account: def.account.clone(),
+                        execution_mode: ExecutionMode::Paper,
+                        broker: broker.clone(),
+                        timestamp: at,
+                    }),
+                ),
+            ];
+            counters.orders.fetch_add(1, Ordering::Relaxed);
+            for e in events {
+                match e {
+                    PaperEvent::Filled { price, quantity, at, .. } => {
+                        *holdings.entry(held_key.clone()).or_insert(0) +=
+                            s.signal_type.sign() * quantity as i64;
+                        let fees = charges(s.signal_type, quantity, price, &def.fill_model.charges).total;
+                        let fill_price = alpha_panda_core::Price::new(price)
+                            .map_err(|e| StageError::poison(e.to_string()))?;
+                        counters.fills.fetch_add(1, Ordering::Relaxed);
+                        outputs.push(child(
+                            2,
+                            BrokerTopic::OrdersFilled,
+                            EventData::OrderFilled(OrderFilled {
+                                order_id: order_id.clone(),
+                                instrument_token: s.instrument_token,
+                                side: s.signal_type,
+                                quantity: v.validated_quantity,
+                                fill_price,
+                                fees,
+                                strategy_id: s.strategy_id.clone(),
+                                account: def.account.clone(),
+                                execution_mode: ExecutionMode::Paper,
+                                broker: broker.clone(),
+                                timestamp: at,
+                                trade_id: Some(format!("{order_id}-1")),
+                            }),
+                        ));
+                    }
+                    PaperEvent::Cancelled { reason, at, .. } => {
+                        outputs.push(child(
+                            2,
+                            BrokerTopic::OrdersFailed,
+                            EventData::OrderFailed(alpha_panda_core::events::OrderFailed {
+                                order_id: order_id.clone(),
+                                instrument_token: s.instrument_token,
+                                side: s.signal_type,
+                                quantity: v.validated_quantity,
+                                price: v.validated_price,
+                                strategy_id: s.strategy_id.clone(),
+                                account: def.account.clone(),
+                                execution_mode: ExecutionMode::Paper,
+                                broker: broker.clone(),
+                                timestamp: at,
+                                error_message: reason,
+                            }),
+                        ));
+                    }
+                }
+            }
+            Ok(Handled {
+                outputs,
+                effects: Vec::new(),
+            })
+        })
+        .start()
+        .recipient()
+    })
+}
+
+/// The store key of a strategy's portfolio: `{broker}:portfolio:{strategy}`.
+pub fn portfolio_key(broker: &BrokerName, strategy: &StrategyId) -> String {
+    format!("{broker}:portfolio:{strategy}")
+}
+
+/// The portfolio: `{broker}.orders.filled` → `pnl.snapshots`, and the strategy's book as
+/// JSON under `{broker}:portfolio:{strategy}` (written with the dedup mark, once per fill).
+///
+/// Books are kept per (broker, strategy) outside the actors, so an actor restart keeps them;
+/// a process restart starts from empty books (rebuilding from `orders.filled` is not built
+/// yet).
+pub fn portfolio_factory(settings: Arc<Settings>) -> StageFactory {
+    let books: Arc<Mutex<HashMap<(BrokerName, StrategyId), Book>>> = Arc::default();
+    Arc::new(move || {
+        let settings = settings.clone();
+        let books = books.clone();
+        FnStage::new(move |d: &Deliver| {
+            let EventData::OrderFilled(f) = &d.envelope.data else {
+                return Err(wrong_type(d));
+            };
+            let broker = broker_of(d)?;
+            let start = settings
+                .brokers
+                .get(&broker)
+                .map(|b| b.fill_model.starting_cash)
+                .unwrap_or_default();
+            let mut books = books.lock().unwrap_or_else(|p| p.into_inner());
+            let book = books
+                .entry((broker.clone(), f.strategy_id.clone()))
+                .or_insert_with(|| Book::new(start));
+            book.apply_fill(
+                f.instrument_token,
+                f.side,
+                f.quantity.get(),
+                f.fill_price.get(),
+                f.fees,
+            );
+            let snapshot = PnlSnapshot {
+                broker: broker.clone(),
+                account: f.account.clone(),
+                strategy_id: f.strategy_id.clone(),
+                positions: book.snapshot_positions(),
+                realized_pnl: book.realized_pnl(),
+                unrealized_pnl: book.unrealized_pnl(),
+                total_pnl: book.total_pnl(),
+                fees: book.fees,
+                cash: book.cash,
+                timestamp: f.timestamp,
+            };
+            let json = serde_json::to_string(&snapshot)
+                .map_err(|e| StageError::poison(format!("snapshot: {e}")))?;
+            let env = d.envelope.child(
+                EventBroker::Broker(broker.clone()),
+                "portfolio",
+                0,
+                keys::snapshot(&f.account),
+                f.timestamp,
+                EventData::PnlSnapshot(snapshot),
+            );
+            Ok(Handled {
+                outputs: vec![out(&broker, BrokerTopic::PnlSnapshots, env)],
+                effects: vec![Effect::Set {
+                    key: portfolio_key(&broker, &f.strategy_id),
+                    value: json,
+                }],
+            })
+        })
+        .start()
+        .recipient()
+    })
+}
