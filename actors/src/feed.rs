@@ -132,3 +132,157 @@ mod tests {
         assert!((var - 1.0).abs() < 0.05, "{var}");
     }
 }
+
+/// Why a tick file cannot be used: which line, and what is wrong.
+#[derive(Debug, thiserror::Error)]
+pub enum TickFileError {
+    #[error("cannot read tick file {path}: {source}")]
+    Unreadable {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("{path}:{line}: {problem}")]
+    Line {
+        path: String,
+        line: usize,
+        problem: String,
+    },
+}
+
+/// One replayed tick as a file gives it.
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TickLine {
+    instrument_token: InstrumentToken,
+    timestamp: Timestamp,
+    last_price: Price,
+    #[serde(default)]
+    volume: Option<u64>,
+}
+
+fn replayed(t: TickLine) -> MarketTick {
+    MarketTick {
+        instrument_token: t.instrument_token,
+        last_price: t.last_price,
+        timestamp: t.timestamp,
+        symbol: None,
+        volume_traded: t.volume,
+        last_traded_quantity: None,
+        average_traded_price: None,
+        total_buy_quantity: None,
+        total_sell_quantity: None,
+        change: None,
+        ohlc: None,
+        oi: None,
+        oi_day_high: None,
+        oi_day_low: None,
+        last_trade_time: None,
+        exchange_timestamp: None,
+        depth: None,
+        mode: None,
+        tradable: None,
+    }
+}
+
+/// Loads ticks from CSV (`instrument_token,timestamp,last_price[,volume]`, an optional header
+/// line) or JSONL (one object per line with those keys), chosen by the `.jsonl`/`.json`
+/// extension. Blank lines and lines starting with `#` are skipped. Errors name the line.
+pub fn load_ticks(path: &std::path::Path) -> Result<Vec<MarketTick>, TickFileError> {
+    let shown = path.display().to_string();
+    let text = std::fs::read_to_string(path).map_err(|source| TickFileError::Unreadable {
+        path: shown.clone(),
+        source,
+    })?;
+    let jsonl = matches!(
+        path.extension().and_then(|e| e.to_str()),
+        Some("jsonl" | "json" | "ndjson")
+    );
+    let mut ticks = Vec::new();
+    for (i, raw) in text.lines().enumerate() {
+        let line = raw.trim();
+        if line.is_empty()
+            || line.starts_with('#')
+            || (!jsonl && i == 0 && line.starts_with("instrument_token"))
+        {
+            continue;
+        }
+        let err = |problem: String| TickFileError::Line {
+            path: shown.clone(),
+            line: i + 1,
+            problem,
+        };
+        let parsed: TickLine = if jsonl {
+            serde_json::from_str(line).map_err(|e| err(e.to_string()))?
+        } else {
+            let f: Vec<&str> = line.split(',').map(str::trim).collect();
+            if !(3..=4).contains(&f.len()) {
+                return Err(err(format!(
+                    "expected instrument_token,timestamp,last_price[,volume], got {} fields",
+                    f.len()
+                )));
+            }
+            TickLine {
+                instrument_token: f[0]
+                    .parse()
+                    .map_err(|e: alpha_panda_core::InvalidValue| err(e.to_string()))?,
+                timestamp: f[1]
+                    .parse()
+                    .map_err(|e| err(format!("timestamp {:?}: {e} (expected RFC 3339)", f[1])))?,
+                last_price: f[2]
+                    .parse()
+                    .map_err(|e: alpha_panda_core::InvalidValue| err(e.to_string()))?,
+                volume: match f.get(3) {
+                    Some(v) if !v.is_empty() => Some(
+                        v.parse()
+                            .map_err(|_| err(format!("volume {v:?} is not a whole number")))?,
+                    ),
+                    _ => None,
+                },
+            }
+        };
+        ticks.push(replayed(parsed));
+    }
+    Ok(ticks)
+}
+
+#[cfg(test)]
+mod file_tests {
+    use super::*;
+
+    fn write(name: &str, text: &str) -> std::path::PathBuf {
+        let p = std::env::temp_dir().join(format!("ap-ticks-{}-{name}", std::process::id()));
+        std::fs::write(&p, text).unwrap();
+        p
+    }
+
+    #[test]
+    fn csv_and_jsonl_give_the_same_ticks_and_errors_name_the_line() {
+        let csv = write(
+            "a.csv",
+            "instrument_token,timestamp,last_price,volume\n738561,2024-01-15T04:00:00Z,2450.05,10\n# note\n\n408065,2024-01-15T04:00:01Z,1500.20\n",
+        );
+        let jsonl = write(
+            "a.jsonl",
+            "{\"instrument_token\":738561,\"timestamp\":\"2024-01-15T04:00:00Z\",\"last_price\":\"2450.05\",\"volume\":10}\n{\"instrument_token\":408065,\"timestamp\":\"2024-01-15T04:00:01Z\",\"last_price\":1500.20}\n",
+        );
+        let (a, b) = (load_ticks(&csv).unwrap(), load_ticks(&jsonl).unwrap());
+        assert_eq!(a.len(), 2);
+        assert_eq!(a, b);
+        let bad = write(
+            "b.csv",
+            "738561,2024-01-15T04:00:00Z,2450.05\n738561,yesterday,2450.05\n",
+        );
+        let e = load_ticks(&bad).unwrap_err().to_string();
+        assert!(e.contains(":2:") && e.contains("yesterday"), "{e}");
+        let bad = write("c.csv", "738561,2024-01-15T04:00:00Z,-1\n");
+        assert!(
+            load_ticks(&bad)
+                .unwrap_err()
+                .to_string()
+                .contains("negative")
+        );
+        for p in [csv, jsonl] {
+            let _ = std::fs::remove_file(p);
+        }
+    }
+}

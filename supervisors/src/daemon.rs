@@ -10,88 +10,17 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use alpha_panda_actors::delivery::worker::StageFactory;
-use alpha_panda_actors::delivery::{DeliveryPolicy, EventProducer, Output, inprocess, kafka};
+use alpha_panda_actors::delivery::{EventProducer, Output, inprocess};
 use alpha_panda_actors::feed::SyntheticFeed;
 use alpha_panda_actors::http::{self, View};
 use alpha_panda_actors::stages::{self, Counters};
 use alpha_panda_actors::store::{MemoryStore, RedisStore, Store};
-use alpha_panda_config::{BrokerKind, Feed, Settings};
+use alpha_panda_config::{Feed, Settings};
 use alpha_panda_core::{EventBroker, EventData, EventEnvelope, Timestamp};
-use alpha_panda_topics::{BrokerTopic, TopicName, keys, topics_for};
+use alpha_panda_topics::{TopicName, keys, topics_for};
 use anyhow::Context;
 
-enum Transport {
-    Kafka(String),
-    InProcess(inprocess::InProcessBus),
-}
-
-enum Member {
-    Kafka(kafka::ConsumerHandle),
-    InProcess(inprocess::InProcessConsumerHandle),
-}
-
-impl Member {
-    async fn shutdown(self) {
-        match self {
-            Member::Kafka(h) => h.shutdown().await,
-            Member::InProcess(h) => h.shutdown().await,
-        }
-    }
-}
-
-struct Assembly {
-    settings: Arc<Settings>,
-    transport: Transport,
-    producer: EventProducer,
-    store: Store,
-}
-
-impl Assembly {
-    fn policy(&self, namespace: &str, stage: &str) -> DeliveryPolicy {
-        let group = format!("{}.{namespace}.{stage}", self.settings.kafka.group_prefix);
-        let mut p = DeliveryPolicy::new(group, stage, namespace);
-        p.dedup_ttl = Duration::from_secs(self.settings.redis.dedup_ttl_secs);
-        p
-    }
-
-    fn consume(
-        &self,
-        topic: TopicName,
-        namespace: &str,
-        stage: &str,
-        factory: StageFactory,
-    ) -> anyhow::Result<Member> {
-        let policy = self.policy(namespace, stage);
-        let arbiter = actix_rt::Arbiter::current();
-        Ok(match &self.transport {
-            Transport::Kafka(servers) => Member::Kafka(
-                kafka::start(kafka::ConsumerSpec {
-                    servers: servers.clone(),
-                    client_id: self.settings.kafka.client_id.clone(),
-                    topics: vec![topic],
-                    policy,
-                    producer: self.producer.clone(),
-                    store: self.store.clone(),
-                    factory,
-                    arbiter,
-                })
-                .with_context(|| format!("starting the {stage} consumer"))?,
-            ),
-            Transport::InProcess(bus) => {
-                Member::InProcess(inprocess::start(inprocess::InProcessConsumerSpec {
-                    bus: bus.clone(),
-                    topics: vec![topic],
-                    policy,
-                    producer: self.producer.clone(),
-                    store: self.store.clone(),
-                    factory,
-                    arbiter,
-                }))
-            }
-        })
-    }
-}
+use crate::pipeline::{Assembly, Transport};
 
 pub fn run(settings: Settings) -> anyhow::Result<()> {
     let system = actix_rt::System::new();
@@ -146,39 +75,7 @@ async fn run_async(settings: Arc<Settings>) -> anyhow::Result<()> {
         store: store.clone(),
     };
     let counters = Arc::new(Counters::default());
-    let mut members = vec![a.consume(
-        TopicName::market_ticks(),
-        "market",
-        "strategy",
-        stages::strategy_factory(&settings, counters.clone()).map_err(anyhow::Error::msg)?,
-    )?];
-    for broker in &settings.active_brokers {
-        let b = broker.as_str();
-        members.push(a.consume(
-            TopicName::broker(broker, BrokerTopic::SignalsRaw),
-            b,
-            "risk",
-            stages::risk_factory(settings.clone(), counters.clone()),
-        )?);
-        match settings.brokers.get(broker).map(|d| d.kind) {
-            Some(BrokerKind::Paper) => members.push(a.consume(
-                TopicName::broker(broker, BrokerTopic::SignalsValidated),
-                b,
-                "trader",
-                stages::paper_trader_factory(settings.clone(), counters.clone()),
-            )?),
-            _ => tracing::warn!(
-                broker = b,
-                "no live Zerodha trader yet: validated signals wait in {b}.signals.validated"
-            ),
-        }
-        members.push(a.consume(
-            TopicName::broker(broker, BrokerTopic::OrdersFilled),
-            b,
-            "portfolio",
-            stages::portfolio_factory(settings.clone()),
-        )?);
-    }
+    let members = a.start_stages(&counters)?;
 
     let server = http::server(
         settings.http.listen,

@@ -1,3 +1,5 @@
 //! Assembling a runtime from settings and supervising it.
 
+pub mod backtest;
 pub mod daemon;
+pub mod pipeline;

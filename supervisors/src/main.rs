@@ -31,6 +31,15 @@ enum Command {
         #[command(subcommand)]
         command: TopicsCommand,
     },
+    /// Replay a tick file through the same stages in-process, as fast as possible.
+    Backtest {
+        /// CSV (instrument_token,timestamp,last_price[,volume]) or JSONL tick file.
+        #[arg(long, value_name = "FILE")]
+        ticks: PathBuf,
+        /// Where fills.jsonl and summary.json go.
+        #[arg(long, value_name = "DIR", default_value = "backtest-out")]
+        out: PathBuf,
+    },
     /// Dead-letter topics: inspect and replay.
     Dlq {
         #[command(subcommand)]
@@ -98,6 +107,7 @@ fn main() -> ExitCode {
         }
         Command::Topics { command } => topics(&settings, command),
         Command::Dlq { command } => dlq(&settings, command),
+        Command::Backtest { ticks, out } => backtest(settings, &ticks, &out),
         Command::Run => {
             if let Err(e) = init_logging(&settings) {
                 eprintln!("alpha-panda: {e}");
@@ -138,6 +148,47 @@ fn init_logging(s: &Settings) -> Result<(), String> {
         LogFormat::Json => builder.json().flatten_event(true).init(),
         LogFormat::Pretty => builder.init(),
     }
+    Ok(())
+}
+
+fn backtest(
+    settings: Settings,
+    ticks: &std::path::Path,
+    out: &std::path::Path,
+) -> anyhow::Result<()> {
+    let report = alpha_panda_supervisors::backtest::run(settings, ticks, out)?;
+    let secs = report.elapsed.as_secs_f64();
+    let mut text = format!(
+        "{} ticks in {secs:.2} s ({:.0} ticks/s), {} fills → {}\n\n{:<10} {:<20} {:>6} {:>12} {:>12} {:>10} {:>8} {:>12} {:>8}\n",
+        report.ticks,
+        report.ticks as f64 / secs.max(1e-9),
+        report.fills.len(),
+        out.display(),
+        "broker",
+        "strategy",
+        "trades",
+        "total_pnl",
+        "realized",
+        "fees",
+        "win",
+        "max_dd",
+        "sharpe"
+    );
+    for s in &report.summaries {
+        text += &format!(
+            "{:<10} {:<20} {:>6} {:>12} {:>12} {:>10} {:>8} {:>12} {:>8}\n",
+            s.broker,
+            s.strategy_id,
+            s.trades,
+            s.total_pnl,
+            s.realized_pnl,
+            s.fees,
+            s.win_rate,
+            s.max_drawdown,
+            s.sharpe
+        );
+    }
+    emit(&text);
     Ok(())
 }
 

@@ -244,3 +244,77 @@ fn topics_without_kafka_configured_say_what_to_set() {
     assert_eq!(out.status.code(), Some(1));
     assert!(text(&out.stderr).contains("kafka.bootstrap_servers"));
 }
+
+/// The golden tick file through `alpha-panda backtest`.
+///
+/// Momentum (lookback 2, threshold 1 %, 10 shares) on RELIANCE ticks 100, 101, 102, 104, 105,
+/// 103, 101:
+/// - tick 3 (102): (102 − 100) / 100 = +2 % > 1 % → BUY 10. Slippage 10 bps against the buyer:
+///   102 × 1.001 = 102.102 → 102.10. Stamp duty 0.01 % of 1 021.00 = 0.1021 → fees 0.10.
+/// - ticks 104, 105 (+2.0 %, +2.9 %): still BUY → nothing new. Tick 103: −1.0 % is not below
+///   −1 % → nothing.
+/// - tick 101: (101 − 105) / 105 = −3.8 % → SELL 10 at 101 × 0.999 = 100.899 → 100.90, no
+///   stamp duty on a sell → fees 0.
+/// - INFY (408065) rises 13 % but no strategy trades it → no fills.
+///
+/// Realized (100.90 − 102.10) × 10 = −12.00, net of fees −12.10; flat at the end, so total
+/// PnL −12.10; one closing fill, at a loss → win rate 0.
+#[test]
+fn backtest_of_the_golden_tick_file_gives_the_hand_computed_fills() {
+    let dir = std::env::temp_dir().join(format!("ap-golden-{}", std::process::id()));
+    let fixtures = concat!(env!("CARGO_MANIFEST_DIR"), "/../tests/fixtures/golden");
+    let out = run(alpha_panda()
+        .args(["backtest", "--config"])
+        .arg(format!("{fixtures}/config.toml"))
+        .arg("--ticks")
+        .arg(format!("{fixtures}/ticks.csv"))
+        .arg("--out")
+        .arg(&dir));
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let fills: Vec<serde_json::Value> = std::fs::read_to_string(dir.join("fills.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let got: Vec<(String, String, String, u64, String)> = fills
+        .iter()
+        .map(|f| {
+            (
+                f["side"].as_str().unwrap().to_owned(),
+                f["fill_price"].as_str().unwrap().to_owned(),
+                f["fees"].as_str().unwrap().to_owned(),
+                f["instrument_token"].as_u64().unwrap(),
+                f["timestamp"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        got,
+        vec![
+            (
+                "BUY".into(),
+                "102.10".into(),
+                "0.10".into(),
+                738561,
+                "2024-01-15T04:00:02Z".into()
+            ),
+            (
+                "SELL".into(),
+                "100.90".into(),
+                "0.00".into(),
+                738561,
+                "2024-01-15T04:00:06Z".into()
+            ),
+        ]
+    );
+    let summary: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("summary.json")).unwrap()).unwrap();
+    let s = &summary[0];
+    assert_eq!(s["strategy_id"], "mom");
+    assert_eq!(s["trades"], 2);
+    assert_eq!(s["total_pnl"], "-12.10");
+    assert_eq!(s["realized_pnl"], "-12.10");
+    assert_eq!(s["fees"], "0.10");
+    assert_eq!(s["win_rate"], "0");
+    let _ = std::fs::remove_dir_all(&dir);
+}

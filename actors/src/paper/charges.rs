@@ -34,7 +34,9 @@ pub fn charges(side: Side, quantity: u64, price: Decimal, c: &Charges) -> Charge
         Side::Buy => turnover * pct(c.stamp_buy_pct),
         Side::Sell => Decimal::ZERO,
     };
-    let total = (brokerage + stt + exchange_txn + sebi + gst + stamp).round_dp(2);
+    // To the paisa, always written with two decimals.
+    let mut total = (brokerage + stt + exchange_txn + sebi + gst + stamp).round_dp(2);
+    total.rescale(2);
     ChargeBreakdown {
         brokerage,
         stt,

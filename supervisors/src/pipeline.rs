@@ -1,0 +1,153 @@
+//! Assembling the trading stages on a transport: shared by the daemon and the backtest.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use alpha_panda_actors::delivery::worker::StageFactory;
+use alpha_panda_actors::delivery::{DeliveryPolicy, EventProducer, inprocess, kafka};
+use alpha_panda_actors::stages::{self, Counters};
+use alpha_panda_actors::store::Store;
+use alpha_panda_config::{BrokerKind, Settings};
+use alpha_panda_topics::{BrokerTopic, TopicName};
+use anyhow::Context;
+
+pub enum Transport {
+    Kafka(String),
+    InProcess(inprocess::InProcessBus),
+}
+
+pub enum Member {
+    Kafka(kafka::ConsumerHandle),
+    InProcess(inprocess::InProcessConsumerHandle),
+}
+
+impl Member {
+    pub async fn shutdown(self) {
+        match self {
+            Member::Kafka(h) => h.shutdown().await,
+            Member::InProcess(h) => h.shutdown().await,
+        }
+    }
+}
+
+pub struct Assembly {
+    pub settings: Arc<Settings>,
+    pub transport: Transport,
+    pub producer: EventProducer,
+    pub store: Store,
+}
+
+impl Assembly {
+    fn policy(&self, namespace: &str, stage: &str) -> DeliveryPolicy {
+        let group = self.group(namespace, stage);
+        let mut p = DeliveryPolicy::new(group, stage, namespace);
+        p.dedup_ttl = Duration::from_secs(self.settings.redis.dedup_ttl_secs);
+        p
+    }
+
+    fn consume(
+        &self,
+        topic: TopicName,
+        namespace: &str,
+        stage: &str,
+        factory: StageFactory,
+    ) -> anyhow::Result<Member> {
+        let policy = self.policy(namespace, stage);
+        let arbiter = actix_rt::Arbiter::current();
+        Ok(match &self.transport {
+            Transport::Kafka(servers) => Member::Kafka(
+                kafka::start(kafka::ConsumerSpec {
+                    servers: servers.clone(),
+                    client_id: self.settings.kafka.client_id.clone(),
+                    topics: vec![topic],
+                    policy,
+                    producer: self.producer.clone(),
+                    store: self.store.clone(),
+                    factory,
+                    arbiter,
+                })
+                .with_context(|| format!("starting the {stage} consumer"))?,
+            ),
+            Transport::InProcess(bus) => {
+                Member::InProcess(inprocess::start(inprocess::InProcessConsumerSpec {
+                    bus: bus.clone(),
+                    topics: vec![topic],
+                    policy,
+                    producer: self.producer.clone(),
+                    store: self.store.clone(),
+                    factory,
+                    arbiter,
+                }))
+            }
+        })
+    }
+
+    /// Consumer group of a stage: `{group_prefix}.{namespace}.{stage}`.
+    pub fn group(&self, namespace: &str, stage: &str) -> String {
+        format!("{}.{namespace}.{stage}", self.settings.kafka.group_prefix)
+    }
+
+    /// What each stage consumes: (group, topic), in pipeline order.
+    pub fn consumed(&self) -> Vec<(String, TopicName)> {
+        let mut v = vec![(self.group("market", "strategy"), TopicName::market_ticks())];
+        for b in &self.settings.active_brokers {
+            v.push((
+                self.group(b.as_str(), "risk"),
+                TopicName::broker(b, BrokerTopic::SignalsRaw),
+            ));
+            if self.settings.brokers.get(b).map(|d| d.kind) == Some(BrokerKind::Paper) {
+                v.push((
+                    self.group(b.as_str(), "trader"),
+                    TopicName::broker(b, BrokerTopic::SignalsValidated),
+                ));
+            }
+            v.push((
+                self.group(b.as_str(), "portfolio"),
+                TopicName::broker(b, BrokerTopic::OrdersFilled),
+            ));
+        }
+        v
+    }
+
+    /// Starts every stage: the strategies, then per active broker risk, trader (paper) and
+    /// portfolio.
+    pub fn start_stages(&self, counters: &Arc<Counters>) -> anyhow::Result<Vec<Member>> {
+        let mut members = vec![
+            self.consume(
+                TopicName::market_ticks(),
+                "market",
+                "strategy",
+                stages::strategy_factory(&self.settings, counters.clone())
+                    .map_err(anyhow::Error::msg)?,
+            )?,
+        ];
+        for broker in &self.settings.active_brokers {
+            let b = broker.as_str();
+            members.push(self.consume(
+                TopicName::broker(broker, BrokerTopic::SignalsRaw),
+                b,
+                "risk",
+                stages::risk_factory(self.settings.clone(), counters.clone()),
+            )?);
+            match self.settings.brokers.get(broker).map(|d| d.kind) {
+                Some(BrokerKind::Paper) => members.push(self.consume(
+                    TopicName::broker(broker, BrokerTopic::SignalsValidated),
+                    b,
+                    "trader",
+                    stages::paper_trader_factory(self.settings.clone(), counters.clone()),
+                )?),
+                _ => tracing::warn!(
+                    broker = b,
+                    "no live Zerodha trader yet: validated signals wait in {b}.signals.validated"
+                ),
+            }
+            members.push(self.consume(
+                TopicName::broker(broker, BrokerTopic::OrdersFilled),
+                b,
+                "portfolio",
+                stages::portfolio_factory(self.settings.clone()),
+            )?);
+        }
+        Ok(members)
+    }
+}
