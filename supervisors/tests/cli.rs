@@ -318,3 +318,117 @@ fn backtest_of_the_golden_tick_file_gives_the_hand_computed_fills() {
     assert_eq!(s["win_rate"], "0");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// The same golden tick file through the daemon over Kafka (its own Tansu) and Redis, with
+/// `feed = none` and the ticks produced by the test: exactly the backtest's fills.
+#[test]
+fn the_daemon_over_kafka_gives_the_golden_fills_too() {
+    let kafka = alpha_panda_tests::PrivateKafka::start();
+    let fixtures = concat!(env!("CARGO_MANIFEST_DIR"), "/../tests/fixtures/golden");
+    let port = free_port();
+    let group_prefix = format!("golden-{}", std::process::id());
+    let mut daemon = alpha_panda()
+        .args(["run", "--config"])
+        .arg(format!("{fixtures}/config.toml"))
+        .env("ALPHA_PANDA__KAFKA__BOOTSTRAP_SERVERS", &kafka.servers)
+        .env("ALPHA_PANDA__KAFKA__MAX_BATCH_RECORDS", "1")
+        .env("ALPHA_PANDA__KAFKA__GROUP_PREFIX", &group_prefix)
+        .env("ALPHA_PANDA__REDIS__URL", alpha_panda_tests::redis_url())
+        .env("ALPHA_PANDA__FEED", "none")
+        .env("ALPHA_PANDA__HTTP__LISTEN", format!("127.0.0.1:{port}"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("daemon starts");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while http_get(port, "/healthz").is_none() {
+        assert!(Instant::now() < deadline, "daemon did not come up");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+
+    // The golden ticks, in file order, keyed by instrument.
+    let ticks = alpha_panda_actors::feed::load_ticks(std::path::Path::new(&format!(
+        "{fixtures}/ticks.csv"
+    )))
+    .unwrap();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let producer =
+            alpha_panda_actors::delivery::EventProducer::kafka(&kafka.servers, "golden-feed", 1, 1)
+                .unwrap();
+        for tick in ticks {
+            let env = alpha_panda_core::EventEnvelope::root(
+                alpha_panda_core::EventBroker::Shared,
+                "feed",
+                tick.instrument_token.to_string(),
+                tick.timestamp,
+                alpha_panda_core::EventData::MarketTick(tick),
+            );
+            producer
+                .send_all(&[alpha_panda_actors::delivery::Output {
+                    topic: alpha_panda_topics::TopicName::market_ticks(),
+                    envelope: env,
+                }])
+                .await
+                .unwrap();
+        }
+    });
+
+    // Read paper.orders.filled until the two fills are there.
+    use rdkafka::Message;
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    let reader: BaseConsumer = alpha_panda_actors::kafka::consumer_config(
+        &kafka.servers,
+        "golden-reader",
+        &format!("{group_prefix}-reader"),
+    )
+    .create()
+    .unwrap();
+    reader.subscribe(&["paper.orders.filled"]).unwrap();
+    let mut fills = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(90);
+    while fills.len() < 2 && Instant::now() < deadline {
+        if let Some(Ok(m)) = reader.poll(Duration::from_millis(200)) {
+            let env = alpha_panda_core::EventEnvelope::decode(m.payload().unwrap()).unwrap();
+            if let alpha_panda_core::EventData::OrderFilled(f) = env.data {
+                fills.push(f);
+            }
+        }
+    }
+    fills.sort_by_key(|f| f.timestamp);
+    let got: Vec<(String, String, String)> = fills
+        .iter()
+        .map(|f| {
+            (
+                f.side.to_string(),
+                f.fill_price.to_string(),
+                f.fees.to_string(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        got,
+        vec![
+            ("BUY".into(), "102.10".into(), "0.10".into()),
+            ("SELL".into(), "100.90".into(), "0.00".into()),
+        ],
+        "the same fills as the backtest"
+    );
+
+    Command::new("kill")
+        .args(["-TERM", &daemon.id().to_string()])
+        .status()
+        .unwrap();
+    let stop = Instant::now() + Duration::from_secs(15);
+    loop {
+        if let Some(status) = daemon.try_wait().unwrap() {
+            assert_eq!(status.code(), Some(0), "daemon exits 0 on SIGTERM");
+            break;
+        }
+        if Instant::now() > stop {
+            let _ = daemon.kill();
+            panic!("daemon did not stop in time");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}

@@ -167,3 +167,55 @@ fn read_topic_blocking(topic: &TopicName, want: usize, timeout: Duration) -> Vec
     }
     out
 }
+
+/// A Tansu broker of one test's own, on its own loopback port, for tests that need the
+/// shared topic names (`market.ticks`, `paper.*`) or want to stop the broker. Killed on drop.
+pub struct PrivateKafka {
+    pub servers: String,
+    child: std::process::Child,
+}
+
+impl PrivateKafka {
+    pub fn start() -> Self {
+        let bin = std::env::var("TANSU_BIN").unwrap_or_else(|_| "tansu".to_owned());
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .map(|a| a.port())
+            .unwrap_or_else(|e| panic!("no free port: {e}"));
+        let url = format!("tcp://127.0.0.1:{port}");
+        let child = std::process::Command::new(&bin)
+            .args([
+                "broker",
+                "--listener-url",
+                &url,
+                "--advertised-listener-url",
+                &url,
+            ])
+            .args(["--storage-engine", "memory://tansu/"])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| {
+                panic!("starting {bin} (set TANSU_BIN or run scripts/test.sh): {e}")
+            });
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "Tansu did not start on {port}"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Self {
+            servers: format!("127.0.0.1:{port}"),
+            child,
+        }
+    }
+}
+
+impl Drop for PrivateKafka {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
