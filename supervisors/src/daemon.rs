@@ -94,9 +94,18 @@ async fn run_async(settings: Arc<Settings>) -> anyhow::Result<()> {
             producer.clone(),
         ))),
         Feed::None => None,
-        Feed::Replay { .. } | Feed::Kite => {
-            anyhow::bail!("this feed is not built yet: use feed = \"synthetic\" or \"none\"")
+        Feed::Replay { file, speed } => {
+            let ticks = alpha_panda_actors::feed::load_ticks(file)?;
+            tracing::info!(file = %file.display(), ticks = ticks.len(), speed = ?speed, "replaying ticks");
+            Some(actix_rt::spawn(replay_feed(
+                ticks,
+                *speed,
+                producer.clone(),
+            )))
         }
+        Feed::Kite => anyhow::bail!(
+            "feed = \"kite\" is not built yet: use \"synthetic\", \"none\" or {{ replay = \"FILE\" }}"
+        ),
     };
     let stats = actix_rt::spawn(report(settings.clone(), store.clone(), counters.clone()));
 
@@ -139,6 +148,37 @@ async fn synthetic_feed(settings: Arc<Settings>, producer: EventProducer) {
             tracing::warn!(error = %e, "publishing ticks failed");
         }
     }
+}
+
+/// Publishes a tick file in order: as fast as possible without `speed`, else pacing the
+/// event-time gaps between ticks divided by `speed` (1 = real time).
+async fn replay_feed(
+    ticks: Vec<alpha_panda_core::events::MarketTick>,
+    speed: Option<f64>,
+    producer: EventProducer,
+) {
+    let started = tokio::time::Instant::now();
+    let first = ticks.first().map(|t| t.timestamp);
+    for tick in ticks {
+        if let (Some(speed), Some(first)) = (speed, first) {
+            let offset = (tick.timestamp.0 - first.0).to_std().unwrap_or_default();
+            tokio::time::sleep_until(started + offset.div_f64(speed)).await;
+        }
+        let out = Output {
+            topic: TopicName::market_ticks(),
+            envelope: EventEnvelope::root(
+                EventBroker::Shared,
+                "feed",
+                keys::tick(tick.instrument_token),
+                tick.timestamp,
+                EventData::MarketTick(tick),
+            ),
+        };
+        if let Err(e) = producer.send_all(&[out]).await {
+            tracing::warn!(error = %e, "publishing a replayed tick failed");
+        }
+    }
+    tracing::info!("replay finished");
 }
 
 /// Every 5 s: ticks, signals, orders and fills per second, and PnL per strategy.

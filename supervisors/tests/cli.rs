@@ -432,3 +432,38 @@ fn the_daemon_over_kafka_gives_the_golden_fills_too() {
         std::thread::sleep(Duration::from_millis(50));
     }
 }
+
+/// `feed = { replay = FILE }` on the embedded default: the golden ticks give the golden PnL,
+/// readable over HTTP.
+#[test]
+fn the_daemon_replays_a_tick_file_into_the_golden_portfolio() {
+    let fixtures = concat!(env!("CARGO_MANIFEST_DIR"), "/../tests/fixtures/golden");
+    let port = free_port();
+    let mut daemon = alpha_panda()
+        .args(["run", "--config"])
+        .arg(format!("{fixtures}/config.toml"))
+        .env("ALPHA_PANDA__FEED__REPLAY", format!("{fixtures}/ticks.csv"))
+        .env("ALPHA_PANDA__HTTP__LISTEN", format!("127.0.0.1:{port}"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("daemon starts");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let snapshot = loop {
+        let body = http_get(port, "/portfolio/paper").unwrap_or_default();
+        let json = body.split("\r\n\r\n").nth(1).unwrap_or("");
+        if let Ok(v) = serde_json::from_str::<serde_json::Value>(json)
+            && v["strategies"]["mom"]["total_pnl"] == "-12.10"
+        {
+            break v;
+        }
+        if Instant::now() > deadline {
+            let _ = daemon.kill();
+            panic!("the golden PnL never showed: {body}");
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert_eq!(snapshot["strategies"]["mom"]["cash"], "999987.90");
+    let _ = daemon.kill();
+    let _ = daemon.wait();
+}
