@@ -4,6 +4,7 @@ pub mod delivery;
 pub mod dlq_tools;
 pub mod feed;
 pub mod http;
+pub mod instruments;
 pub mod kafka;
 pub mod paper;
 pub mod portfolio;
