@@ -247,6 +247,19 @@ impl MemoryStore {
     fn get(&self, key: &str) -> Option<String> {
         self.lock().values.get(key).cloned()
     }
+
+    /// Every key held (marks and values), sorted: for audits and isolation tests.
+    pub fn keys(&self) -> Vec<String> {
+        let inner = self.lock();
+        let mut keys: Vec<String> = inner
+            .marks
+            .keys()
+            .chain(inner.values.keys())
+            .cloned()
+            .collect();
+        keys.sort();
+        keys
+    }
 }
 
 /// The dedup key of an event processed by a consumer group: `{broker}:dedup:{group}:{id}`.

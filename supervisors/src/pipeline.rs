@@ -112,6 +112,16 @@ impl Assembly {
     /// Starts every stage: the strategies, then per active broker risk, trader (paper) and
     /// portfolio.
     pub fn start_stages(&self, counters: &Arc<Counters>) -> anyhow::Result<Vec<Member>> {
+        self.start_stages_with(counters, &|_, _| None)
+    }
+
+    /// As `start_stages`, with `replace(broker, stage)` supplying a different actor for a
+    /// broker's stage (fault-injection tests).
+    pub fn start_stages_with(
+        &self,
+        counters: &Arc<Counters>,
+        replace: &dyn Fn(&alpha_panda_core::BrokerName, &str) -> Option<StageFactory>,
+    ) -> anyhow::Result<Vec<Member>> {
         let mut members = vec![
             self.consume(
                 TopicName::market_ticks(),
@@ -127,7 +137,9 @@ impl Assembly {
                 TopicName::broker(broker, BrokerTopic::SignalsRaw),
                 b,
                 "risk",
-                stages::risk_factory(self.settings.clone(), counters.clone()),
+                replace(broker, "risk").unwrap_or_else(|| {
+                    stages::risk_factory(self.settings.clone(), counters.clone())
+                }),
             )?);
             match self.settings.brokers.get(broker).map(|d| d.kind) {
                 Some(BrokerKind::Paper) => members.push(self.consume(
