@@ -336,66 +336,141 @@ pub fn portfolio_key(broker: &BrokerName, strategy: &StrategyId) -> String {
 /// The portfolio: `{broker}.orders.filled` → `pnl.snapshots`, and the strategy's book as
 /// JSON under `{broker}:portfolio:{strategy}` (written with the dedup mark, once per fill).
 ///
-/// Books are kept per (broker, strategy) outside the actors, so an actor restart keeps them;
-/// a process restart starts from empty books (rebuilding from `orders.filled` is not built
-/// yet).
-pub fn portfolio_factory(settings: Arc<Settings>) -> StageFactory {
+/// Books are kept per (broker, strategy) outside the actors, so an actor restart keeps them.
+/// After a process restart a book is loaded from its stored snapshot before its first fill:
+/// the snapshot was written atomically with the mark of the last fill applied, so fills the
+/// store has seen are skipped as duplicates and the rest apply on top: exactly once.
+pub fn portfolio_factory(settings: Arc<Settings>, store: crate::store::Store) -> StageFactory {
     let books: Arc<Mutex<HashMap<(BrokerName, StrategyId), Book>>> = Arc::default();
     Arc::new(move || {
-        let settings = settings.clone();
-        let books = books.clone();
-        FnStage::new(move |d: &Deliver| {
-            let EventData::OrderFilled(f) = &d.envelope.data else {
-                return Err(wrong_type(d));
-            };
-            let broker = broker_of(d)?;
-            let start = settings
-                .brokers
-                .get(&broker)
-                .map(|b| b.fill_model.starting_cash)
-                .unwrap_or_default();
-            let mut books = books.lock().unwrap_or_else(|p| p.into_inner());
-            let book = books
-                .entry((broker.clone(), f.strategy_id.clone()))
-                .or_insert_with(|| Book::new(start));
-            book.apply_fill(
-                f.instrument_token,
-                f.side,
-                f.quantity.get(),
-                f.fill_price.get(),
-                f.fees,
-            );
-            let snapshot = PnlSnapshot {
-                broker: broker.clone(),
-                account: f.account.clone(),
-                strategy_id: f.strategy_id.clone(),
-                positions: book.snapshot_positions(),
-                realized_pnl: book.realized_pnl(),
-                unrealized_pnl: book.unrealized_pnl(),
-                total_pnl: book.total_pnl(),
-                fees: book.fees,
-                cash: book.cash,
-                timestamp: f.timestamp,
-            };
-            let json = serde_json::to_string(&snapshot)
-                .map_err(|e| StageError::poison(format!("snapshot: {e}")))?;
-            let env = d.envelope.child(
-                EventBroker::Broker(broker.clone()),
-                "portfolio",
-                0,
-                keys::snapshot(&f.account),
-                f.timestamp,
-                EventData::PnlSnapshot(snapshot),
-            );
-            Ok(Handled {
-                outputs: vec![out(&broker, BrokerTopic::PnlSnapshots, env)],
-                effects: vec![Effect::Set {
-                    key: portfolio_key(&broker, &f.strategy_id),
-                    value: json,
-                }],
-            })
-        })
+        PortfolioStage {
+            settings: settings.clone(),
+            books: books.clone(),
+            store: store.clone(),
+        }
         .start()
         .recipient()
     })
+}
+
+struct PortfolioStage {
+    settings: Arc<Settings>,
+    books: Arc<Mutex<HashMap<(BrokerName, StrategyId), Book>>>,
+    store: crate::store::Store,
+}
+
+impl Actor for PortfolioStage {
+    type Context = actix::Context<Self>;
+}
+
+/// The book a stored snapshot describes.
+fn book_from(snapshot: &PnlSnapshot) -> Book {
+    let mut book = Book::new(snapshot.cash);
+    book.fees = snapshot.fees;
+    for p in &snapshot.positions {
+        book.positions.insert(
+            p.instrument_token,
+            crate::portfolio::Position {
+                quantity: p.quantity,
+                average_price: p.average_price,
+                realized: p.realized_pnl,
+                last_price: p.last_price,
+            },
+        );
+    }
+    book
+}
+
+impl actix::Handler<Deliver> for PortfolioStage {
+    type Result = actix::AtomicResponse<Self, Result<Handled, StageError>>;
+
+    fn handle(&mut self, d: Deliver, _ctx: &mut Self::Context) -> Self::Result {
+        use actix::WrapFuture;
+        let (settings, books, store) = (
+            self.settings.clone(),
+            self.books.clone(),
+            self.store.clone(),
+        );
+        actix::AtomicResponse::new(Box::pin(
+            async move {
+                let EventData::OrderFilled(f) = &d.envelope.data else {
+                    return Err(wrong_type(&d));
+                };
+                let broker = broker_of(&d)?;
+                let key = (broker.clone(), f.strategy_id.clone());
+                let known = books
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .contains_key(&key);
+                if !known {
+                    let stored = store
+                        .get(&portfolio_key(&broker, &f.strategy_id))
+                        .await
+                        .map_err(|e| StageError::infrastructure(e.to_string()))?;
+                    let book = match stored.map(|j| serde_json::from_str::<PnlSnapshot>(&j)) {
+                        Some(Ok(snapshot)) => book_from(&snapshot),
+                        Some(Err(e)) => {
+                            return Err(StageError::infrastructure(format!(
+                                "stored portfolio of {} is unreadable: {e}",
+                                f.strategy_id
+                            )));
+                        }
+                        None => Book::new(
+                            settings
+                                .brokers
+                                .get(&broker)
+                                .map(|b| b.fill_model.starting_cash)
+                                .unwrap_or_default(),
+                        ),
+                    };
+                    books
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .entry(key.clone())
+                        .or_insert(book);
+                }
+                let mut books = books.lock().unwrap_or_else(|p| p.into_inner());
+                let book = books
+                    .get_mut(&key)
+                    .unwrap_or_else(|| unreachable!("inserted above"));
+                book.apply_fill(
+                    f.instrument_token,
+                    f.side,
+                    f.quantity.get(),
+                    f.fill_price.get(),
+                    f.fees,
+                );
+                let snapshot = PnlSnapshot {
+                    broker: broker.clone(),
+                    account: f.account.clone(),
+                    strategy_id: f.strategy_id.clone(),
+                    positions: book.snapshot_positions(),
+                    realized_pnl: book.realized_pnl(),
+                    unrealized_pnl: book.unrealized_pnl(),
+                    total_pnl: book.total_pnl(),
+                    fees: book.fees,
+                    cash: book.cash,
+                    timestamp: f.timestamp,
+                };
+                let json = serde_json::to_string(&snapshot)
+                    .map_err(|e| StageError::poison(format!("snapshot: {e}")))?;
+                let env = d.envelope.child(
+                    EventBroker::Broker(broker.clone()),
+                    "portfolio",
+                    0,
+                    keys::snapshot(&f.account),
+                    f.timestamp,
+                    EventData::PnlSnapshot(snapshot),
+                );
+                Ok(Handled {
+                    outputs: vec![out(&broker, BrokerTopic::PnlSnapshots, env)],
+                    effects: vec![Effect::Set {
+                        key: portfolio_key(&broker, &f.strategy_id),
+                        value: json,
+                    }],
+                })
+            }
+            .into_actor(self),
+        ))
+    }
 }

@@ -157,7 +157,7 @@ impl Assembly {
                 TopicName::broker(broker, BrokerTopic::OrdersFilled),
                 b,
                 "portfolio",
-                stages::portfolio_factory(self.settings.clone()),
+                stages::portfolio_factory(self.settings.clone(), self.store.clone()),
             )?);
         }
         Ok(members)

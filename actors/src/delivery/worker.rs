@@ -82,11 +82,15 @@ impl PartitionWorker {
     /// infrastructure failures, until it is done or the partition is given up.
     pub async fn process(&mut self, record: &Record) -> Result<Processed, Abandoned> {
         let mut failures = 0u32;
+        // What the stage returned for this record, kept across the restarts of this record:
+        // when producing or marking failed, the record is finished with the same result
+        // instead of being handled again (stages keep state, and must see each record once).
+        let mut handled: Option<Handled> = None;
         loop {
             if self.stopping() {
                 return Err(Abandoned);
             }
-            match self.attempt(record).await {
+            match self.attempt(record, &mut handled).await {
                 Ok(done) => return Ok(done),
                 Err(Interrupt::DeadLetter(class, message, retries)) => {
                     match self.dead_letter(record, class, &message, retries).await {
@@ -128,7 +132,11 @@ impl PartitionWorker {
         self.restarts += 1;
     }
 
-    async fn attempt(&mut self, record: &Record) -> Result<Processed, Interrupt> {
+    async fn attempt(
+        &mut self,
+        record: &Record,
+        cached: &mut Option<Handled>,
+    ) -> Result<Processed, Interrupt> {
         let envelope = match record.value.as_deref().map(EventEnvelope::decode) {
             Some(Ok(env)) => env,
             Some(Err(e)) => {
@@ -151,7 +159,14 @@ impl PartitionWorker {
             tracing::debug!(stage = %self.policy.stage, event_id = %envelope.id, "duplicate skipped");
             return Ok(Processed::Duplicate);
         }
-        let handled = self.handle(record, envelope).await?;
+        let handled = match cached {
+            Some(h) => h.clone(),
+            None => {
+                let h = self.handle(record, envelope).await?;
+                *cached = Some(h.clone());
+                h
+            }
+        };
         self.producer
             .send_all(&handled.outputs)
             .await
