@@ -67,26 +67,13 @@ impl SyntheticFeed {
             let z = self.rng.normal();
             let last: f64 = f64::try_from(*price).unwrap_or(1.0);
             *price = on_grid(last * (self.volatility * z).exp());
+            let last_price = Price::new(*price).unwrap_or_else(|_| unreachable!("positive price"));
             out.push(MarketTick {
-                instrument_token: *token,
-                last_price: Price::new(*price).unwrap_or_else(|_| unreachable!("positive price")),
-                timestamp: ts,
                 symbol: Some(symbol.clone()),
-                volume_traded: None,
-                last_traded_quantity: None,
-                average_traded_price: None,
-                total_buy_quantity: None,
-                total_sell_quantity: None,
-                change: None,
-                ohlc: None,
-                oi: None,
-                oi_day_high: None,
-                oi_day_low: None,
-                last_trade_time: None,
                 exchange_timestamp: Some(ts),
-                depth: None,
                 mode: Some(TickMode::Ltp),
                 tradable: Some(true),
+                ..MarketTick::new(*token, last_price, ts)
             });
         }
         out
@@ -162,25 +149,8 @@ struct TickLine {
 
 fn replayed(t: TickLine) -> MarketTick {
     MarketTick {
-        instrument_token: t.instrument_token,
-        last_price: t.last_price,
-        timestamp: t.timestamp,
-        symbol: None,
         volume_traded: t.volume,
-        last_traded_quantity: None,
-        average_traded_price: None,
-        total_buy_quantity: None,
-        total_sell_quantity: None,
-        change: None,
-        ohlc: None,
-        oi: None,
-        oi_day_high: None,
-        oi_day_low: None,
-        last_trade_time: None,
-        exchange_timestamp: None,
-        depth: None,
-        mode: None,
-        tradable: None,
+        ..MarketTick::new(t.instrument_token, t.last_price, t.timestamp)
     }
 }
 

@@ -95,6 +95,33 @@ pub struct MarketTick {
     pub tradable: Option<bool>,
 }
 
+impl MarketTick {
+    /// A tick with only the required fields (an LTP-mode tick); set the others as needed.
+    pub fn new(instrument_token: InstrumentToken, last_price: Price, timestamp: Timestamp) -> Self {
+        Self {
+            instrument_token,
+            last_price,
+            timestamp,
+            symbol: None,
+            volume_traded: None,
+            last_traded_quantity: None,
+            average_traded_price: None,
+            total_buy_quantity: None,
+            total_sell_quantity: None,
+            change: None,
+            ohlc: None,
+            oi: None,
+            oi_day_high: None,
+            oi_day_low: None,
+            last_trade_time: None,
+            exchange_timestamp: None,
+            depth: None,
+            mode: None,
+            tradable: None,
+        }
+    }
+}
+
 fn default_order_type() -> OrderType {
     OrderType::Market
 }

@@ -6,13 +6,9 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use alpha_panda_actors::kafka::{consumer_config, producer_config};
-use alpha_panda_core::events::TradingSignal;
-use alpha_panda_core::{
-    EventBroker, EventData, EventEnvelope, InstrumentToken, OrderType, Price, Product, Quantity,
-    Side, StrategyId, Timestamp, Validity,
-};
-use alpha_panda_tests::{Namespace, kafka_servers, redis_url};
-use alpha_panda_topics::{BrokerTopic, TopicName, keys};
+use alpha_panda_core::EventEnvelope;
+use alpha_panda_tests::{Namespace, kafka_servers, redis_url, signals};
+use alpha_panda_topics::{BrokerTopic, TopicName};
 use diesel::RunQueryDsl;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
 use rdkafka::producer::{FutureProducer, FutureRecord};
@@ -21,32 +17,6 @@ use uuid::Uuid;
 
 const RECORDS: usize = 40;
 const FIRST_CONSUMER_TAKES: usize = 15;
-
-fn signal(broker: &alpha_panda_core::BrokerName, i: usize) -> EventEnvelope {
-    let strategy = StrategyId::new(format!("s{}", i % 4)).unwrap();
-    let token = InstrumentToken(738561 + (i % 3) as u32);
-    let ts = Timestamp::from_unix_millis(1_705_310_100_000 + i as i64).unwrap();
-    EventEnvelope::root(
-        EventBroker::Broker(broker.clone()),
-        format!("strategy:{strategy}"),
-        keys::signal(&strategy, token),
-        ts,
-        EventData::TradingSignal(TradingSignal {
-            strategy_id: strategy,
-            instrument_token: token,
-            signal_type: if i % 2 == 0 { Side::Buy } else { Side::Sell },
-            quantity: Quantity::new(1 + i as u64).unwrap(),
-            price: "2450.05".parse::<Price>().unwrap(),
-            timestamp: ts,
-            confidence: None,
-            metadata: BTreeMap::new(),
-            order_type: OrderType::Market,
-            product: Product::Mis,
-            validity: Validity::Day,
-            trigger_price: None,
-        }),
-    )
-}
 
 /// Consumes up to `limit` records, committing each one's offset after "handling" it, and
 /// returns the decoded envelopes. Stops early after `idle` without records.
@@ -99,7 +69,9 @@ async fn a_second_group_member_resumes_after_the_committed_offsets() {
     let producer: FutureProducer = producer_config(&servers, "test-producer", 5, 1)
         .create()
         .expect("producer");
-    let sent: Vec<EventEnvelope> = (0..RECORDS).map(|i| signal(&ns.broker, i)).collect();
+    let sent: Vec<EventEnvelope> = (0..RECORDS)
+        .map(|i| signals::signal(&ns.broker, i))
+        .collect();
     for env in &sent {
         let payload = env.encode();
         let delivery = producer

@@ -219,27 +219,11 @@ mod tests {
     use super::Strategy;
 
     fn tick(token: u32, price: i64, i: i64) -> MarketTick {
-        MarketTick {
-            instrument_token: InstrumentToken(token),
-            last_price: Price::new(Decimal::from(price)).unwrap(),
-            timestamp: Timestamp::from_unix_millis(1_705_290_000_000 + i * 1000).unwrap(),
-            symbol: None,
-            volume_traded: None,
-            last_traded_quantity: None,
-            average_traded_price: None,
-            total_buy_quantity: None,
-            total_sell_quantity: None,
-            change: None,
-            ohlc: None,
-            oi: None,
-            oi_day_high: None,
-            oi_day_low: None,
-            last_trade_time: None,
-            exchange_timestamp: None,
-            depth: None,
-            mode: None,
-            tradable: None,
-        }
+        MarketTick::new(
+            InstrumentToken(token),
+            Price::new(Decimal::from(price)).unwrap(),
+            Timestamp::from_unix_millis(1_705_290_000_000 + i * 1000).unwrap(),
+        )
     }
 
     fn run(s: &mut dyn Strategy, token: u32, prices: &[i64]) -> Vec<(usize, Side)> {

@@ -156,27 +156,11 @@ mod tests {
 
     fn tick_env(token: u32, price: i64, i: i64) -> EventEnvelope {
         let ts = Timestamp::from_unix_millis(1_705_290_000_000 + i * 1000).unwrap();
-        let tick = MarketTick {
-            instrument_token: InstrumentToken(token),
-            last_price: Price::new(Decimal::from(price)).unwrap(),
-            timestamp: ts,
-            symbol: None,
-            volume_traded: None,
-            last_traded_quantity: None,
-            average_traded_price: None,
-            total_buy_quantity: None,
-            total_sell_quantity: None,
-            change: None,
-            ohlc: None,
-            oi: None,
-            oi_day_high: None,
-            oi_day_low: None,
-            last_trade_time: None,
-            exchange_timestamp: None,
-            depth: None,
-            mode: None,
-            tradable: None,
-        };
+        let tick = MarketTick::new(
+            InstrumentToken(token),
+            Price::new(Decimal::from(price)).unwrap(),
+            ts,
+        );
         EventEnvelope::root(
             EventBroker::Shared,
             "feed",
