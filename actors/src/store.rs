@@ -190,6 +190,11 @@ impl RedisStore {
     }
 }
 
+/// Most dedup marks the in-memory store remembers. In-process redelivery only happens to the
+/// few records in flight when a member stops, so a window of a million is ample, and it
+/// keeps a daemon that runs for weeks within a bounded size.
+pub const MAX_MEMORY_MARKS: usize = 1_000_000;
+
 /// The embedded default's store: a map with expiry, shared by every stage of the process.
 #[derive(Clone, Default)]
 pub struct MemoryStore {
@@ -199,6 +204,8 @@ pub struct MemoryStore {
 #[derive(Default)]
 struct MemoryInner {
     marks: HashMap<String, Instant>,
+    /// Marks in the order they were made, to forget the oldest beyond `MAX_MEMORY_MARKS`.
+    order: std::collections::VecDeque<String>,
     values: HashMap<String, String>,
 }
 
@@ -223,6 +230,13 @@ impl MemoryStore {
             return false;
         }
         inner.marks.insert(key.to_owned(), now + ttl);
+        inner.order.push_back(key.to_owned());
+        // A long-running embedded daemon marks every tick: remember a bounded window.
+        while inner.order.len() > MAX_MEMORY_MARKS {
+            if let Some(old) = inner.order.pop_front() {
+                inner.marks.remove(&old);
+            }
+        }
         for e in effects {
             match e {
                 Effect::IncrBy { key, by } => {
@@ -237,9 +251,6 @@ impl MemoryStore {
                     inner.values.insert(key.clone(), value.clone());
                 }
             }
-        }
-        if inner.marks.len() > 100_000 && inner.marks.len().is_power_of_two() {
-            inner.marks.retain(|_, exp| *exp > now);
         }
         true
     }
@@ -283,6 +294,17 @@ mod tests {
         assert!(s.is_marked("k"));
         assert!(!s.mark("k", Duration::from_secs(60), &fx));
         assert_eq!(s.get("c").as_deref(), Some("2"));
+    }
+
+    #[test]
+    fn memory_marks_are_a_bounded_window() {
+        let s = MemoryStore::default();
+        for i in 0..MAX_MEMORY_MARKS + 10 {
+            s.mark(&i.to_string(), Duration::from_secs(60), &[]);
+        }
+        assert!(!s.is_marked("0"), "the oldest are forgotten");
+        assert!(s.is_marked(&(MAX_MEMORY_MARKS + 9).to_string()));
+        assert_eq!(s.lock().marks.len(), MAX_MEMORY_MARKS);
     }
 
     #[test]
