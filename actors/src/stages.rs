@@ -340,23 +340,64 @@ pub fn portfolio_key(broker: &BrokerName, strategy: &StrategyId) -> String {
 /// After a process restart a book is loaded from its stored snapshot before its first fill:
 /// the snapshot was written atomically with the mark of the last fill applied, so fills the
 /// store has seen are skipped as duplicates and the rest apply on top: exactly once.
-pub fn portfolio_factory(settings: Arc<Settings>, store: crate::store::Store) -> StageFactory {
-    let books: Arc<Mutex<HashMap<(BrokerName, StrategyId), Book>>> = Arc::default();
+///
+/// It also reads `market.ticks`: positions are marked to the latest price in event time
+/// (a tick or a fill, whichever is later), and each strategy holding the instrument has its
+/// stored snapshot refreshed.
+pub fn portfolio_factory(
+    settings: Arc<Settings>,
+    store: crate::store::Store,
+    broker: BrokerName,
+) -> StageFactory {
+    let state: Arc<Mutex<PortfolioState>> = Arc::default();
     Arc::new(move || {
         PortfolioStage {
             settings: settings.clone(),
-            books: books.clone(),
+            state: state.clone(),
             store: store.clone(),
+            broker: broker.clone(),
         }
         .start()
         .recipient()
     })
 }
 
+#[derive(Default)]
+struct PortfolioState {
+    books: HashMap<StrategyId, Book>,
+    /// Latest price per instrument, and its event time.
+    marks: HashMap<
+        alpha_panda_core::InstrumentToken,
+        (alpha_panda_core::Timestamp, rust_decimal::Decimal),
+    >,
+}
+
 struct PortfolioStage {
     settings: Arc<Settings>,
-    books: Arc<Mutex<HashMap<(BrokerName, StrategyId), Book>>>,
+    state: Arc<Mutex<PortfolioState>>,
     store: crate::store::Store,
+    broker: BrokerName,
+}
+
+fn snapshot_of(
+    broker: &BrokerName,
+    account: &alpha_panda_core::AccountId,
+    strategy: &StrategyId,
+    book: &Book,
+    at: alpha_panda_core::Timestamp,
+) -> PnlSnapshot {
+    PnlSnapshot {
+        broker: broker.clone(),
+        account: account.clone(),
+        strategy_id: strategy.clone(),
+        positions: book.snapshot_positions(),
+        realized_pnl: book.realized_pnl(),
+        unrealized_pnl: book.unrealized_pnl(),
+        total_pnl: book.total_pnl(),
+        fees: book.fees,
+        cash: book.cash,
+        timestamp: at,
+    }
 }
 
 impl Actor for PortfolioStage {
@@ -386,89 +427,135 @@ impl actix::Handler<Deliver> for PortfolioStage {
 
     fn handle(&mut self, d: Deliver, _ctx: &mut Self::Context) -> Self::Result {
         use actix::WrapFuture;
-        let (settings, books, store) = (
+        let (settings, state, store, broker) = (
             self.settings.clone(),
-            self.books.clone(),
+            self.state.clone(),
             self.store.clone(),
+            self.broker.clone(),
         );
         actix::AtomicResponse::new(Box::pin(
             async move {
-                let EventData::OrderFilled(f) = &d.envelope.data else {
-                    return Err(wrong_type(&d));
-                };
-                let broker = broker_of(&d)?;
-                let key = (broker.clone(), f.strategy_id.clone());
-                let known = books
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .contains_key(&key);
-                if !known {
-                    let stored = store
-                        .get(&portfolio_key(&broker, &f.strategy_id))
-                        .await
-                        .map_err(|e| StageError::infrastructure(e.to_string()))?;
-                    let book = match stored.map(|j| serde_json::from_str::<PnlSnapshot>(&j)) {
-                        Some(Ok(snapshot)) => book_from(&snapshot),
-                        Some(Err(e)) => {
-                            return Err(StageError::infrastructure(format!(
-                                "stored portfolio of {} is unreadable: {e}",
-                                f.strategy_id
+                let account = settings
+                    .brokers
+                    .get(&broker)
+                    .map(|b| b.account.clone())
+                    .ok_or_else(|| StageError::poison(format!("{broker} is not configured")))?;
+                match &d.envelope.data {
+                    EventData::MarketTick(t) => {
+                        let mut st = state.lock().unwrap_or_else(|p| p.into_inner());
+                        let newer = st
+                            .marks
+                            .get(&t.instrument_token)
+                            .is_none_or(|(at, _)| *at <= t.timestamp);
+                        if !newer {
+                            return Ok(Handled::default());
+                        }
+                        st.marks
+                            .insert(t.instrument_token, (t.timestamp, t.last_price.get()));
+                        let mut effects = Vec::new();
+                        for (strategy, book) in st.books.iter_mut() {
+                            if book
+                                .positions
+                                .get(&t.instrument_token)
+                                .is_some_and(|p| p.quantity != 0)
+                            {
+                                book.mark(t.instrument_token, t.last_price.get());
+                                let snap =
+                                    snapshot_of(&broker, &account, strategy, book, t.timestamp);
+                                effects.push(Effect::Set {
+                                    key: portfolio_key(&broker, strategy),
+                                    value: serde_json::to_string(&snap).map_err(|e| {
+                                        StageError::poison(format!("snapshot: {e}"))
+                                    })?,
+                                });
+                            }
+                        }
+                        Ok(Handled {
+                            outputs: Vec::new(),
+                            effects,
+                        })
+                    }
+                    EventData::OrderFilled(f) => {
+                        if d.topic.broker_name() != Some(&broker) {
+                            return Err(StageError::poison(format!(
+                                "{} is not {broker}'s",
+                                d.topic
                             )));
                         }
-                        None => Book::new(
-                            settings
-                                .brokers
-                                .get(&broker)
-                                .map(|b| b.fill_model.starting_cash)
-                                .unwrap_or_default(),
-                        ),
-                    };
-                    books
-                        .lock()
-                        .unwrap_or_else(|p| p.into_inner())
-                        .entry(key.clone())
-                        .or_insert(book);
+                        let known = state
+                            .lock()
+                            .unwrap_or_else(|p| p.into_inner())
+                            .books
+                            .contains_key(&f.strategy_id);
+                        if !known {
+                            let stored = store
+                                .get(&portfolio_key(&broker, &f.strategy_id))
+                                .await
+                                .map_err(|e| StageError::infrastructure(e.to_string()))?;
+                            let book = match stored.map(|j| serde_json::from_str::<PnlSnapshot>(&j))
+                            {
+                                Some(Ok(snapshot)) => book_from(&snapshot),
+                                Some(Err(e)) => {
+                                    return Err(StageError::infrastructure(format!(
+                                        "stored portfolio of {} is unreadable: {e}",
+                                        f.strategy_id
+                                    )));
+                                }
+                                None => Book::new(
+                                    settings
+                                        .brokers
+                                        .get(&broker)
+                                        .map(|b| b.fill_model.starting_cash)
+                                        .unwrap_or_default(),
+                                ),
+                            };
+                            state
+                                .lock()
+                                .unwrap_or_else(|p| p.into_inner())
+                                .books
+                                .entry(f.strategy_id.clone())
+                                .or_insert(book);
+                        }
+                        let mut st = state.lock().unwrap_or_else(|p| p.into_inner());
+                        let latest = st.marks.get(&f.instrument_token).copied();
+                        let book = st
+                            .books
+                            .get_mut(&f.strategy_id)
+                            .unwrap_or_else(|| unreachable!("inserted above"));
+                        book.apply_fill(
+                            f.instrument_token,
+                            f.side,
+                            f.quantity.get(),
+                            f.fill_price.get(),
+                            f.fees,
+                        );
+                        if let Some((at, price)) = latest
+                            && at > f.timestamp
+                        {
+                            book.mark(f.instrument_token, price);
+                        }
+                        let snapshot =
+                            snapshot_of(&broker, &f.account, &f.strategy_id, book, f.timestamp);
+                        let json = serde_json::to_string(&snapshot)
+                            .map_err(|e| StageError::poison(format!("snapshot: {e}")))?;
+                        let env = d.envelope.child(
+                            EventBroker::Broker(broker.clone()),
+                            "portfolio",
+                            0,
+                            keys::snapshot(&f.account),
+                            f.timestamp,
+                            EventData::PnlSnapshot(snapshot),
+                        );
+                        Ok(Handled {
+                            outputs: vec![out(&broker, BrokerTopic::PnlSnapshots, env)],
+                            effects: vec![Effect::Set {
+                                key: portfolio_key(&broker, &f.strategy_id),
+                                value: json,
+                            }],
+                        })
+                    }
+                    _ => Err(wrong_type(&d)),
                 }
-                let mut books = books.lock().unwrap_or_else(|p| p.into_inner());
-                let book = books
-                    .get_mut(&key)
-                    .unwrap_or_else(|| unreachable!("inserted above"));
-                book.apply_fill(
-                    f.instrument_token,
-                    f.side,
-                    f.quantity.get(),
-                    f.fill_price.get(),
-                    f.fees,
-                );
-                let snapshot = PnlSnapshot {
-                    broker: broker.clone(),
-                    account: f.account.clone(),
-                    strategy_id: f.strategy_id.clone(),
-                    positions: book.snapshot_positions(),
-                    realized_pnl: book.realized_pnl(),
-                    unrealized_pnl: book.unrealized_pnl(),
-                    total_pnl: book.total_pnl(),
-                    fees: book.fees,
-                    cash: book.cash,
-                    timestamp: f.timestamp,
-                };
-                let json = serde_json::to_string(&snapshot)
-                    .map_err(|e| StageError::poison(format!("snapshot: {e}")))?;
-                let env = d.envelope.child(
-                    EventBroker::Broker(broker.clone()),
-                    "portfolio",
-                    0,
-                    keys::snapshot(&f.account),
-                    f.timestamp,
-                    EventData::PnlSnapshot(snapshot),
-                );
-                Ok(Handled {
-                    outputs: vec![out(&broker, BrokerTopic::PnlSnapshots, env)],
-                    effects: vec![Effect::Set {
-                        key: portfolio_key(&broker, &f.strategy_id),
-                        value: json,
-                    }],
-                })
             }
             .into_actor(self),
         ))

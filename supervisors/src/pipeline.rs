@@ -47,7 +47,7 @@ impl Assembly {
 
     fn consume(
         &self,
-        topic: TopicName,
+        topics: Vec<TopicName>,
         namespace: &str,
         stage: &str,
         factory: StageFactory,
@@ -59,7 +59,7 @@ impl Assembly {
                 kafka::start(kafka::ConsumerSpec {
                     servers: servers.clone(),
                     client_id: self.settings.kafka.client_id.clone(),
-                    topics: vec![topic],
+                    topics: topics.clone(),
                     policy,
                     producer: self.producer.clone(),
                     store: self.store.clone(),
@@ -71,7 +71,7 @@ impl Assembly {
             Transport::InProcess(bus) => {
                 Member::InProcess(inprocess::start(inprocess::InProcessConsumerSpec {
                     bus: bus.clone(),
-                    topics: vec![topic],
+                    topics: topics.clone(),
                     policy,
                     producer: self.producer.clone(),
                     store: self.store.clone(),
@@ -101,10 +101,12 @@ impl Assembly {
                     TopicName::broker(b, BrokerTopic::SignalsValidated),
                 ));
             }
+            let portfolio = self.group(b.as_str(), "portfolio");
             v.push((
-                self.group(b.as_str(), "portfolio"),
+                portfolio.clone(),
                 TopicName::broker(b, BrokerTopic::OrdersFilled),
             ));
+            v.push((portfolio, TopicName::market_ticks()));
         }
         v
     }
@@ -124,7 +126,7 @@ impl Assembly {
     ) -> anyhow::Result<Vec<Member>> {
         let mut members = vec![
             self.consume(
-                TopicName::market_ticks(),
+                vec![TopicName::market_ticks()],
                 "market",
                 "strategy",
                 stages::strategy_factory(&self.settings, counters.clone())
@@ -134,7 +136,7 @@ impl Assembly {
         for broker in &self.settings.active_brokers {
             let b = broker.as_str();
             members.push(self.consume(
-                TopicName::broker(broker, BrokerTopic::SignalsRaw),
+                vec![TopicName::broker(broker, BrokerTopic::SignalsRaw)],
                 b,
                 "risk",
                 replace(broker, "risk").unwrap_or_else(|| {
@@ -143,7 +145,7 @@ impl Assembly {
             )?);
             match self.settings.brokers.get(broker).map(|d| d.kind) {
                 Some(BrokerKind::Paper) => members.push(self.consume(
-                    TopicName::broker(broker, BrokerTopic::SignalsValidated),
+                    vec![TopicName::broker(broker, BrokerTopic::SignalsValidated)],
                     b,
                     "trader",
                     stages::paper_trader_factory(self.settings.clone(), counters.clone()),
@@ -154,10 +156,17 @@ impl Assembly {
                 ),
             }
             members.push(self.consume(
-                TopicName::broker(broker, BrokerTopic::OrdersFilled),
+                vec![
+                    TopicName::broker(broker, BrokerTopic::OrdersFilled),
+                    TopicName::market_ticks(),
+                ],
                 b,
                 "portfolio",
-                stages::portfolio_factory(self.settings.clone(), self.store.clone()),
+                stages::portfolio_factory(
+                    self.settings.clone(),
+                    self.store.clone(),
+                    broker.clone(),
+                ),
             )?);
         }
         Ok(members)

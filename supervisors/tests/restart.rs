@@ -127,6 +127,20 @@ fn the_portfolio_survives_a_process_restart_with_every_fill_applied_once() {
                     f.fees,
                 );
         }
+        // The latest tick price per instrument, for the marks.
+        let mut last_tick = HashMap::new();
+        for (_, _, r) in bus.records(&TopicName::market_ticks()) {
+            let env = EventEnvelope::decode(r.value.as_deref().unwrap()).unwrap();
+            if let EventData::MarketTick(t) = env.data {
+                let e = last_tick
+                    .entry(t.instrument_token)
+                    .or_insert((t.timestamp, t.last_price));
+                if t.timestamp >= e.0 {
+                    *e = (t.timestamp, t.last_price);
+                }
+            }
+        }
+        let mut open_positions = 0;
         for (strategy, book) in books {
             let stored = Store::Memory(store.clone())
                 .get(&portfolio_key(&BrokerName::paper(), &strategy))
@@ -141,11 +155,42 @@ fn the_portfolio_survives_a_process_restart_with_every_fill_applied_once() {
                 book.realized_pnl(),
                 "{strategy}: realized"
             );
+            // Open positions are marked to the latest tick, and unrealized PnL follows.
+            for p in snap.positions.iter().filter(|p| p.quantity != 0) {
+                open_positions += 1;
+                let (_, price) = last_tick[&p.instrument_token];
+                assert_eq!(
+                    p.last_price,
+                    price.get(),
+                    "{strategy}: marked to the last tick"
+                );
+                assert_eq!(
+                    p.unrealized_pnl,
+                    (p.last_price - p.average_price) * rust_decimal::Decimal::from(p.quantity)
+                );
+            }
+            // Marks follow ticks, so compare what fills alone decide.
+            let held = |ps: &[alpha_panda_core::events::PositionSnapshot]| {
+                ps.iter()
+                    .map(|p| {
+                        (
+                            p.instrument_token,
+                            p.quantity,
+                            p.average_price,
+                            p.realized_pnl,
+                        )
+                    })
+                    .collect::<Vec<_>>()
+            };
             assert_eq!(
-                snap.positions,
-                book.snapshot_positions(),
+                held(&snap.positions),
+                held(&book.snapshot_positions()),
                 "{strategy}: positions"
             );
         }
+        assert!(
+            open_positions > 0,
+            "some position stayed open to check its marks"
+        );
     });
 }
