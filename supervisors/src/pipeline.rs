@@ -41,6 +41,9 @@ impl Assembly {
     fn policy(&self, namespace: &str, stage: &str) -> DeliveryPolicy {
         let group = self.group(namespace, stage);
         let mut p = DeliveryPolicy::new(group, stage, namespace);
+        // Strategies, risk and the trader rebuild their state from their input when they
+        // take a partition; the portfolio reloads its books from the store instead.
+        p.warm_up = matches!(stage, "strategy" | "risk" | "trader");
         p.dedup_ttl = Duration::from_secs(self.settings.redis.dedup_ttl_secs);
         p
     }

@@ -437,6 +437,22 @@ async fn partition_loop(
     ended: Arc<Notify>,
     done: Arc<AtomicBool>,
 ) {
+    let from = worker.warm_up_from(&topic, p.1);
+    if worker.warms_up() && next > from {
+        let before: Vec<Record> = (from..next)
+            .filter_map(|o| {
+                bus.record_at(&p, o).map(|r| Record {
+                    topic: topic.clone(),
+                    partition: p.1,
+                    offset: o,
+                    key: r.key,
+                    value: r.value,
+                    headers: r.headers,
+                })
+            })
+            .collect();
+        worker.warm_up(&before).await;
+    }
     while !stop.load(Ordering::Acquire) {
         let changed = bus.inner.changed.notified();
         let Some(stored) = bus.record_at(&p, next) else {

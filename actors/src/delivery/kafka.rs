@@ -56,6 +56,7 @@ struct Slot {
 
 /// What the consumer's callbacks need: the slots and how to start workers.
 struct Shared {
+    servers: String,
     policy: Arc<DeliveryPolicy>,
     producer: EventProducer,
     store: Store,
@@ -127,15 +128,35 @@ impl Shared {
             .unwrap_or_else(|p| p.into_inner())
             .clone();
         let partition = key.1;
+        let servers = self.servers.clone();
         tracing::info!(stage = %policy.stage, topic = %topic, partition, "partition assigned");
         self.slots().insert(key, slot);
         self.arbiter.spawn_fn(move || {
             actix_rt::spawn(async move {
                 let mut worker =
                     PartitionWorker::new(policy, producer, store, factory, stop.clone());
+                let mut warmed = !worker.warms_up();
                 while let Some(record) = rx.recv().await {
                     if stop.load(Ordering::Acquire) {
                         break;
+                    }
+                    // The first record comes from the committed offset: rebuild the stage
+                    // from everything before it.
+                    if !warmed {
+                        warmed = true;
+                        let from = worker.warm_up_from(&topic, partition);
+                        if record.offset > from {
+                            let (servers, source, until) = (servers.clone(), topic.clone(), record.offset);
+                            let before = tokio::task::spawn_blocking(move || {
+                                read_partition(&servers, &source, partition, from, until)
+                            })
+                            .await;
+                            match before {
+                                Ok(Ok(records)) => worker.warm_up(&records).await,
+                                Ok(Err(e)) => tracing::error!(%topic, partition, error = %e, "cannot read the partition to rebuild the stage; carrying on without its history"),
+                                Err(e) => tracing::error!(error = %e, "warm-up task failed"),
+                            }
+                        }
                     }
                     busy.store(true, Ordering::Release);
                     let outcome = worker.process(&record).await;
@@ -289,6 +310,7 @@ pub struct ConsumerSpec {
 pub fn start(spec: ConsumerSpec) -> Result<ConsumerHandle, KafkaError> {
     let (done_tx, done_rx) = mpsc::channel();
     let shared = Arc::new(Shared {
+        servers: spec.servers.clone(),
         topics: spec
             .topics
             .iter()
@@ -325,6 +347,45 @@ pub fn start(spec: ConsumerSpec) -> Result<ConsumerHandle, KafkaError> {
         thread: Some(thread),
         shared,
     })
+}
+
+/// The records of a partition from `from` up to (not including) `until`, read outside the
+/// consumer group.
+fn read_partition(
+    servers: &str,
+    topic: &TopicName,
+    partition: i32,
+    from: i64,
+    until: i64,
+) -> KafkaResult<Vec<Record>> {
+    let consumer: BaseConsumer = crate::kafka::client_config(servers, "alpha-panda-warm-up")
+        .set("enable.auto.commit", "false")
+        .set("group.id", "alpha-panda-warm-up")
+        .create()?;
+    let name = topic.to_string();
+    let mut tpl = TopicPartitionList::new();
+    tpl.add_partition_offset(&name, partition, Offset::Offset(from))?;
+    consumer.assign(&tpl)?;
+    let mut out = Vec::new();
+    let mut idle = Instant::now();
+    while out.last().is_none_or(|r: &Record| r.offset + 1 < until) {
+        if idle.elapsed() > Duration::from_secs(30) {
+            return Err(KafkaError::Subscription(format!(
+                "{name}/{partition}: no records for 30 s while reading up to offset {until}"
+            )));
+        }
+        match consumer.poll(Duration::from_millis(100)) {
+            Some(Ok(msg)) => {
+                idle = Instant::now();
+                if msg.offset() < until {
+                    out.push(to_record(&msg, topic.clone()));
+                }
+            }
+            Some(Err(e)) => return Err(e),
+            None => {}
+        }
+    }
+    Ok(out)
 }
 
 fn to_record(msg: &rdkafka::message::BorrowedMessage<'_>, topic: TopicName) -> Record {

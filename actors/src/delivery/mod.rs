@@ -27,6 +27,8 @@ pub use backoff::Backoff;
 pub use producer::EventProducer;
 pub use stage::{Deliver, Handled, Output, StageError};
 
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use alpha_panda_topics::TopicName;
@@ -60,6 +62,29 @@ pub struct DeliveryPolicy {
     pub drain_timeout: Duration,
     /// How often stored offsets are committed.
     pub commit_interval: Duration,
+    /// Rebuild a stateful stage when it takes a partition over: the records before the
+    /// committed offset are handed to the new actor first, their outputs and effects
+    /// discarded (they were published and applied before), so its state is what it was.
+    pub warm_up: bool,
+    /// Per (topic, partition), the offset up to which this member's stage has been handed
+    /// records. Stage state is kept per process, so a partition that comes back to the same
+    /// member only warms up with what its stage has not seen.
+    pub handed: Arc<Mutex<HashMap<(String, i32), i64>>>,
+}
+
+impl DeliveryPolicy {
+    /// Notes that the stage has been handed everything before `next` on this partition.
+    pub fn handed_up_to(&self, topic: &TopicName, partition: i32, next: i64) {
+        let mut h = self.handed.lock().unwrap_or_else(|p| p.into_inner());
+        let e = h.entry((topic.to_string(), partition)).or_insert(next);
+        *e = (*e).max(next);
+    }
+
+    /// Where a warm-up of this partition starts.
+    pub fn handed_from(&self, topic: &TopicName, partition: i32) -> i64 {
+        let h = self.handed.lock().unwrap_or_else(|p| p.into_inner());
+        h.get(&(topic.to_string(), partition)).copied().unwrap_or(0)
+    }
 }
 
 impl DeliveryPolicy {
@@ -82,6 +107,8 @@ impl DeliveryPolicy {
             dedup_ttl: Duration::from_secs(7 * 24 * 60 * 60),
             drain_timeout: Duration::from_secs(5),
             commit_interval: Duration::from_millis(500),
+            warm_up: false,
+            handed: Arc::default(),
         }
     }
 }

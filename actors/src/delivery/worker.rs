@@ -74,6 +74,45 @@ impl PartitionWorker {
         }
     }
 
+    pub fn warms_up(&self) -> bool {
+        self.policy.warm_up
+    }
+
+    /// Where a warm-up of this partition starts: what the stage has not been handed yet.
+    pub fn warm_up_from(&self, topic: &alpha_panda_topics::TopicName, partition: i32) -> i64 {
+        self.policy.handed_from(topic, partition)
+    }
+
+    /// Hands already-processed records to the stage to rebuild its state; what it returns is
+    /// discarded. Records that do not decode are skipped, as they were the first time.
+    pub async fn warm_up(&mut self, records: &[Record]) {
+        let started = std::time::Instant::now();
+        for record in records {
+            self.policy
+                .handed_up_to(&record.topic, record.partition, record.offset + 1);
+            let Some(Ok(envelope)) = record.value.as_deref().map(EventEnvelope::decode) else {
+                continue;
+            };
+            let _ = self
+                .stage
+                .send(Deliver {
+                    envelope,
+                    topic: record.topic.clone(),
+                    partition: record.partition,
+                    offset: record.offset,
+                })
+                .await;
+        }
+        if !records.is_empty() {
+            tracing::info!(
+                stage = %self.policy.stage,
+                records = records.len(),
+                ms = started.elapsed().as_millis() as u64,
+                "stage state rebuilt from its input"
+            );
+        }
+    }
+
     fn stopping(&self) -> bool {
         self.stop.load(Ordering::Acquire)
     }
@@ -163,6 +202,8 @@ impl PartitionWorker {
             Some(h) => h.clone(),
             None => {
                 let h = self.handle(record, envelope).await?;
+                self.policy
+                    .handed_up_to(&record.topic, record.partition, record.offset + 1);
                 *cached = Some(h.clone());
                 h
             }
