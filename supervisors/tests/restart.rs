@@ -195,30 +195,6 @@ fn the_portfolio_survives_a_process_restart_with_every_fill_applied_once() {
     });
 }
 
-/// Ticks with ids derived from their position, so two runs of the same ticks make the same
-/// event ids all the way down.
-fn numbered_ticks(settings: &Settings, n: i64) -> Vec<EventEnvelope> {
-    let mut f = SyntheticFeed::new(&settings.synthetic);
-    let mut out = Vec::new();
-    for i in 0..n {
-        let ts = Timestamp::from_unix_millis(1_705_290_000_000 + i * 200).unwrap();
-        for tick in f.next_ticks(ts) {
-            let id =
-                alpha_panda_core::ids::child_id(uuid::Uuid::nil(), "test:tick", out.len() as u32);
-            let mut env = EventEnvelope::root(
-                EventBroker::Shared,
-                "feed",
-                keys::tick(tick.instrument_token),
-                ts,
-                EventData::MarketTick(tick),
-            );
-            (env.id, env.correlation_id, env.trace_id) = (id, id, id);
-            out.push(env);
-        }
-    }
-    out
-}
-
 /// Fill ids and each strategy's stored (cash, realized, fees) after a run.
 async fn outcome(
     bus: &InProcessBus,
@@ -256,16 +232,12 @@ async fn outcome(
 
 #[test]
 fn a_restart_in_the_middle_gives_the_same_fills_and_pnl_as_an_uninterrupted_run() {
-    let settings: Settings = load(
-        None,
-        [(
-            "ALPHA_PANDA__SYNTHETIC__VOLATILITY".to_owned(),
-            "0.003".to_owned(),
-        )],
-    )
-    .unwrap();
+    // Limits that span partitions are lifted: with them binding, which of two simultaneous
+    // signals on different partitions is refused depends on arrival order
+    // (docs/architecture.md).
+    let settings: Settings = load(None, alpha_panda_tests::ticks::generous_limits()).unwrap();
     let settings = Arc::new(settings);
-    let ticks = numbered_ticks(&settings, 600);
+    let ticks = alpha_panda_tests::ticks::numbered(&settings, 600);
     actix_rt::System::new().block_on(async move {
         let run = |interrupt: bool| {
             let settings = settings.clone();

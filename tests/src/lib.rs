@@ -127,6 +127,7 @@ pub async fn eventually<T>(timeout: Duration, mut f: impl FnMut() -> Option<T>) 
 
 pub mod signals;
 pub mod stages;
+pub mod ticks;
 pub mod transport;
 
 /// A record read back by a test: (partition, offset, key, value).

@@ -1,0 +1,240 @@
+//! Restart equivalence over Kafka: the daemon (its own Tansu, Redis, `feed = none`) is
+//! SIGKILLed in the middle of a replay and started again; the fills and every strategy's
+//! final positions and PnL equal those of an uninterrupted run of the same ticks.
+
+use std::collections::BTreeSet;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use alpha_panda_actors::delivery::{EventProducer, Output};
+use alpha_panda_config::{Settings, load};
+use alpha_panda_core::events::PnlSnapshot;
+use alpha_panda_core::{EventData, EventEnvelope};
+use alpha_panda_tests::{PrivateKafka, redis_url, ticks};
+use alpha_panda_topics::TopicName;
+use rdkafka::Message;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use uuid::Uuid;
+
+struct Daemon(Child);
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .unwrap()
+}
+
+/// A Redis URL on database `db`, emptied: the daemon's keys (`paper:…`) are not namespaced
+/// by test, so each run gets a database of its own.
+fn fresh_redis(db: u8) -> String {
+    let url = format!("{}/{db}", redis_url().trim_end_matches('/'));
+    let client = redis::Client::open(url.as_str()).unwrap();
+    let mut conn = client.get_connection().unwrap();
+    let _: () = redis::cmd("FLUSHDB").query(&mut conn).unwrap();
+    url
+}
+
+fn start(kafka: &PrivateKafka, redis: &str, prefix: &str) -> Daemon {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_alpha-panda"));
+    for (k, _) in std::env::vars() {
+        if k.starts_with("ALPHA_PANDA__") || k == "ACTIVE_BROKERS" {
+            cmd.env_remove(k);
+        }
+    }
+    for (k, v) in ticks::generous_limits() {
+        cmd.env(k, v);
+    }
+    let child = cmd
+        .arg("run")
+        .env("ALPHA_PANDA__KAFKA__BOOTSTRAP_SERVERS", &kafka.servers)
+        .env("ALPHA_PANDA__KAFKA__MAX_BATCH_RECORDS", "1")
+        .env("ALPHA_PANDA__KAFKA__GROUP_PREFIX", prefix)
+        .env("ALPHA_PANDA__REDIS__URL", redis)
+        .env("ALPHA_PANDA__FEED", "none")
+        .env(
+            "ALPHA_PANDA__HTTP__LISTEN",
+            format!("127.0.0.1:{}", free_port()),
+        )
+        .env("ALPHA_PANDA__LOG__LEVEL", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("daemon starts");
+    Daemon(child)
+}
+
+fn fill_ids(consumer: &BaseConsumer, ids: &mut BTreeSet<Uuid>, for_how_long: Duration) {
+    let until = Instant::now() + for_how_long;
+    while Instant::now() < until {
+        if let Some(Ok(m)) = consumer.poll(Duration::from_millis(100))
+            && let Ok(env) = EventEnvelope::decode(m.payload().unwrap_or_default())
+            && matches!(env.data, EventData::OrderFilled(_))
+        {
+            ids.insert(env.id);
+        }
+    }
+}
+
+/// Runs the ticks through a daemon, killing it once after `kill_after` fills if given, and
+/// returns the fill ids and each strategy's final book.
+fn run(
+    settings: &Settings,
+    ticks: &[EventEnvelope],
+    db: u8,
+    kill_after: Option<usize>,
+    expect: Option<usize>,
+) -> (BTreeSet<Uuid>, Vec<String>) {
+    let kafka = PrivateKafka::start();
+    let redis = fresh_redis(db);
+    let prefix = format!("restart-{db}-{}", std::process::id());
+    let mut daemon = start(&kafka, &redis, &prefix);
+    // The daemon creates the topics at start; wait for them.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while alpha_panda_actors::kafka::admin::describe(&kafka.servers, "t")
+        .map(|t| !t.contains_key("paper.orders.filled"))
+        .unwrap_or(true)
+    {
+        assert!(Instant::now() < deadline, "topics never appeared");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let producer = EventProducer::kafka(&kafka.servers, "restart-feed", 1, 1).unwrap();
+        for env in ticks {
+            producer
+                .send_all(&[Output {
+                    topic: TopicName::market_ticks(),
+                    envelope: env.clone(),
+                }])
+                .await
+                .unwrap();
+        }
+    });
+    let reader: BaseConsumer = alpha_panda_actors::kafka::consumer_config(
+        &kafka.servers,
+        "reader",
+        &format!("{prefix}-reader"),
+    )
+    .create()
+    .unwrap();
+    reader.subscribe(&["paper.orders.filled"]).unwrap();
+    let mut ids = BTreeSet::new();
+    if let Some(n) = kill_after {
+        let deadline = Instant::now() + Duration::from_secs(90);
+        while ids.len() < n {
+            assert!(Instant::now() < deadline, "too few fills before the kill");
+            fill_ids(&reader, &mut ids, Duration::from_millis(100));
+        }
+        daemon.0.kill().unwrap(); // SIGKILL
+        daemon.0.wait().unwrap();
+        daemon = start(&kafka, &redis, &prefix);
+    }
+    // After a kill the group takes over only once the dead members' sessions expire
+    // (about 10 s on Tansu): wait for the expected number of fills first.
+    let deadline = Instant::now() + Duration::from_secs(180);
+    while ids.len() < expect.unwrap_or(0) {
+        assert!(
+            Instant::now() < deadline,
+            "only {} of {:?} fills",
+            ids.len(),
+            expect
+        );
+        fill_ids(&reader, &mut ids, Duration::from_millis(200));
+    }
+    // Settled: no new fill for 8 s.
+    loop {
+        let before = ids.len();
+        fill_ids(&reader, &mut ids, Duration::from_secs(8));
+        if ids.len() == before && before > 0 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "fills kept coming");
+    }
+    // The portfolio has applied every fill: its group's committed offsets reach the end.
+    let portfolio: BaseConsumer = alpha_panda_actors::kafka::consumer_config(
+        &kafka.servers,
+        "probe",
+        &format!("{prefix}.paper.portfolio"),
+    )
+    .create()
+    .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let mut tpl = rdkafka::TopicPartitionList::new();
+        for p in 0..6 {
+            tpl.add_partition("paper.orders.filled", p);
+        }
+        let committed = portfolio
+            .committed_offsets(tpl, Duration::from_secs(5))
+            .unwrap();
+        let caught_up = committed.elements().iter().all(|e| {
+            let (_, high) = portfolio
+                .fetch_watermarks("paper.orders.filled", e.partition(), Duration::from_secs(5))
+                .unwrap();
+            high == 0 || e.offset() == rdkafka::Offset::Offset(high)
+        });
+        if caught_up {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the portfolio never caught up");
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    let client = redis::Client::open(redis.as_str()).unwrap();
+    let mut conn = client.get_connection().unwrap();
+    let mut books = Vec::new();
+    for st in &settings.strategies {
+        let json: Option<String> = redis::cmd("GET")
+            .arg(format!("paper:portfolio:{}", st.id))
+            .query(&mut conn)
+            .unwrap();
+        if let Some(json) = json {
+            let s: PnlSnapshot = serde_json::from_str(&json).unwrap();
+            let held: Vec<_> = s
+                .positions
+                .iter()
+                .map(|p| {
+                    (
+                        p.instrument_token.0,
+                        p.quantity,
+                        p.average_price.to_string(),
+                    )
+                })
+                .collect();
+            books.push(format!(
+                "{}: cash {} realized {} fees {} positions {held:?}",
+                st.id, s.cash, s.realized_pnl, s.fees
+            ));
+        }
+    }
+    drop(daemon);
+    (ids, books)
+}
+
+#[test]
+fn kill_9_in_the_middle_of_a_replay_changes_nothing() {
+    let settings: Settings = load(None, ticks::generous_limits()).unwrap();
+    let ticks = ticks::numbered(&settings, 500);
+    let whole = run(&settings, &ticks, 9, None, None);
+    assert!(
+        whole.0.len() >= 8,
+        "enough fills to compare: {}",
+        whole.0.len()
+    );
+    let killed = run(
+        &settings,
+        &ticks,
+        10,
+        Some(whole.0.len() / 3),
+        Some(whole.0.len()),
+    );
+    assert_eq!(killed.0, whole.0, "the same set of fill ids");
+    assert_eq!(killed.1, whole.1, "the same positions, cash, PnL and fees");
+}
