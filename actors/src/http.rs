@@ -1,29 +1,183 @@
-//! The operations HTTP server: liveness and, for now, positions per broker. Readiness,
-//! metrics, status and admin routes come with the operations surface.
+//! The operations HTTP server (DESIGN §3.7, docs/operations.md): liveness, readiness,
+//! metrics, status, positions, and the admin commands that steer the daemon.
+//!
+//! Admin routes need `Authorization: Bearer <admin.token>`, compared in constant time; with
+//! no token configured they answer 403 and do nothing. Every admin command is logged with
+//! the caller's address (target `alpha_panda::audit`) and counted in
+//! `alpha_panda_admin_actions_total`.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use actix_web::dev::Server;
-use actix_web::{App, HttpResponse, HttpServer, get, web};
+use actix_web::{App, HttpRequest, HttpResponse, HttpServer, get, post, web};
 use alpha_panda_config::Settings;
-use alpha_panda_core::BrokerName;
+use alpha_panda_core::{BrokerName, TradingState};
+use serde::Deserialize;
+use serde_json::{Value, json};
 
+use crate::control::{Control, Pause};
+use crate::metrics::metrics;
 use crate::stages::portfolio_key;
 use crate::store::Store;
 
-#[get("/healthz")]
-async fn healthz() -> HttpResponse {
-    HttpResponse::Ok()
-        .content_type("application/json")
-        .body(r#"{"status":"ok"}"#)
-}
-
-/// What the read routes need.
+/// What the routes read and steer.
 #[derive(Clone)]
 pub struct View {
     pub settings: Arc<Settings>,
     pub store: Store,
+    pub control: Arc<Control>,
+    /// The stages this process runs, as (namespace, stage): readiness wants partitions for
+    /// each.
+    pub stages: Vec<(String, String)>,
+}
+
+#[get("/healthz")]
+async fn healthz() -> HttpResponse {
+    HttpResponse::Ok().json(json!({ "status": "ok" }))
+}
+
+/// One readiness check.
+fn check(ok: bool, reason: impl Into<String>) -> Value {
+    json!({ "ok": ok, "reason": reason.into() })
+}
+
+/// `GET /readyz`: 200 when every check passes, else 503; the body names each check and why.
+#[get("/readyz")]
+async fn readyz(view: web::Data<View>) -> HttpResponse {
+    let mut checks = serde_json::Map::new();
+    match view.settings.kafka.bootstrap_servers.clone() {
+        Some(servers) => {
+            let client_id = view.settings.kafka.client_id.clone();
+            let shown = servers.clone();
+            let result = web::block(move || {
+                crate::kafka::admin::ping(&servers, &client_id, Duration::from_secs(2))
+            })
+            .await;
+            let c = match result {
+                Ok(Ok(())) => check(true, format!("{shown} answers")),
+                Ok(Err(e)) => check(false, e.to_string()),
+                Err(e) => check(false, e.to_string()),
+            };
+            checks.insert("kafka".into(), c);
+        }
+        None => {
+            checks.insert("kafka".into(), check(true, "in-process transport"));
+        }
+    }
+    let store = match tokio::time::timeout(Duration::from_secs(2), view.store.ping()).await {
+        Ok(Ok(())) => check(true, format!("{} store answers", view.store.kind())),
+        Ok(Err(e)) => check(false, e.to_string()),
+        Err(_) => check(false, "the store did not answer within 2 s"),
+    };
+    checks.insert("redis".into(), store);
+    let workers = view.control.workers();
+    let missing: Vec<String> = view
+        .stages
+        .iter()
+        .filter(|(ns, stage)| {
+            !workers
+                .iter()
+                .any(|((n, s, _, _), w)| n == ns && s == stage && w.state != "released")
+        })
+        .map(|(ns, stage)| format!("{ns}.{stage}"))
+        .collect();
+    checks.insert(
+        "partitions".into(),
+        if missing.is_empty() {
+            check(true, "every stage holds partitions")
+        } else {
+            check(
+                false,
+                format!("no partitions assigned to {}", missing.join(", ")),
+            )
+        },
+    );
+    let degraded = view.control.degraded();
+    checks.insert(
+        "brokers".into(),
+        if degraded.is_empty() {
+            check(true, "no broker degraded")
+        } else {
+            let why: Vec<String> = degraded
+                .iter()
+                .flat_map(|(b, stages)| stages.values().map(move |r| format!("{b}: {r}")))
+                .collect();
+            check(false, format!("degraded: {}", why.join("; ")))
+        },
+    );
+    let ready = checks.values().all(|c| c["ok"] == true);
+    let body = json!({ "ready": ready, "checks": checks });
+    if ready {
+        HttpResponse::Ok().json(body)
+    } else {
+        HttpResponse::ServiceUnavailable().json(body)
+    }
+}
+
+#[get("/metrics")]
+async fn metrics_route() -> HttpResponse {
+    HttpResponse::Ok()
+        .content_type("text/plain; version=0.0.4; charset=utf-8")
+        .body(metrics().render())
+}
+
+/// `GET /status`: the actor tree (per broker, per stage, per partition: state, restarts,
+/// last error, next offset and consumer lag), pauses, trading states and degradations.
+#[get("/status")]
+async fn status(view: web::Data<View>) -> HttpResponse {
+    let lags = view.control.lags();
+    let mut tree: serde_json::Map<String, Value> = serde_json::Map::new();
+    for ((ns, stage, topic, partition), w) in view.control.workers() {
+        let group = format!("{}.{ns}.{stage}", view.settings.kafka.group_prefix);
+        let lag = lags
+            .get(&(group.clone(), topic.clone(), partition))
+            .copied();
+        let broker = tree
+            .entry(ns.clone())
+            .or_insert_with(|| json!({ "stages": {} }));
+        let stages = broker["stages"].as_object_mut().expect("object");
+        let st = stages
+            .entry(stage.clone())
+            .or_insert_with(|| json!({ "group": group, "partitions": [] }));
+        st["partitions"].as_array_mut().expect("array").push(json!({
+            "topic": topic,
+            "partition": partition,
+            "state": w.state,
+            "restarts": w.restarts,
+            "last_error": w.last_error,
+            "next_offset": w.next_offset,
+            "lag": lag,
+        }));
+    }
+    let degraded = view.control.degraded();
+    let mut brokers = serde_json::Map::new();
+    let names = view
+        .settings
+        .active_brokers
+        .iter()
+        .map(|b| b.as_str().to_owned())
+        .chain(std::iter::once("market".to_owned()));
+    for b in names {
+        let mut entry = tree.remove(&b).unwrap_or_else(|| json!({ "stages": {} }));
+        entry["trading_state"] = json!(view.control.trading_state(&b, None).as_str());
+        entry["degraded"] = json!(degraded.get(&b));
+        brokers.insert(b, entry);
+    }
+    let strategies: Vec<Value> = view
+        .control
+        .trading_states()
+        .into_iter()
+        .filter(|(_, s, _)| !s.is_empty())
+        .map(|(b, s, st)| json!({ "broker": b, "strategy": s, "trading_state": st.as_str() }))
+        .collect();
+    HttpResponse::Ok().json(json!({
+        "brokers": brokers,
+        "paused": view.control.pauses(),
+        "strategy_trading_states": strategies,
+        "disabled_strategies": view.control.disabled_strategies(),
+    }))
 }
 
 /// `GET /portfolio/{broker}`: each configured strategy's latest PnL snapshot (null before
@@ -34,9 +188,7 @@ async fn portfolio(view: web::Data<View>, broker: web::Path<String>) -> HttpResp
         .ok()
         .filter(|b| view.settings.active_brokers.contains(b))
     else {
-        return HttpResponse::NotFound()
-            .content_type("application/json")
-            .body(r#"{"error":"no such active broker"}"#);
+        return HttpResponse::NotFound().json(json!({ "error": "no such active broker" }));
     };
     let mut strategies = serde_json::Map::new();
     for st in view
@@ -46,30 +198,289 @@ async fn portfolio(view: web::Data<View>, broker: web::Path<String>) -> HttpResp
         .filter(|s| s.brokers.contains(&broker))
     {
         let value = match view.store.get(&portfolio_key(&broker, &st.id)).await {
-            Ok(Some(json)) => serde_json::from_str(&json).unwrap_or(serde_json::Value::Null),
-            Ok(None) => serde_json::Value::Null,
+            Ok(Some(json)) => serde_json::from_str(&json).unwrap_or(Value::Null),
+            Ok(None) => Value::Null,
             Err(e) => {
-                return HttpResponse::ServiceUnavailable()
-                    .json(serde_json::json!({ "error": e.to_string() }));
+                return HttpResponse::ServiceUnavailable().json(json!({ "error": e.to_string() }));
             }
         };
         strategies.insert(st.id.to_string(), value);
     }
-    HttpResponse::Ok()
-        .json(serde_json::json!({ "broker": broker.as_str(), "strategies": strategies }))
+    HttpResponse::Ok().json(json!({ "broker": broker.as_str(), "strategies": strategies }))
+}
+
+/// Equal-length byte strings compared without an early exit.
+fn same_secret(given: &[u8], expected: &[u8]) -> bool {
+    if given.len() != expected.len() {
+        return false;
+    }
+    given
+        .iter()
+        .zip(expected)
+        .fold(0u8, |acc, (a, b)| acc | (a ^ b))
+        == 0
+}
+
+/// Lets an admin command through, or answers for it: 403 without a configured token, 401
+/// without the right one.
+fn authorize(req: &HttpRequest, view: &View, action: &str) -> Result<(), HttpResponse> {
+    let caller = req
+        .peer_addr()
+        .map(|a| a.to_string())
+        .unwrap_or_else(|| "unknown".to_owned());
+    let refuse = |code: actix_web::http::StatusCode, why: &str| {
+        tracing::warn!(target: "alpha_panda::audit", action, caller, outcome = why, "admin command refused");
+        metrics()
+            .admin_actions
+            .with_label_values(&[action, why])
+            .inc();
+        HttpResponse::build(code).json(json!({ "error": why }))
+    };
+    let Some(expected) = view
+        .settings
+        .admin
+        .token
+        .as_deref()
+        .filter(|t| !t.is_empty())
+    else {
+        return Err(refuse(
+            actix_web::http::StatusCode::FORBIDDEN,
+            "admin commands are disabled: set admin.token",
+        ));
+    };
+    let given = req
+        .headers()
+        .get(actix_web::http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .unwrap_or("");
+    if same_secret(given.as_bytes(), expected.as_bytes()) {
+        Ok(())
+    } else {
+        Err(refuse(
+            actix_web::http::StatusCode::UNAUTHORIZED,
+            "missing or wrong bearer token",
+        ))
+    }
+}
+
+/// Logs and counts an admin command that ran.
+fn audit(req: &HttpRequest, action: &str, detail: &Value) {
+    let caller = req
+        .peer_addr()
+        .map(|a| a.to_string())
+        .unwrap_or_else(|| "unknown".to_owned());
+    tracing::info!(target: "alpha_panda::audit", action, caller, detail = %detail, "admin command");
+    metrics()
+        .admin_actions
+        .with_label_values(&[action, "ok"])
+        .inc();
+}
+
+fn bad_request(why: impl Into<String>) -> HttpResponse {
+    HttpResponse::BadRequest().json(json!({ "error": why.into() }))
+}
+
+fn unavailable(e: impl std::fmt::Display) -> HttpResponse {
+    HttpResponse::ServiceUnavailable().json(json!({ "error": format!("store: {e}") }))
+}
+
+/// A broker the daemon runs, or `market` for the shared strategy stage.
+fn known_namespace(view: &View, broker: &str) -> bool {
+    broker == "market"
+        || view
+            .settings
+            .active_brokers
+            .iter()
+            .any(|b| b.as_str() == broker)
+}
+
+const STAGES: &[&str] = &["strategy", "risk", "trader", "portfolio"];
+
+fn checked_pause(view: &View, body: Pause) -> Result<Pause, HttpResponse> {
+    if !known_namespace(view, &body.broker) {
+        return Err(bad_request(format!(
+            "broker {:?} is not active here (active: {}; `market` is the strategy stage)",
+            body.broker,
+            view.settings
+                .active_brokers
+                .iter()
+                .map(|b| b.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        )));
+    }
+    if body.stage.is_some() && body.strategy.is_some() {
+        return Err(bad_request("give a stage or a strategy, not both"));
+    }
+    if let Some(s) = &body.stage
+        && !STAGES.contains(&s.as_str())
+    {
+        return Err(bad_request(format!(
+            "unknown stage {s:?} (one of {})",
+            STAGES.join(", ")
+        )));
+    }
+    if let Some(s) = &body.strategy
+        && !view.settings.strategies.iter().any(|c| c.id.as_str() == s)
+    {
+        return Err(bad_request(format!("unknown strategy {s:?}")));
+    }
+    Ok(body)
+}
+
+#[post("/admin/pause")]
+async fn pause(req: HttpRequest, view: web::Data<View>, body: web::Json<Pause>) -> HttpResponse {
+    if let Err(r) = authorize(&req, &view, "pause") {
+        return r;
+    }
+    let p = match checked_pause(&view, body.into_inner()) {
+        Ok(p) => p,
+        Err(r) => return r,
+    };
+    match view.control.pause(p.clone()).await {
+        Ok(changed) => {
+            audit(&req, "pause", &json!(p));
+            HttpResponse::Ok().json(json!({ "paused": p, "changed": changed }))
+        }
+        Err(e) => unavailable(e),
+    }
+}
+
+#[post("/admin/resume")]
+async fn resume(req: HttpRequest, view: web::Data<View>, body: web::Json<Pause>) -> HttpResponse {
+    if let Err(r) = authorize(&req, &view, "resume") {
+        return r;
+    }
+    let p = match checked_pause(&view, body.into_inner()) {
+        Ok(p) => p,
+        Err(r) => return r,
+    };
+    match view.control.resume(p.clone()).await {
+        Ok(changed) => {
+            audit(&req, "resume", &json!(p));
+            HttpResponse::Ok().json(json!({ "resumed": p, "changed": changed }))
+        }
+        Err(e) => unavailable(e),
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TradingStateChange {
+    broker: String,
+    #[serde(default)]
+    strategy: Option<String>,
+    state: String,
+}
+
+#[post("/admin/trading-state")]
+async fn trading_state(
+    req: HttpRequest,
+    view: web::Data<View>,
+    body: web::Json<TradingStateChange>,
+) -> HttpResponse {
+    if let Err(r) = authorize(&req, &view, "trading-state") {
+        return r;
+    }
+    let b = body.into_inner();
+    if b.broker == "market" || !known_namespace(&view, &b.broker) {
+        return bad_request(format!("broker {:?} is not active here", b.broker));
+    }
+    let state = match b.state.parse::<TradingState>() {
+        Ok(s) => s,
+        Err(e) => return bad_request(e.to_string()),
+    };
+    if let Some(s) = &b.strategy
+        && !view.settings.strategies.iter().any(|c| c.id.as_str() == s)
+    {
+        return bad_request(format!("unknown strategy {s:?}"));
+    }
+    match view
+        .control
+        .set_trading_state(&b.broker, b.strategy.as_deref(), state)
+        .await
+    {
+        Ok(()) => {
+            let detail =
+                json!({ "broker": b.broker, "strategy": b.strategy, "state": state.as_str() });
+            audit(&req, "trading-state", &detail);
+            HttpResponse::Ok().json(detail)
+        }
+        Err(e) => unavailable(e),
+    }
+}
+
+#[post("/admin/strategies/{id}/{action}")]
+async fn strategy_switch(
+    req: HttpRequest,
+    view: web::Data<View>,
+    path: web::Path<(String, String)>,
+) -> HttpResponse {
+    let (id, action) = path.into_inner();
+    let enabled = match action.as_str() {
+        "enable" => true,
+        "disable" => false,
+        other => {
+            return HttpResponse::NotFound()
+                .json(json!({ "error": format!("unknown action {other:?}: enable or disable") }));
+        }
+    };
+    if let Err(r) = authorize(&req, &view, &action) {
+        return r;
+    }
+    if !view.settings.strategies.iter().any(|c| c.id.as_str() == id) {
+        return HttpResponse::NotFound()
+            .json(json!({ "error": format!("unknown strategy {id:?}") }));
+    }
+    match view.control.set_strategy_enabled(&id, enabled).await {
+        Ok(()) => {
+            let detail = json!({ "strategy": id, "enabled": enabled });
+            audit(&req, &action, &detail);
+            HttpResponse::Ok().json(detail)
+        }
+        Err(e) => unavailable(e),
+    }
 }
 
 /// Binds the server; it runs once awaited (or spawned) on an actix system.
-pub fn server(listen: SocketAddr, view: Option<View>) -> std::io::Result<Server> {
+pub fn server(listen: SocketAddr, view: View) -> std::io::Result<Server> {
     Ok(HttpServer::new(move || {
-        let app = App::new().service(healthz);
-        match &view {
-            Some(v) => app.app_data(web::Data::new(v.clone())).service(portfolio),
-            None => app,
-        }
+        App::new()
+            .app_data(web::Data::new(view.clone()))
+            .app_data(web::JsonConfig::default().error_handler(|e, _| {
+                let why = e.to_string();
+                actix_web::error::InternalError::from_response(
+                    e,
+                    HttpResponse::BadRequest().json(json!({ "error": why })),
+                )
+                .into()
+            }))
+            .service(healthz)
+            .service(readyz)
+            .service(metrics_route)
+            .service(status)
+            .service(portfolio)
+            .service(pause)
+            .service(resume)
+            .service(trading_state)
+            .service(strategy_switch)
     })
     .workers(1)
     .disable_signals()
     .bind(listen)?
     .run())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::same_secret;
+
+    #[test]
+    fn secrets_match_only_when_equal() {
+        assert!(same_secret(b"s3cret", b"s3cret"));
+        assert!(!same_secret(b"s3cres", b"s3cret"));
+        assert!(!same_secret(b"s3cre", b"s3cret"));
+        assert!(!same_secret(b"", b"s3cret"));
+    }
 }

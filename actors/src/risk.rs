@@ -233,6 +233,42 @@ impl RiskBook {
         Verdict { checks, reasons }
     }
 
+    /// Whether a signal only reduces the strategy's (reserved) position in its instrument.
+    pub fn reduces(&self, signal: &TradingSignal) -> bool {
+        let held = self.position(&signal.strategy_id, signal.instrument_token);
+        let qty = signal.quantity.get() as i64;
+        held != 0 && signal.signal_type.sign() * held < 0 && qty <= held.abs()
+    }
+
+    /// Every rule of [`evaluate`](Self::evaluate), and the trading state the strategy
+    /// trades under on this broker: HALTED refuses everything, REDUCING all but orders that
+    /// reduce a position.
+    pub fn evaluate_in(
+        &self,
+        signal: &TradingSignal,
+        limits: &Limits,
+        state: alpha_panda_core::TradingState,
+    ) -> Verdict {
+        use alpha_panda_core::TradingState;
+        let mut v = self.evaluate(signal, limits);
+        let (ok, why) = match state {
+            TradingState::Active => (true, String::new()),
+            TradingState::Halted => (false, "trading is HALTED".to_owned()),
+            TradingState::Reducing => (
+                self.reduces(signal),
+                format!(
+                    "trading is REDUCING and this order does not reduce the position of {}",
+                    self.position(&signal.strategy_id, signal.instrument_token)
+                ),
+            ),
+        };
+        v.checks.insert("trading_state".to_owned(), ok);
+        if !ok {
+            v.reasons.push(format!("trading_state: {why}"));
+        }
+        v
+    }
+
     /// Records a validated order: its position is reserved, it counts for today and for the
     /// rate window.
     pub fn reserve(&mut self, signal: &TradingSignal) {
@@ -255,7 +291,44 @@ impl RiskBook {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use alpha_panda_core::{OrderType, Price, Product, Quantity, Side, Validity};
+    use alpha_panda_core::{OrderType, Price, Product, Quantity, Side, TradingState, Validity};
+
+    #[test]
+    fn trading_states_refuse_what_they_forbid() {
+        let limits = limits();
+        let mut book = RiskBook::default();
+        let buy = sig(Side::Buy, 10, 100, OPEN);
+        book.on_price(buy.instrument_token, Decimal::from(100));
+        let active = book.evaluate_in(&buy, &limits, TradingState::Active);
+        assert_eq!(active.checks.get("trading_state"), Some(&true));
+        let halted = book.evaluate_in(&buy, &limits, TradingState::Halted);
+        assert!(!halted.passed());
+        assert!(halted.reasons.iter().any(|r| r.contains("HALTED")));
+        // REDUCING: nothing held, so a BUY opens a position: refused.
+        assert!(
+            !book
+                .evaluate_in(&buy, &limits, TradingState::Reducing)
+                .checks["trading_state"]
+        );
+        book.reserve(&buy);
+        let sell = sig(Side::Sell, 10, 100, "2024-01-15T04:00:01Z");
+        assert!(
+            book.evaluate_in(&sell, &limits, TradingState::Reducing)
+                .checks["trading_state"]
+        );
+        let oversell = sig(Side::Sell, 11, 100, "2024-01-15T04:00:01Z");
+        assert!(
+            !book
+                .evaluate_in(&oversell, &limits, TradingState::Reducing)
+                .checks["trading_state"]
+        );
+        let more = sig(Side::Buy, 1, 100, "2024-01-15T04:00:01Z");
+        assert!(
+            !book
+                .evaluate_in(&more, &limits, TradingState::Reducing)
+                .checks["trading_state"]
+        );
+    }
 
     fn sig(side: Side, qty: u64, price: i64, ts: &str) -> TradingSignal {
         TradingSignal {
@@ -342,7 +415,7 @@ mod tests {
         let later = sig(Side::Sell, 1, 100, "2024-01-15T04:00:01.250Z");
         assert!(book.evaluate(&later, &l).checks["max_orders_per_second"]);
         book.reserve(&later);
-        let v = book.evaluate(&sig(Side::Sell, 1, 100, "2024-01-15T05:00:00Z"), &l);
+        let v = book.evaluate(&sig(Side::Sell, 1, 100, OPEN), &l);
         assert!(!v.checks["max_orders_per_day"], "3 already today");
         let tomorrow = sig(Side::Sell, 1, 100, "2024-01-16T04:00:00Z");
         assert!(book.evaluate(&tomorrow, &l).checks["max_orders_per_day"]);

@@ -14,6 +14,7 @@ use alpha_panda_core::events::{
 use alpha_panda_core::{BrokerName, EventBroker, EventData, ExecutionMode, OrderId, StrategyId};
 use alpha_panda_topics::{BrokerTopic, TopicName, keys};
 
+use crate::control::Control;
 use crate::delivery::stage::FnStage;
 use crate::delivery::worker::StageFactory;
 use crate::delivery::{Deliver, Handled, Output, StageError};
@@ -75,26 +76,80 @@ fn broker_of(d: &Deliver) -> Result<BrokerName, StageError> {
 /// Strategies: `market.ticks` → `{broker}.signals.raw`.
 /// State lives outside the actors, so a restarted actor carries on where its predecessor
 /// stopped (history is per instrument, and an instrument is in one partition).
+///
+/// Strategies run isolated (see `StrategySet`): one that panics is rebuilt alone and, after
+/// three panics on a tick, the tick goes to `market.ticks.dlq` for that strategy (stage
+/// `strategy:{id}`) while the other strategies' signals for it go out. Signals of a disabled
+/// strategy, or of one paused on a broker, are held back.
 pub fn strategy_factory(
     settings: &Settings,
     counters: Arc<Counters>,
+    control: Arc<Control>,
+    builder: crate::strategy::Builder,
 ) -> Result<StageFactory, String> {
-    let set = Arc::new(Mutex::new(StrategySet::from_settings(settings)?));
+    let set = Arc::new(Mutex::new(StrategySet::from_settings_with(
+        settings, builder,
+    )?));
+    let group = format!("{}.market.strategy", settings.kafka.group_prefix);
     Ok(Arc::new(move || {
         let set = set.clone();
         let counters = counters.clone();
+        let control = control.clone();
+        let group = group.clone();
         FnStage::new(move |d: &Deliver| {
             if !matches!(d.envelope.data, EventData::MarketTick(_)) {
                 return Err(wrong_type(d));
             }
             counters.ticks.fetch_add(1, Ordering::Relaxed);
-            let outputs = set
+            let emits = |s: &StrategyId, b: &BrokerName| {
+                d.replay || control.strategy_emits(s.as_str(), b.as_str())
+            };
+            let outcome = set
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())
-                .on_tick(&d.envelope);
+                .on_tick(&d.envelope, &emits);
+            let mut outputs = outcome.outputs;
             counters
                 .signals
                 .fetch_add(outputs.len() as u64, Ordering::Relaxed);
+            for fault in outcome.faults {
+                if d.replay {
+                    continue;
+                }
+                crate::metrics::metrics()
+                    .restarts
+                    .with_label_values(&["strategy", "market"])
+                    .inc();
+                if fault.gave_up {
+                    let record = crate::delivery::Record {
+                        topic: d.topic.clone(),
+                        partition: d.partition,
+                        offset: d.offset,
+                        key: Some(d.envelope.key.clone().into_bytes()),
+                        value: Some(d.envelope.encode()),
+                        headers: Vec::new(),
+                    };
+                    let stage = format!("strategy:{}", fault.strategy);
+                    if let Some(dlq) = crate::delivery::dlq::dead_letter_as(
+                        &record,
+                        Some(&d.envelope),
+                        &group,
+                        &stage,
+                        alpha_panda_core::FailureClass::Poison,
+                        &format!(
+                            "strategy panicked {} times: {}",
+                            fault.panics, fault.message
+                        ),
+                        fault.panics - 1,
+                    ) {
+                        crate::metrics::metrics()
+                            .dead_lettered
+                            .with_label_values(&[d.topic.to_string().as_str(), &stage, "poison"])
+                            .inc();
+                        outputs.push(dlq);
+                    }
+                }
+            }
             Ok(Handled {
                 outputs,
                 effects: Vec::new(),
@@ -107,12 +162,22 @@ pub fn strategy_factory(
 
 /// Risk: `{broker}.signals.raw` → `signals.validated` or `signals.rejected`.
 /// One risk book per broker, shared by the broker's partition actors.
-pub fn risk_factory(settings: Arc<Settings>, counters: Arc<Counters>) -> StageFactory {
+///
+/// The broker's and the strategy's trading states are a rule too (`trading_state`): HALTED
+/// refuses every signal, REDUCING all that do not reduce a position. Records replayed to
+/// rebuild the book are evaluated as ACTIVE: trading states are operator state outside the
+/// log (docs/operations.md).
+pub fn risk_factory(
+    settings: Arc<Settings>,
+    counters: Arc<Counters>,
+    control: Arc<Control>,
+) -> StageFactory {
     let books: Arc<Mutex<HashMap<BrokerName, RiskBook>>> = Arc::default();
     Arc::new(move || {
         let settings = settings.clone();
         let counters = counters.clone();
         let books = books.clone();
+        let control = control.clone();
         FnStage::new(move |d: &Deliver| {
             let EventData::TradingSignal(signal) = &d.envelope.data else {
                 return Err(wrong_type(d));
@@ -122,7 +187,12 @@ pub fn risk_factory(settings: Arc<Settings>, counters: Arc<Counters>) -> StageFa
             let mut books = books.lock().unwrap_or_else(|p| p.into_inner());
             let book = books.entry(broker.clone()).or_default();
             book.on_price(signal.instrument_token, signal.price.get());
-            let verdict = book.evaluate(signal, &limits);
+            let state = if d.replay {
+                alpha_panda_core::TradingState::Active
+            } else {
+                control.trading_state(broker.as_str(), Some(signal.strategy_id.as_str()))
+            };
+            let verdict = book.evaluate_in(signal, &limits, state);
             let eb = EventBroker::Broker(broker.clone());
             let output = if verdict.passed() {
                 book.reserve(signal);

@@ -106,6 +106,33 @@ impl Store {
             Store::Memory(m) => Ok(m.get(key)),
         }
     }
+
+    /// Writes a value outside any record's effects (operator and supervision state).
+    pub async fn set(&self, key: &str, value: &str) -> Result<(), StoreError> {
+        match self {
+            Store::Redis(r) => r.set(key, value).await,
+            Store::Memory(m) => {
+                m.lock().values.insert(key.to_owned(), value.to_owned());
+                Ok(())
+            }
+        }
+    }
+
+    /// Whether the store answers (readiness).
+    pub async fn ping(&self) -> Result<(), StoreError> {
+        match self {
+            Store::Redis(r) => r.ping().await,
+            Store::Memory(_) => Ok(()),
+        }
+    }
+
+    /// `redis` or `memory`, for status pages.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Store::Redis(_) => "redis",
+            Store::Memory(_) => "memory",
+        }
+    }
 }
 
 #[derive(Clone)]
@@ -186,6 +213,25 @@ impl RedisStore {
             .arg(key)
             .query_async(&mut conn)
             .await
+            .map_err(|e| self.classify(e))
+    }
+
+    async fn set(&self, key: &str, value: &str) -> Result<(), StoreError> {
+        let mut conn = self.conn.clone();
+        redis::cmd("SET")
+            .arg(key)
+            .arg(value)
+            .query_async::<()>(&mut conn)
+            .await
+            .map_err(|e| self.classify(e))
+    }
+
+    async fn ping(&self) -> Result<(), StoreError> {
+        let mut conn = self.conn.clone();
+        redis::cmd("PING")
+            .query_async::<String>(&mut conn)
+            .await
+            .map(|_| ())
             .map_err(|e| self.classify(e))
     }
 }

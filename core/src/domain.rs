@@ -414,9 +414,38 @@ wire_enum!(
     }
 );
 
+wire_enum!(
+    /// Whether a broker, or a strategy on it, may trade.
+    TradingState, "trading state" {
+        /// Trading normally.
+        Active => "ACTIVE",
+        /// Only orders that reduce an existing position.
+        Reducing => "REDUCING",
+        /// No new orders.
+        Halted => "HALTED",
+    }
+);
+
+impl TradingState {
+    /// The stricter of two states: a HALTED broker halts its strategies, whatever theirs.
+    pub fn strictest(self, other: TradingState) -> TradingState {
+        self.max(other)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_strictest_trading_state_wins() {
+        use TradingState::*;
+        assert_eq!(Active.strictest(Reducing), Reducing);
+        assert_eq!(Halted.strictest(Reducing), Halted);
+        assert_eq!(Active.strictest(Active), Active);
+        assert_eq!("REDUCING".parse::<TradingState>().unwrap(), Reducing);
+        assert!("halted".parse::<TradingState>().is_err());
+    }
 
     #[test]
     fn broker_names_follow_the_identifier_rule() {

@@ -10,7 +10,7 @@ pub mod time;
 
 pub use domain::{
     AccountId, BrokerName, ExecutionMode, InstrumentToken, InvalidValue, OrderId, OrderType, Price,
-    Product, Quantity, Side, StrategyId, Validity,
+    Product, Quantity, Side, StrategyId, TradingState, Validity,
 };
 pub use envelope::{
     DecodeError, ENVELOPE_VERSION, EventBroker, EventData, EventEnvelope, EventType,

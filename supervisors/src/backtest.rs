@@ -155,12 +155,12 @@ async fn run_async(
 ) -> anyhow::Result<BacktestReport> {
     let bus = InProcessBus::new();
     bus.create_topics(&topics_for(&settings.active_brokers));
-    let a = Assembly {
-        settings: settings.clone(),
-        transport: Transport::InProcess(bus.clone()),
-        producer: EventProducer::InProcess(bus.clone()),
-        store: Store::Memory(MemoryStore::default()),
-    };
+    let a = Assembly::new(
+        settings.clone(),
+        Transport::InProcess(bus.clone()),
+        EventProducer::InProcess(bus.clone()),
+        Store::Memory(MemoryStore::default()),
+    );
     let counters = Arc::new(Counters::default());
     let started = Instant::now();
     let members = a.start_stages(&counters)?;

@@ -68,25 +68,41 @@ async fn run_async(settings: Arc<Settings>) -> anyhow::Result<()> {
         http = %settings.http.listen,
         "alpha-panda starting"
     );
-    let a = Assembly {
-        settings: settings.clone(),
-        transport,
-        producer: producer.clone(),
-        store: store.clone(),
-    };
+    let a = Assembly::new(settings.clone(), transport, producer.clone(), store.clone());
+    a.load_control().await?;
+    for (broker, strategy, state) in a.control.trading_states() {
+        if state != alpha_panda_core::TradingState::Active {
+            tracing::warn!(
+                broker,
+                strategy,
+                state = state.as_str(),
+                "trading state kept from before the restart"
+            );
+        }
+    }
     let counters = Arc::new(Counters::default());
     let members = a.start_stages(&counters)?;
 
     let server = http::server(
         settings.http.listen,
-        Some(View {
+        View {
             settings: settings.clone(),
             store: store.clone(),
-        }),
+            control: a.control.clone(),
+            stages: a.stages(),
+        },
     )
     .with_context(|| format!("cannot listen on http.listen = {}", settings.http.listen))?;
     let http_handle = server.handle();
     actix_rt::spawn(server);
+    let sampler = actix_rt::spawn(sample(
+        a.control.clone(),
+        match &a.transport {
+            Transport::InProcess(bus) => Some(bus.clone()),
+            Transport::Kafka(_) => None,
+        },
+        a.strategy_ids(),
+    ));
 
     let feed = match &settings.feed {
         Feed::Synthetic => Some(actix_rt::spawn(synthetic_feed(
@@ -115,6 +131,7 @@ async fn run_async(settings: Arc<Settings>) -> anyhow::Result<()> {
         f.abort();
     }
     stats.abort();
+    sampler.abort();
     for m in members {
         m.shutdown().await;
     }
@@ -181,6 +198,32 @@ async fn replay_feed(
     tracing::info!("replay finished");
 }
 
+/// Every second: per-partition rates and hot partitions (every 5 s), in-process consumer
+/// lag, and the trading states and pauses other daemons sharing the store have set.
+async fn sample(
+    control: Arc<alpha_panda_actors::control::Control>,
+    bus: Option<inprocess::InProcessBus>,
+    strategies: Vec<String>,
+) {
+    let rates = alpha_panda_actors::metrics::PartitionRates::default();
+    let mut last_rates = tokio::time::Instant::now();
+    loop {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        if last_rates.elapsed() >= Duration::from_secs(5) {
+            rates.sample(last_rates.elapsed());
+            last_rates = tokio::time::Instant::now();
+        }
+        if let Some(bus) = &bus {
+            for (group, topic, partition, lag) in bus.lags() {
+                control.set_lag(&group, &topic, partition, lag);
+            }
+        }
+        if let Err(e) = control.refresh(&strategies).await {
+            tracing::warn!(error = %e, "cannot reload trading states and pauses from the store");
+        }
+    }
+}
+
 /// Every 5 s: ticks, signals, orders and fills per second, and PnL per strategy.
 async fn report(settings: Arc<Settings>, store: Store, counters: Arc<Counters>) {
     let period = Duration::from_secs(5);
@@ -208,6 +251,7 @@ async fn report(settings: Arc<Settings>, store: Store, counters: Arc<Counters>) 
                     && let Ok(snap) =
                         serde_json::from_str::<alpha_panda_core::events::PnlSnapshot>(&json)
                 {
+                    alpha_panda_actors::metrics::set_pnl(broker.as_str(), &snap);
                     tracing::info!(
                         broker = broker.as_str(),
                         strategy = st.id.as_str(),

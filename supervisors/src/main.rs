@@ -145,7 +145,12 @@ fn init_logging(s: &Settings) -> Result<(), String> {
     })?;
     let builder = tracing_subscriber::fmt().with_env_filter(filter);
     match s.log.format {
-        LogFormat::Json => builder.json().flatten_event(true).init(),
+        LogFormat::Json => builder
+            .json()
+            .flatten_event(true)
+            .with_current_span(true)
+            .with_span_list(false)
+            .init(),
         LogFormat::Pretty => builder.init(),
     }
     Ok(())

@@ -3,10 +3,12 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use alpha_panda_actors::control::Control;
 use alpha_panda_actors::delivery::worker::StageFactory;
 use alpha_panda_actors::delivery::{DeliveryPolicy, EventProducer, inprocess, kafka};
 use alpha_panda_actors::stages::{self, Counters};
 use alpha_panda_actors::store::Store;
+use alpha_panda_actors::strategy::Builder;
 use alpha_panda_config::{BrokerKind, Settings};
 use alpha_panda_topics::{BrokerTopic, TopicName};
 use anyhow::Context;
@@ -35,12 +37,54 @@ pub struct Assembly {
     pub transport: Transport,
     pub producer: EventProducer,
     pub store: Store,
+    /// Trading states, pauses and supervision of these stages, shared with the HTTP server.
+    pub control: Arc<Control>,
+    /// Makes strategy instances (tests wrap it to inject faults).
+    pub strategies: Builder,
 }
 
 impl Assembly {
+    pub fn new(
+        settings: Arc<Settings>,
+        transport: Transport,
+        producer: EventProducer,
+        store: Store,
+    ) -> Self {
+        let brokers = settings
+            .active_brokers
+            .iter()
+            .map(|b| b.as_str().to_owned())
+            .collect();
+        Self {
+            control: Arc::new(Control::new(store.clone(), brokers)),
+            settings,
+            transport,
+            producer,
+            store,
+            strategies: alpha_panda_actors::strategy::default_builder(),
+        }
+    }
+
+    /// Loads the persisted trading states, pauses and disabled strategies.
+    pub async fn load_control(&self) -> anyhow::Result<()> {
+        self.control
+            .refresh(&self.strategy_ids())
+            .await
+            .context("loading trading states and pauses from the store")
+    }
+
+    pub fn strategy_ids(&self) -> Vec<String> {
+        self.settings
+            .strategies
+            .iter()
+            .map(|s| s.id.as_str().to_owned())
+            .collect()
+    }
+
     fn policy(&self, namespace: &str, stage: &str) -> DeliveryPolicy {
         let group = self.group(namespace, stage);
         let mut p = DeliveryPolicy::new(group, stage, namespace);
+        p.control = self.control.clone();
         // Strategies, risk and the trader rebuild their state from their input when they
         // take a partition; the portfolio reloads its books from the store instead.
         p.warm_up = matches!(stage, "strategy" | "risk" | "trader");
@@ -56,6 +100,11 @@ impl Assembly {
         factory: StageFactory,
     ) -> anyhow::Result<Member> {
         let policy = self.policy(namespace, stage);
+        alpha_panda_actors::metrics::metrics().register_stage(
+            stage,
+            namespace,
+            &topics.iter().map(ToString::to_string).collect::<Vec<_>>(),
+        );
         let arbiter = actix_rt::Arbiter::current();
         Ok(match &self.transport {
             Transport::Kafka(servers) => Member::Kafka(
@@ -88,6 +137,20 @@ impl Assembly {
     /// Consumer group of a stage: `{group_prefix}.{namespace}.{stage}`.
     pub fn group(&self, namespace: &str, stage: &str) -> String {
         format!("{}.{namespace}.{stage}", self.settings.kafka.group_prefix)
+    }
+
+    /// The stages this assembly runs, as (namespace, stage).
+    pub fn stages(&self) -> Vec<(String, String)> {
+        let mut v = vec![("market".to_owned(), "strategy".to_owned())];
+        for b in &self.settings.active_brokers {
+            let ns = b.as_str().to_owned();
+            v.push((ns.clone(), "risk".to_owned()));
+            if self.settings.brokers.get(b).map(|d| d.kind) == Some(BrokerKind::Paper) {
+                v.push((ns.clone(), "trader".to_owned()));
+            }
+            v.push((ns, "portfolio".to_owned()));
+        }
+        v
     }
 
     /// What each stage consumes: (group, topic), in pipeline order.
@@ -132,8 +195,13 @@ impl Assembly {
                 vec![TopicName::market_ticks()],
                 "market",
                 "strategy",
-                stages::strategy_factory(&self.settings, counters.clone())
-                    .map_err(anyhow::Error::msg)?,
+                stages::strategy_factory(
+                    &self.settings,
+                    counters.clone(),
+                    self.control.clone(),
+                    self.strategies.clone(),
+                )
+                .map_err(anyhow::Error::msg)?,
             )?,
         ];
         for broker in &self.settings.active_brokers {
@@ -143,7 +211,11 @@ impl Assembly {
                 b,
                 "risk",
                 replace(broker, "risk").unwrap_or_else(|| {
-                    stages::risk_factory(self.settings.clone(), counters.clone())
+                    stages::risk_factory(
+                        self.settings.clone(),
+                        counters.clone(),
+                        self.control.clone(),
+                    )
                 }),
             )?);
             match self.settings.brokers.get(broker).map(|d| d.kind) {
@@ -151,7 +223,9 @@ impl Assembly {
                     vec![TopicName::broker(broker, BrokerTopic::SignalsValidated)],
                     b,
                     "trader",
-                    stages::paper_trader_factory(self.settings.clone(), counters.clone()),
+                    replace(broker, "trader").unwrap_or_else(|| {
+                        stages::paper_trader_factory(self.settings.clone(), counters.clone())
+                    }),
                 )?),
                 _ => tracing::warn!(
                     broker = b,

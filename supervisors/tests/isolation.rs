@@ -46,12 +46,12 @@ fn a_failing_zerodha_risk_stage_leaves_paper_trading_and_nothing_crosses_namespa
         let bus = InProcessBus::new();
         bus.create_topics(&topics_for(&settings.active_brokers));
         let memory = MemoryStore::default();
-        let a = Assembly {
-            settings: settings.clone(),
-            transport: Transport::InProcess(bus.clone()),
-            producer: EventProducer::InProcess(bus.clone()),
-            store: Store::Memory(memory.clone()),
-        };
+        let a = Assembly::new(
+            settings.clone(),
+            Transport::InProcess(bus.clone()),
+            EventProducer::InProcess(bus.clone()),
+            Store::Memory(memory.clone()),
+        );
         let zerodha = BrokerName::zerodha();
         let broken = {
             let zerodha = zerodha.clone();

@@ -18,12 +18,12 @@ use alpha_panda_supervisors::pipeline::{Assembly, Transport};
 use alpha_panda_topics::{BrokerTopic, TopicName, keys, topics_for};
 
 fn assembly(settings: &Arc<Settings>, bus: &InProcessBus, store: &MemoryStore) -> Assembly {
-    Assembly {
-        settings: settings.clone(),
-        transport: Transport::InProcess(bus.clone()),
-        producer: EventProducer::InProcess(bus.clone()),
-        store: Store::Memory(store.clone()),
-    }
+    Assembly::new(
+        settings.clone(),
+        Transport::InProcess(bus.clone()),
+        EventProducer::InProcess(bus.clone()),
+        Store::Memory(store.clone()),
+    )
 }
 
 async fn feed(a: &Assembly, f: &mut SyntheticFeed, from: i64, n: i64) {

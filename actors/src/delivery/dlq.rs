@@ -21,6 +21,28 @@ pub fn dead_letter(
     message: &str,
     retry_count: u32,
 ) -> Option<Output> {
+    dead_letter_as(
+        record,
+        decoded,
+        &policy.group,
+        &policy.stage,
+        class,
+        message,
+        retry_count,
+    )
+}
+
+/// As [`dead_letter`], naming the consumer group and stage (or part of a stage, such as one
+/// strategy) that failed.
+pub fn dead_letter_as(
+    record: &Record,
+    decoded: Option<&EventEnvelope>,
+    group: &str,
+    stage: &str,
+    class: FailureClass,
+    message: &str,
+    retry_count: u32,
+) -> Option<Output> {
     let dlq_topic = record.topic.dlq()?;
     let (value, value_encoding) = match &record.value {
         None => (None, ValueEncoding::Utf8),
@@ -54,8 +76,8 @@ pub fn dead_letter(
         error_class: class,
         error_message: message.to_owned(),
         retry_count,
-        consumer_group: policy.group.clone(),
-        stage: policy.stage.clone(),
+        consumer_group: group.to_owned(),
+        stage: stage.to_owned(),
         failed_at: Timestamp::now(),
     });
     let broker = match record.topic.broker_name() {
@@ -63,13 +85,13 @@ pub fn dead_letter(
         None => EventBroker::Shared,
     };
     let dlq_key = key.unwrap_or_else(|| format!("{}:{}", record.partition, record.offset));
-    let source = format!("dlq:{}", policy.stage);
+    let source = format!("dlq:{stage}");
     let envelope = match decoded {
         Some(original) => original.child(broker, source, 0, dlq_key, Timestamp::now(), data),
         None => {
             let position = format!(
                 "{}:{}:{}:{}",
-                policy.group, record.topic, record.partition, record.offset
+                group, record.topic, record.partition, record.offset
             );
             let id = ids::child_id(Uuid::nil(), &position, 0);
             let mut env = EventEnvelope::root(broker, source, dlq_key, Timestamp::now(), data);

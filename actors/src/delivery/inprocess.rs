@@ -167,6 +167,34 @@ impl InProcessBus {
     }
 
     /// The committed offset of a group on a partition.
+    /// Per (group, topic, partition): records between the group's committed offset and the
+    /// end of the partition, for every group that committed or has members.
+    pub fn lags(&self) -> Vec<(String, String, i32, i64)> {
+        let st = self.state();
+        let mut out = Vec::new();
+        for (group, g) in &st.groups {
+            let topics: BTreeSet<&String> = g.members.values().flatten().collect();
+            for t in topics {
+                if let Some(log) = st.topics.get(t) {
+                    for (p, records) in log.partitions.iter().enumerate() {
+                        let committed = g
+                            .committed
+                            .get(&(t.clone(), p as i32))
+                            .copied()
+                            .unwrap_or(0);
+                        out.push((
+                            group.clone(),
+                            t.clone(),
+                            p as i32,
+                            records.len() as i64 - committed,
+                        ));
+                    }
+                }
+            }
+        }
+        out
+    }
+
     pub fn committed(&self, group: &str, topic: &TopicName, partition: i32) -> Option<i64> {
         let st = self.state();
         st.groups
@@ -437,6 +465,7 @@ async fn partition_loop(
     ended: Arc<Notify>,
     done: Arc<AtomicBool>,
 ) {
+    worker.assigned(&topic, p.1);
     let from = worker.warm_up_from(&topic, p.1);
     if worker.warms_up() && next > from {
         let before: Vec<Record> = (from..next)
@@ -476,6 +505,7 @@ async fn partition_loop(
             Err(_) => break,
         }
     }
+    worker.released(&topic, p.1);
     done.store(true, Ordering::Release);
     ended.notify_waiters();
 }

@@ -135,6 +135,7 @@ impl Shared {
             actix_rt::spawn(async move {
                 let mut worker =
                     PartitionWorker::new(policy, producer, store, factory, stop.clone());
+                worker.assigned(&topic, partition);
                 let mut warmed = !worker.warms_up();
                 while let Some(record) = rx.recv().await {
                     if stop.load(Ordering::Acquire) {
@@ -203,6 +204,15 @@ impl Shared {
                 }
                 std::thread::sleep(Duration::from_millis(2));
             }
+            self.policy.control.worker(
+                (
+                    self.policy.namespace.clone(),
+                    self.policy.stage.clone(),
+                    topic.clone(),
+                    partition,
+                ),
+                |w| w.state = "released",
+            );
             tracing::info!(stage = %self.policy.stage, topic, partition, "partition released");
         }
     }
@@ -213,7 +223,24 @@ pub struct BridgeContext {
     shared: Arc<Shared>,
 }
 
-impl ClientContext for BridgeContext {}
+impl ClientContext for BridgeContext {
+    /// librdkafka's statistics (every `statistics.interval.ms`): the consumer lag of each
+    /// partition this member owns.
+    fn stats(&self, statistics: rdkafka::Statistics) {
+        let owned = self.shared.slots().keys().cloned().collect::<Vec<_>>();
+        let group = &self.shared.policy.group;
+        for (topic, t) in &statistics.topics {
+            for (partition, p) in &t.partitions {
+                if owned.contains(&(topic.clone(), *partition)) && p.consumer_lag >= 0 {
+                    self.shared
+                        .policy
+                        .control
+                        .set_lag(group, topic, *partition, p.consumer_lag);
+                }
+            }
+        }
+    }
+}
 
 impl ConsumerContext for BridgeContext {
     fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
@@ -234,11 +261,17 @@ impl ConsumerContext for BridgeContext {
         }
     }
 
-    fn post_rebalance(&self, _consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+    fn post_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         if let Rebalance::Assign(tpl) = rebalance {
             for e in tpl.elements() {
                 self.shared
                     .start_worker((e.topic().to_owned(), e.partition()));
+            }
+            let p = &self.shared.policy;
+            if p.control.stage_paused(&p.namespace, &p.stage)
+                && let Err(e) = consumer.pause(tpl)
+            {
+                tracing::warn!(stage = %p.stage, error = %e, "cannot pause newly assigned partitions");
             }
         }
     }
@@ -327,6 +360,7 @@ pub fn start(spec: ConsumerSpec) -> Result<ConsumerHandle, KafkaError> {
     });
     let consumer: BaseConsumer<BridgeContext> =
         crate::kafka::consumer_config(&spec.servers, &spec.client_id, &shared.policy.group)
+            .set("statistics.interval.ms", "5000")
             .create_with_context(BridgeContext {
                 shared: shared.clone(),
             })?;
@@ -347,6 +381,44 @@ pub fn start(spec: ConsumerSpec) -> Result<ConsumerHandle, KafkaError> {
         thread: Some(thread),
         shared,
     })
+}
+
+/// Applies (or lifts) an operator's pause to every assigned partition: their records wait in
+/// Kafka. Lifting it leaves partitions paused for backpressure (`waiting`) paused.
+fn hold(
+    consumer: &BaseConsumer<BridgeContext>,
+    pause: bool,
+    waiting: &HashMap<PartitionKey, VecDeque<Record>>,
+    stage: &str,
+) {
+    let assignment = match consumer.assignment() {
+        Ok(a) => a,
+        Err(e) => {
+            tracing::warn!(stage, error = %e, "cannot read the assignment to pause it");
+            return;
+        }
+    };
+    let mut tpl = TopicPartitionList::new();
+    for e in assignment.elements() {
+        if pause || !waiting.contains_key(&(e.topic().to_owned(), e.partition())) {
+            tpl.add_partition(e.topic(), e.partition());
+        }
+    }
+    let result = if pause {
+        consumer.pause(&tpl)
+    } else {
+        consumer.resume(&tpl)
+    };
+    match result {
+        Ok(()) => tracing::info!(
+            stage,
+            partitions = tpl.count(),
+            paused = pause,
+            "consumer {}",
+            if pause { "paused" } else { "resumed" }
+        ),
+        Err(e) => tracing::warn!(stage, error = %e, "consumer pause/resume failed"),
+    }
 }
 
 /// The records of a partition from `from` up to (not including) `until`, read outside the
@@ -411,8 +483,16 @@ fn poll_loop(consumer: BaseConsumer<BridgeContext>, shared: Arc<Shared>, stop: A
     let mut waiting: HashMap<PartitionKey, VecDeque<Record>> = HashMap::new();
     let mut last_commit = Instant::now();
     let mut stored = false;
+    // Whether the operator's pause is applied to the consumer.
+    let mut held = false;
     while !stop.load(Ordering::Acquire) {
         stored |= shared.store_done(&consumer);
+        let p = &shared.policy;
+        let want = p.control.stage_paused(&p.namespace, &p.stage);
+        if want != held {
+            held = want;
+            hold(&consumer, held, &waiting, &p.stage);
+        }
         // Hand paused partitions' records over as their queues drain.
         waiting.retain(|key, queue| {
             let slots = shared.slots();
@@ -429,10 +509,12 @@ fn poll_loop(consumer: BaseConsumer<BridgeContext>, shared: Arc<Shared>, stop: A
                     Err(tmpsc::error::TrySendError::Closed(_)) => return false,
                 }
             }
-            let mut tpl = TopicPartitionList::new();
-            tpl.add_partition(&key.0, key.1);
-            if let Err(e) = consumer.resume(&tpl) {
-                tracing::warn!(topic = %key.0, partition = key.1, error = %e, "resume failed");
+            if !held {
+                let mut tpl = TopicPartitionList::new();
+                tpl.add_partition(&key.0, key.1);
+                if let Err(e) = consumer.resume(&tpl) {
+                    tracing::warn!(topic = %key.0, partition = key.1, error = %e, "resume failed");
+                }
             }
             false
         });

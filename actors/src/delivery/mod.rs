@@ -33,6 +33,8 @@ use std::time::Duration;
 
 use alpha_panda_topics::TopicName;
 
+use crate::control::Control;
+
 /// A record as it came off a partition, before decoding.
 #[derive(Debug, Clone)]
 pub struct Record {
@@ -70,6 +72,8 @@ pub struct DeliveryPolicy {
     /// records. Stage state is kept per process, so a partition that comes back to the same
     /// member only warms up with what its stage has not seen.
     pub handed: Arc<Mutex<HashMap<(String, i32), i64>>>,
+    /// Pauses, trading states and supervision shared with the daemon's HTTP server.
+    pub control: Arc<Control>,
 }
 
 impl DeliveryPolicy {
@@ -109,6 +113,7 @@ impl DeliveryPolicy {
             commit_interval: Duration::from_millis(500),
             warm_up: false,
             handed: Arc::default(),
+            control: Arc::new(Control::detached()),
         }
     }
 }

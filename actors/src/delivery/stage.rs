@@ -15,6 +15,10 @@ pub struct Deliver {
     pub topic: TopicName,
     pub partition: i32,
     pub offset: i64,
+    /// The record was handled before and is handed again only to rebuild the stage's state
+    /// (warm-up): what the stage returns is discarded, and operator state (trading states,
+    /// pauses) is not applied to it.
+    pub replay: bool,
 }
 
 /// An event a stage emits, and the topic it goes to.
@@ -38,6 +42,8 @@ pub struct Handled {
 pub struct StageError {
     pub class: FailureClass,
     pub message: String,
+    /// The handler panicked (an infrastructure failure; three on one record make it poison).
+    pub panicked: bool,
 }
 
 impl StageError {
@@ -45,6 +51,16 @@ impl StageError {
         Self {
             class,
             message: message.into(),
+            panicked: false,
+        }
+    }
+
+    /// A panic caught at the actor boundary.
+    pub fn panic(payload: &(dyn std::any::Any + Send)) -> Self {
+        Self {
+            class: FailureClass::Infrastructure,
+            message: format!("handler panicked: {}", panic_message(payload)),
+            panicked: true,
         }
     }
 
@@ -64,6 +80,17 @@ impl StageError {
 impl Classify for StageError {
     fn class(&self) -> FailureClass {
         self.class
+    }
+}
+
+/// The text of a panic's payload.
+pub fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
+    if let Some(s) = payload.downcast_ref::<&str>() {
+        (*s).to_owned()
+    } else if let Some(s) = payload.downcast_ref::<String>() {
+        s.clone()
+    } else {
+        "(no message)".to_owned()
     }
 }
 
@@ -95,7 +122,11 @@ where
 {
     type Result = Result<Handled, StageError>;
 
+    /// A panic in the function is caught here, at the actor boundary: the actor survives
+    /// and the record's worker treats it as an infrastructure failure.
     fn handle(&mut self, msg: Deliver, _ctx: &mut Self::Context) -> Self::Result {
-        (self.f)(&msg)
+        let f = &mut self.f;
+        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| f(&msg)))
+            .unwrap_or_else(|payload| Err(StageError::panic(payload.as_ref())))
     }
 }

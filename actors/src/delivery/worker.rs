@@ -5,13 +5,15 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use actix::Recipient;
-use alpha_panda_core::{Classify, EventEnvelope, FailureClass};
+use alpha_panda_core::{Classify, EventEnvelope, FailureClass, TradingState};
 
 use super::backoff::jitter_unit;
 use super::dlq::dead_letter;
 use super::producer::EventProducer;
 use super::stage::{Deliver, Handled, StageError};
 use super::{DeliveryPolicy, Record};
+use crate::control::Escalation;
+use crate::metrics::metrics;
 use crate::store::{Store, dedup_key};
 
 /// Makes a fresh stage actor for a partition; called on the partition's arbiter, again after
@@ -44,12 +46,25 @@ pub struct PartitionWorker {
     stop: Arc<AtomicBool>,
     /// Restarts of the stage actor since the partition was assigned.
     pub restarts: u32,
+    /// Consecutive infrastructure failures, for the restart backoff; forgotten after
+    /// `HEALTHY_RESET` without one.
+    failures: u32,
+    last_failure: Option<std::time::Instant>,
 }
+
+/// A stage that ran this long without an infrastructure failure starts its restart backoff
+/// from the beginning again.
+const HEALTHY_RESET: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// Panics of a handler on one record that make the record poison.
+pub const MAX_PANICS: u32 = 3;
 
 /// A failure that stops the record's processing for now.
 enum Interrupt {
     /// Replace the actor and handle the record again (nothing was committed).
     Infrastructure(String),
+    /// The handler panicked (or its actor died): as infrastructure, but counted.
+    Panicked(String),
     /// Dead-letter the record with this class.
     DeadLetter(FailureClass, String, u32),
 }
@@ -71,7 +86,72 @@ impl PartitionWorker {
             stage,
             stop,
             restarts: 0,
+            failures: 0,
+            last_failure: None,
         }
+    }
+
+    fn status_key(&self, record: &Record) -> crate::control::WorkerKey {
+        (
+            self.policy.namespace.clone(),
+            self.policy.stage.clone(),
+            record.topic.to_string(),
+            record.partition,
+        )
+    }
+
+    /// Shows the worker's state for a record in `/status`.
+    fn show(&self, record: &Record, state: &'static str, error: Option<&str>) {
+        let restarts = self.restarts;
+        self.policy.control.worker(self.status_key(record), |w| {
+            w.state = state;
+            w.restarts = restarts;
+            w.next_offset = Some(record.offset);
+            if let Some(e) = error {
+                w.last_error = Some(e.to_owned());
+            }
+        });
+    }
+
+    /// Shows the partition as held by this worker in `/status`.
+    pub fn assigned(&self, topic: &alpha_panda_topics::TopicName, partition: i32) {
+        let key = (
+            self.policy.namespace.clone(),
+            self.policy.stage.clone(),
+            topic.to_string(),
+            partition,
+        );
+        self.policy.control.worker(key, |w| w.state = "running");
+    }
+
+    /// Marks the partition released in `/status`.
+    pub fn released(&self, topic: &alpha_panda_topics::TopicName, partition: i32) {
+        let key = (
+            self.policy.namespace.clone(),
+            self.policy.stage.clone(),
+            topic.to_string(),
+            partition,
+        );
+        self.policy.control.worker(key, |w| w.state = "released");
+    }
+
+    /// Waits while an operator holds this stage paused; false if the partition is given up
+    /// meanwhile.
+    async fn wait_while_paused(&self, record: &Record) -> bool {
+        let control = &self.policy.control;
+        if !control.stage_paused(&self.policy.namespace, &self.policy.stage) {
+            return true;
+        }
+        self.show(record, "paused", None);
+        tracing::info!(stage = %self.policy.stage, broker = %self.policy.namespace, topic = %record.topic, partition = record.partition, offset = record.offset, "paused by an operator; the record waits");
+        while control.stage_paused(&self.policy.namespace, &self.policy.stage) {
+            if self.stopping() {
+                return false;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+        }
+        self.show(record, "running", None);
+        true
     }
 
     pub fn warms_up(&self) -> bool {
@@ -100,6 +180,7 @@ impl PartitionWorker {
                     topic: record.topic.clone(),
                     partition: record.partition,
                     offset: record.offset,
+                    replay: true,
                 })
                 .await;
         }
@@ -120,13 +201,45 @@ impl PartitionWorker {
     /// Processes one record to the end, restarting the stage actor with backoff after
     /// infrastructure failures, until it is done or the partition is given up.
     pub async fn process(&mut self, record: &Record) -> Result<Processed, Abandoned> {
-        let mut failures = 0u32;
+        let stage = self.policy.stage.clone();
+        let topic = record.topic.to_string();
+        let m = metrics();
+        m.consumed
+            .with_label_values(&[topic.as_str(), &stage])
+            .inc();
+        let span = record_span(&stage, record);
+        let outcome = tracing::Instrument::instrument(self.process_inner(record), span).await;
+        if let Ok(done) = &outcome {
+            m.partition_records
+                .with_label_values(&[stage.as_str(), &topic, &record.partition.to_string()])
+                .inc();
+            match done {
+                Processed::Duplicate => m.dedup_hits.with_label_values(&[stage.as_str()]).inc(),
+                Processed::DeadLettered { class, .. } => m
+                    .dead_lettered
+                    .with_label_values(&[topic.as_str(), &stage, class.as_str()])
+                    .inc(),
+                Processed::Handled { .. } => {}
+            }
+            self.policy
+                .control
+                .record_healthy(&self.policy.namespace, &stage);
+            self.policy.control.worker(self.status_key(record), |w| {
+                w.state = "running";
+                w.next_offset = Some(record.offset + 1);
+            });
+        }
+        outcome
+    }
+
+    async fn process_inner(&mut self, record: &Record) -> Result<Processed, Abandoned> {
         // What the stage returned for this record, kept across the restarts of this record:
         // when producing or marking failed, the record is finished with the same result
         // instead of being handled again (stages keep state, and must see each record once).
         let mut handled: Option<Handled> = None;
+        let mut panics = 0u32;
         loop {
-            if self.stopping() {
+            if self.stopping() || !self.wait_while_paused(record).await {
                 return Err(Abandoned);
             }
             match self.attempt(record, &mut handled).await {
@@ -135,15 +248,36 @@ impl PartitionWorker {
                     match self.dead_letter(record, class, &message, retries).await {
                         Ok(()) => return Ok(Processed::DeadLettered { class, retries }),
                         Err(e) => {
-                            failures += 1;
-                            self.restart(record, failures, &format!("DLQ write failed: {e}"))
+                            self.restart(record, &format!("DLQ write failed: {e}"))
                                 .await;
                         }
                     }
                 }
+                Err(Interrupt::Panicked(message)) => {
+                    panics += 1;
+                    if panics >= MAX_PANICS {
+                        let message = format!("{message} ({panics} times on this record)");
+                        match self
+                            .dead_letter(record, FailureClass::Poison, &message, panics - 1)
+                            .await
+                        {
+                            Ok(()) => {
+                                return Ok(Processed::DeadLettered {
+                                    class: FailureClass::Poison,
+                                    retries: panics - 1,
+                                });
+                            }
+                            Err(e) => {
+                                self.restart(record, &format!("DLQ write failed: {e}"))
+                                    .await
+                            }
+                        }
+                    } else {
+                        self.restart(record, &message).await;
+                    }
+                }
                 Err(Interrupt::Infrastructure(message)) => {
-                    failures += 1;
-                    self.restart(record, failures, &message).await;
+                    self.restart(record, &message).await;
                 }
             }
         }
@@ -151,7 +285,36 @@ impl PartitionWorker {
 
     /// Waits out the restart backoff (cut short if the partition is stopped) and replaces
     /// the stage actor.
-    async fn restart(&mut self, record: &Record, failures: u32, message: &str) {
+    async fn restart(&mut self, record: &Record, message: &str) {
+        let now = std::time::Instant::now();
+        if self
+            .last_failure
+            .is_some_and(|t| now.duration_since(t) > HEALTHY_RESET)
+        {
+            self.failures = 0;
+        }
+        self.failures += 1;
+        self.last_failure = Some(now);
+        let failures = self.failures;
+        self.show(record, "restarting", Some(message));
+        let control = self.policy.control.clone();
+        let (namespace, stage) = (self.policy.namespace.clone(), self.policy.stage.clone());
+        if control.record_restart(&namespace, &stage, message).await == Escalation::Halted {
+            // The order path does not restart in a loop: wait for an operator.
+            self.show(record, "halted", Some(message));
+            while control.trading_state(&namespace, None) == TradingState::Halted {
+                if self.stopping() {
+                    return;
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+            }
+            tracing::info!(broker = %namespace, stage = %stage, "trading resumed by an operator; restarting the stage");
+            self.failures = 0;
+            self.stage = (self.factory)();
+            self.restarts += 1;
+            self.show(record, "running", None);
+            return;
+        }
         let delay = self.policy.restart.delay(failures, jitter_unit());
         tracing::warn!(
             stage = %self.policy.stage,
@@ -169,6 +332,7 @@ impl PartitionWorker {
         }
         self.stage = (self.factory)();
         self.restarts += 1;
+        self.show(record, "running", None);
     }
 
     async fn attempt(
@@ -201,7 +365,7 @@ impl PartitionWorker {
         let handled = match cached {
             Some(h) => h.clone(),
             None => {
-                let h = self.handle(record, envelope).await?;
+                let h = self.handle(record, envelope.clone()).await?;
                 self.policy
                     .handed_up_to(&record.topic, record.partition, record.offset + 1);
                 *cached = Some(h.clone());
@@ -216,6 +380,13 @@ impl PartitionWorker {
             .mark(&key, self.policy.dedup_ttl, &handled.effects)
             .await
             .map_err(store_interrupt)?;
+        let m = metrics();
+        crate::metrics::observe_outputs(&envelope, &handled.outputs);
+        for o in &handled.outputs {
+            m.produced
+                .with_label_values(&[o.topic.to_string().as_str(), &self.policy.stage])
+                .inc();
+        }
         Ok(Processed::Handled {
             outputs: handled.outputs.len(),
         })
@@ -235,19 +406,35 @@ impl PartitionWorker {
                 topic: record.topic.clone(),
                 partition: record.partition,
                 offset: record.offset,
+                replay: false,
             };
+            let started = std::time::Instant::now();
             let result = match self.stage.send(msg).await {
                 Ok(r) => r,
-                Err(mailbox) => Err(StageError::infrastructure(format!(
-                    "stage actor is gone: {mailbox}"
-                ))),
+                // An actor that dies while handling a record has panicked (or was stopped).
+                Err(mailbox) => Err(StageError {
+                    panicked: true,
+                    ..StageError::infrastructure(format!("stage actor is gone: {mailbox}"))
+                }),
             };
+            metrics()
+                .handling
+                .with_label_values(&[self.policy.stage.as_str()])
+                .observe(started.elapsed().as_secs_f64());
             let err = match result {
                 Ok(handled) => return Ok(handled),
                 Err(e) => e,
             };
+            if err.panicked {
+                tracing::error!(stage = %self.policy.stage, event_id = %envelope.id, error = %err.message, "stage handler panicked");
+                return Err(Interrupt::Panicked(err.message));
+            }
             match err.class() {
                 FailureClass::Transient if self.policy.transient.may_retry(attempts) => {
+                    metrics()
+                        .retried
+                        .with_label_values(&[record.topic.to_string().as_str(), &self.policy.stage])
+                        .inc();
                     let delay = self.policy.transient.delay(attempts, jitter_unit());
                     tracing::info!(
                         stage = %self.policy.stage,
@@ -336,6 +523,32 @@ impl PartitionWorker {
         }
         Ok(())
     }
+}
+
+/// The span every log line about a record carries: where it came from and, when it
+/// decodes, its event, correlation and trace ids.
+fn record_span(stage: &str, record: &Record) -> tracing::Span {
+    let span = tracing::info_span!(
+        "record",
+        stage,
+        topic = %record.topic,
+        partition = record.partition,
+        offset = record.offset,
+        event_id = tracing::field::Empty,
+        correlation_id = tracing::field::Empty,
+        trace_id = tracing::field::Empty,
+    );
+    if !span.is_disabled()
+        && let Some(Ok(ids)) = record.value.as_deref().map(EventEnvelope::decode)
+    {
+        span.record("event_id", tracing::field::display(ids.id));
+        span.record(
+            "correlation_id",
+            tracing::field::display(ids.correlation_id),
+        );
+        span.record("trace_id", tracing::field::display(ids.trace_id));
+    }
+    span
 }
 
 fn store_interrupt(e: crate::store::StoreError) -> Interrupt {

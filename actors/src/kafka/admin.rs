@@ -45,6 +45,28 @@ impl fmt::Display for Ensured {
     }
 }
 
+/// Whether the cluster answers a metadata request within `timeout` (readiness).
+pub fn ping(
+    servers: &str,
+    client_id: &str,
+    timeout: std::time::Duration,
+) -> Result<(), KafkaFailure> {
+    let consumer: BaseConsumer = client_config(servers, client_id)
+        .create()
+        .map_err(|source| KafkaFailure::Client {
+            servers: servers.to_owned(),
+            source,
+        })?;
+    consumer
+        .fetch_metadata(None, timeout)
+        .map(|_| ())
+        .map_err(|source| KafkaFailure::Request {
+            servers: servers.to_owned(),
+            what: "a metadata request",
+            source,
+        })
+}
+
 /// The partition count of every topic on the cluster.
 pub fn describe(servers: &str, client_id: &str) -> Result<BTreeMap<String, i32>, KafkaFailure> {
     let consumer: BaseConsumer = client_config(servers, client_id)

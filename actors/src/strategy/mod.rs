@@ -46,21 +46,70 @@ pub fn build(params: &StrategyParams) -> Box<dyn Strategy> {
     }
 }
 
+/// Makes a strategy instance from its id and parameters: [`build`] in production; tests
+/// wrap it to inject faults.
+pub type Builder =
+    std::sync::Arc<dyn Fn(&StrategyId, &StrategyParams) -> Box<dyn Strategy> + Send + Sync>;
+
+/// The production builder: [`build`].
+pub fn default_builder() -> Builder {
+    std::sync::Arc::new(|_, p| build(p))
+}
+
 struct Entry {
     id: StrategyId,
     brokers: Vec<BrokerName>,
+    params: StrategyParams,
+    instruments: Vec<InstrumentToken>,
     strategy: Box<dyn Strategy>,
 }
 
+/// Ticks kept per instrument to rebuild a strategy that panicked: more than any built-in
+/// strategy looks back.
+pub const REBUILD_TICKS: usize = 512;
+
+/// Panics of one strategy on one tick after which the tick is given up for that strategy
+/// (dead-lettered); the other strategies are not affected.
+pub const MAX_STRATEGY_PANICS: u32 = 3;
+
+/// A strategy that panicked on a tick, each time rebuilt from the recent ticks; after
+/// [`MAX_STRATEGY_PANICS`] the tick is given up for it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StrategyFault {
+    pub strategy: StrategyId,
+    pub panics: u32,
+    pub message: String,
+    /// True when the tick was given up for this strategy.
+    pub gave_up: bool,
+}
+
+/// What one tick caused.
+#[derive(Debug, Default)]
+pub struct TickOutcome {
+    pub outputs: Vec<Output>,
+    pub faults: Vec<StrategyFault>,
+}
+
 /// The enabled strategies of a configuration, routed by instrument.
+///
+/// Each strategy runs isolated: a panic in one is caught, that strategy alone is rebuilt
+/// (a fresh instance fed the recent ticks of its instruments) and tries the tick again; the
+/// others go on.
 pub struct StrategySet {
     entries: Vec<Entry>,
     by_instrument: HashMap<InstrumentToken, Vec<usize>>,
+    recent: HashMap<InstrumentToken, std::collections::VecDeque<MarketTick>>,
+    builder: Builder,
 }
 
 impl StrategySet {
     /// Enabled strategies; each signal goes to those of the strategy's brokers that are active.
     pub fn from_settings(s: &Settings) -> Result<Self, String> {
+        Self::from_settings_with(s, default_builder())
+    }
+
+    /// As [`from_settings`](Self::from_settings), making instances with `builder`.
+    pub fn from_settings_with(s: &Settings, builder: Builder) -> Result<Self, String> {
         let mut entries = Vec::new();
         let mut by_instrument: HashMap<InstrumentToken, Vec<usize>> = HashMap::new();
         for st in s.strategies.iter().filter(|st| st.enabled) {
@@ -83,13 +132,34 @@ impl StrategySet {
             entries.push(Entry {
                 id: st.id.clone(),
                 brokers,
-                strategy: build(&params),
+                strategy: builder(&st.id, &params),
+                params,
+                instruments: st.instruments.clone(),
             });
         }
         Ok(Self {
             entries,
             by_instrument,
+            recent: HashMap::new(),
+            builder,
         })
+    }
+
+    /// Replaces a strategy by a fresh instance fed the recent ticks of its instruments.
+    fn rebuild(&mut self, i: usize) {
+        let entry = &mut self.entries[i];
+        let mut fresh = (self.builder)(&entry.id, &entry.params);
+        for token in &entry.instruments {
+            for tick in self.recent.get(token).into_iter().flatten() {
+                let replayed = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                    fresh.on_tick(tick);
+                }));
+                if replayed.is_err() {
+                    tracing::warn!(strategy = %entry.id, "strategy panicked while being rebuilt");
+                }
+            }
+        }
+        entry.strategy = fresh;
     }
 
     pub fn len(&self) -> usize {
@@ -101,19 +171,51 @@ impl StrategySet {
     }
 
     /// The `trading_signal`s a tick causes: for each strategy trading its instrument that
-    /// decides to trade, one signal per broker, as children of the tick (ordinal = position
-    /// in this list, so reprocessing the tick re-emits the same ids).
-    pub fn on_tick(&mut self, tick_env: &EventEnvelope) -> Vec<Output> {
+    /// decides to trade, one signal per broker where `emits(strategy, broker)` (enabled and
+    /// not paused), as children of the tick. Ids are derived from the tick, the strategy and
+    /// the broker's position in the strategy's list, so reprocessing the tick re-emits the
+    /// same ids.
+    pub fn on_tick(
+        &mut self,
+        tick_env: &EventEnvelope,
+        emits: &dyn Fn(&StrategyId, &BrokerName) -> bool,
+    ) -> TickOutcome {
+        let mut outcome = TickOutcome::default();
         let EventData::MarketTick(tick) = &tick_env.data else {
-            return Vec::new();
+            return outcome;
         };
-        let Some(indices) = self.by_instrument.get(&tick.instrument_token) else {
-            return Vec::new();
+        let Some(indices) = self.by_instrument.get(&tick.instrument_token).cloned() else {
+            return outcome;
         };
-        let mut out = Vec::new();
-        for &i in indices {
-            let entry = &mut self.entries[i];
-            let Some(d) = entry.strategy.on_tick(tick) else {
+        let out = &mut outcome.outputs;
+        for i in indices {
+            let mut panics = 0;
+            let decision = loop {
+                let strategy = &mut self.entries[i].strategy;
+                match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                    strategy.on_tick(tick)
+                })) {
+                    Ok(d) => break d,
+                    Err(payload) => {
+                        panics += 1;
+                        let message = crate::delivery::stage::panic_message(payload.as_ref());
+                        let gave_up = panics >= MAX_STRATEGY_PANICS;
+                        tracing::error!(strategy = %self.entries[i].id, instrument = %tick.instrument_token, panics, error = %message, "strategy panicked; rebuilding it");
+                        self.rebuild(i);
+                        outcome.faults.push(StrategyFault {
+                            strategy: self.entries[i].id.clone(),
+                            panics,
+                            message,
+                            gave_up,
+                        });
+                        if gave_up {
+                            break None;
+                        }
+                    }
+                }
+            };
+            let entry = &self.entries[i];
+            let Some(d) = decision else {
                 continue;
             };
             let signal = TradingSignal {
@@ -130,14 +232,16 @@ impl StrategySet {
                 validity: Validity::Day,
                 trigger_price: None,
             };
-            for broker in &entry.brokers {
-                let ordinal = out.len() as u32;
+            for (ordinal, broker) in entry.brokers.iter().enumerate() {
+                if !emits(&entry.id, broker) {
+                    continue;
+                }
                 out.push(Output {
                     topic: TopicName::broker(broker, BrokerTopic::SignalsRaw),
                     envelope: tick_env.child(
                         EventBroker::Broker(broker.clone()),
                         format!("strategy:{}", entry.id),
-                        ordinal,
+                        ordinal as u32,
                         keys::signal(&entry.id, tick.instrument_token),
                         tick.timestamp,
                         EventData::TradingSignal(signal.clone()),
@@ -145,7 +249,12 @@ impl StrategySet {
                 });
             }
         }
-        out
+        let recent = self.recent.entry(tick.instrument_token).or_default();
+        recent.push_back(tick.clone());
+        if recent.len() > REBUILD_TICKS {
+            recent.pop_front();
+        }
+        outcome
     }
 }
 
@@ -170,6 +279,117 @@ mod tests {
         )
     }
 
+    /// Panics on ticks at one price (at most `left` times, shared by every instance);
+    /// otherwise the wrapped strategy.
+    struct PanicsAt(
+        Box<dyn Strategy>,
+        i64,
+        std::sync::Arc<std::sync::atomic::AtomicU32>,
+    );
+    impl Strategy for PanicsAt {
+        fn on_tick(&mut self, tick: &MarketTick) -> Option<Decision> {
+            use std::sync::atomic::Ordering;
+            if tick.last_price.get() == Decimal::from(self.1)
+                && self
+                    .2
+                    .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+                    .is_ok()
+            {
+                panic!("bad tick");
+            }
+            self.0.on_tick(tick)
+        }
+    }
+
+    /// Runs a wavy series with one bad tick (price 77, index 200) through a set whose
+    /// strategy `victim` panics on it up to `panics` times, and through a set without faults.
+    fn run_with_panics(
+        panics: u32,
+        victim: usize,
+    ) -> (StrategyId, Vec<(TickOutcome, TickOutcome)>) {
+        let mut settings = Settings::default();
+        for st in &mut settings.strategies {
+            st.instruments = vec![InstrumentToken(1)];
+        }
+        let victim = settings.strategies[victim].id.clone();
+        let v = victim.clone();
+        let left = std::sync::Arc::new(std::sync::atomic::AtomicU32::new(panics));
+        let builder: Builder = std::sync::Arc::new(move |id, p| {
+            if *id == v {
+                Box::new(PanicsAt(build(p), 77, left.clone()))
+            } else {
+                build(p)
+            }
+        });
+        let mut set = StrategySet::from_settings_with(&settings, builder).unwrap();
+        let mut clean = StrategySet::from_settings(&settings).unwrap();
+        let all = |_: &StrategyId, _: &BrokerName| true;
+        let runs = (0..400)
+            .map(|i| {
+                let p = if i == 200 {
+                    77
+                } else {
+                    100 + ((i * 7) % 23) - 11 + (i / 40) % 3 * 5
+                };
+                let env = tick_env(1, p, i);
+                (set.on_tick(&env, &all), clean.on_tick(&env, &all))
+            })
+            .collect();
+        (victim, runs)
+    }
+
+    fn ids(o: &[Output]) -> Vec<uuid::Uuid> {
+        o.iter().map(|o| o.envelope.id).collect()
+    }
+
+    #[test]
+    fn a_strategy_that_panicked_is_rebuilt_from_recent_ticks_and_decides_as_before() {
+        let (victim, runs) = run_with_panics(2, 0);
+        let mut victim_signals = 0;
+        for (i, (got, want)) in runs.iter().enumerate() {
+            assert_eq!(ids(&got.outputs), ids(&want.outputs), "tick {i}");
+            victim_signals += got
+                .outputs
+                .iter()
+                .filter(|o| o.envelope.source.ends_with(victim.as_str()))
+                .count();
+            if i == 200 {
+                assert_eq!(got.faults.len(), 2);
+                assert!(
+                    got.faults
+                        .iter()
+                        .all(|f| f.strategy == victim && !f.gave_up)
+                );
+                assert!(got.faults[0].message.contains("bad tick"));
+            } else {
+                assert!(got.faults.is_empty());
+            }
+        }
+        assert!(victim_signals > 0, "the series makes the victim trade");
+    }
+
+    #[test]
+    fn a_strategy_that_panics_three_times_gives_up_the_tick_and_the_others_go_on() {
+        let last = Settings::default().strategies.len() - 1;
+        let (victim, runs) = run_with_panics(u32::MAX, last);
+        let others = |o: &[Output]| -> Vec<uuid::Uuid> {
+            o.iter()
+                .filter(|o| !o.envelope.source.ends_with(victim.as_str()))
+                .map(|o| o.envelope.id)
+                .collect()
+        };
+        let mut others_signals = 0;
+        for (got, want) in &runs {
+            assert_eq!(others(&got.outputs), others(&want.outputs));
+            others_signals += others(&got.outputs).len();
+        }
+        let (bad, _) = &runs[200];
+        assert_eq!(bad.faults.len(), MAX_STRATEGY_PANICS as usize);
+        assert!(bad.faults.iter().all(|f| f.strategy == victim));
+        assert!(bad.faults[2].gave_up && !bad.faults[1].gave_up);
+        assert!(others_signals > 0);
+    }
+
     #[test]
     fn ticks_reach_only_their_strategies_and_signals_go_to_each_active_broker() {
         let mut settings = Settings {
@@ -185,11 +405,24 @@ mod tests {
             .retain(|s| s.id.as_str() == "momentum_1");
         let mut set = StrategySet::from_settings(&settings).unwrap();
         // momentum_1 trades 738561 and 408065, not 2953217.
-        assert!(set.on_tick(&tick_env(2953217, 100, 0)).is_empty());
-        assert!(set.on_tick(&tick_env(2953217, 200, 1)).is_empty());
-        assert!(set.on_tick(&tick_env(738561, 100, 0)).is_empty());
+        let all = |_: &StrategyId, _: &BrokerName| true;
+        assert!(
+            set.on_tick(&tick_env(2953217, 100, 0), &all)
+                .outputs
+                .is_empty()
+        );
+        assert!(
+            set.on_tick(&tick_env(2953217, 200, 1), &all)
+                .outputs
+                .is_empty()
+        );
+        assert!(
+            set.on_tick(&tick_env(738561, 100, 0), &all)
+                .outputs
+                .is_empty()
+        );
         let rise = tick_env(738561, 110, 1);
-        let out = set.on_tick(&rise);
+        let out = set.on_tick(&rise, &all).outputs;
         let topics: Vec<String> = out.iter().map(|o| o.topic.to_string()).collect();
         assert_eq!(topics, ["paper.signals.raw", "zerodha.signals.raw"]);
         for (i, o) in out.iter().enumerate() {
