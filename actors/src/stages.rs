@@ -246,13 +246,22 @@ pub fn risk_factory(
 ///
 /// Without `fill_model.allow_short`, a SELL larger than the strategy's filled holding fails
 /// (`orders.failed`): holdings are kept per (broker, strategy, instrument) outside the actors.
-pub fn paper_trader_factory(settings: Arc<Settings>, counters: Arc<Counters>) -> StageFactory {
+///
+/// A validated signal that arrives while its broker or strategy is HALTED is not placed: it
+/// fails (`orders.failed`, "trading is HALTED"), so signals validated before a halt do not
+/// reach the market after it. (Replayed records, which only rebuild holdings, are exempt.)
+pub fn paper_trader_factory(
+    settings: Arc<Settings>,
+    counters: Arc<Counters>,
+    control: Arc<Control>,
+) -> StageFactory {
     type Holdings = HashMap<(BrokerName, StrategyId, alpha_panda_core::InstrumentToken), i64>;
     let holdings: Arc<Mutex<Holdings>> = Arc::default();
     Arc::new(move || {
         let settings = settings.clone();
         let counters = counters.clone();
         let holdings = holdings.clone();
+        let control = control.clone();
         FnStage::new(move |d: &Deliver| {
             let EventData::ValidatedSignal(v) = &d.envelope.data else {
                 return Err(wrong_type(d));
@@ -291,7 +300,16 @@ pub fn paper_trader_factory(settings: Arc<Settings>, counters: Arc<Counters>) ->
             let qty = v.validated_quantity.get() as i64;
             let short = s.signal_type == alpha_panda_core::Side::Sell && qty > held;
             let mut book = PaperBook::new(def.fill_model.slippage_bps);
-            let events = if short && !def.fill_model.allow_short {
+            let halted = !d.replay
+                && control.trading_state(broker.as_str(), Some(s.strategy_id.as_str()))
+                    == alpha_panda_core::TradingState::Halted;
+            let events = if halted {
+                vec![PaperEvent::Cancelled {
+                    order_id: order_id.clone(),
+                    reason: format!("trading is HALTED on {broker} for {}: not placed", s.strategy_id),
+                    at,
+                }]
+            } else if short && !def.fill_model.allow_short {
                 vec![PaperEvent::Cancelled {
                     order_id: order_id.clone(),
                     reason: format!(
@@ -319,7 +337,11 @@ pub fn paper_trader_factory(settings: Arc<Settings>, counters: Arc<Counters>) ->
             let child = |i: u32, topic: BrokerTopic, data: EventData| {
                 out(&broker, topic, d.envelope.child(eb.clone(), "trader", i, key.clone(), at, data))
             };
-            let mut outputs = vec![
+            // A halted order is not placed: only its failure goes out.
+            let mut outputs = if halted {
+                Vec::new()
+            } else {
+                vec![
                 child(0, BrokerTopic::OrdersSubmitted, EventData::OrderPlaced(placed.clone())),
                 child(
                     1,
@@ -337,8 +359,11 @@ pub fn paper_trader_factory(settings: Arc<Settings>, counters: Arc<Counters>) ->
                         timestamp: at,
                     }),
                 ),
-            ];
-            counters.orders.fetch_add(1, Ordering::Relaxed);
+                ]
+            };
+            if !halted {
+                counters.orders.fetch_add(1, Ordering::Relaxed);
+            }
             for e in events {
                 match e {
                     PaperEvent::Filled { price, quantity, at, .. } => {

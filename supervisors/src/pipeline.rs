@@ -224,7 +224,11 @@ impl Assembly {
                     b,
                     "trader",
                     replace(broker, "trader").unwrap_or_else(|| {
-                        stages::paper_trader_factory(self.settings.clone(), counters.clone())
+                        stages::paper_trader_factory(
+                            self.settings.clone(),
+                            counters.clone(),
+                            self.control.clone(),
+                        )
                     }),
                 )?),
                 _ => tracing::warn!(

@@ -125,6 +125,7 @@ pub async fn eventually<T>(timeout: Duration, mut f: impl FnMut() -> Option<T>) 
     }
 }
 
+pub mod ops;
 pub mod signals;
 pub mod stages;
 pub mod ticks;
@@ -177,6 +178,11 @@ pub struct PrivateKafka {
 }
 
 impl PrivateKafka {
+    /// The broker's process id (to stop and continue it).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     pub fn start() -> Self {
         let bin = std::env::var("TANSU_BIN").unwrap_or_else(|_| "tansu".to_owned());
         let port = std::net::TcpListener::bind("127.0.0.1:0")
