@@ -5,6 +5,7 @@
 #   ALPHA_PANDA_TEST_REDIS     redis:// URL of a running redis-server
 #   ALPHA_PANDA_TEST_DATABASE  postgres:// URL of a running PostgreSQL (trust auth)
 #   TANSU_BIN                  the Tansu binary, for tests that start their own broker
+#   PROMTOOL_BIN               Prometheus' promtool, to check the /metrics exposition
 # and stops the Tansu broker it started when the calling shell exits.
 # Everything listens on 127.0.0.1 only.
 
@@ -131,4 +132,11 @@ ensure_postgres() {
   export ALPHA_PANDA_TEST_DATABASE="postgres://postgres@127.0.0.1:$port/postgres"
 }
 
-ensure_build_tools && ensure_tansu && ensure_redis && ensure_postgres
+# promtool checks the /metrics exposition in the operations tests (Debian's prometheus).
+ensure_promtool() {
+  have promtool || apt_install prometheus || return 1
+  PROMTOOL_BIN=$(command -v promtool)
+  export PROMTOOL_BIN
+}
+
+ensure_build_tools && ensure_tansu && ensure_redis && ensure_postgres && ensure_promtool
