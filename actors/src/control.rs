@@ -17,7 +17,8 @@ use serde::{Deserialize, Serialize};
 use crate::metrics::metrics;
 use crate::store::{Store, StoreError};
 
-/// Restarts of one stage within [`ESCALATION_WINDOW`] beyond which its broker is degraded.
+/// Restarts of one actor (a stage's partition worker) within [`ESCALATION_WINDOW`] beyond
+/// which its broker is degraded.
 pub const MAX_RESTARTS: usize = 5;
 pub const ESCALATION_WINDOW: Duration = Duration::from_secs(60);
 
@@ -71,7 +72,10 @@ struct State {
     /// broker → stage → why it is degraded.
     degraded: BTreeMap<String, BTreeMap<String, String>>,
     disabled: BTreeSet<String>,
-    restarts: HashMap<(String, String), VecDeque<Instant>>,
+    /// (namespace, stage, actor) → recent restarts of that actor.
+    restarts: HashMap<(String, String, String), VecDeque<Instant>>,
+    /// (namespace, stage) → the last restart of any of its actors.
+    last_restart: HashMap<(String, String), Instant>,
     workers: BTreeMap<WorkerKey, WorkerStatus>,
     /// (group, topic, partition) → lag.
     lag: BTreeMap<(String, String, i32), i64>,
@@ -250,7 +254,8 @@ impl Control {
             // starts counting restarts afresh.
             let mut st = self.lock();
             st.degraded.remove(broker);
-            st.restarts.retain(|(ns, _), _| ns != broker);
+            st.restarts.retain(|(ns, _, _), _| ns != broker);
+            st.last_restart.retain(|(ns, _), _| ns != broker);
             metrics().degraded.with_label_values(&[broker]).set(0);
         }
         Ok(())
@@ -358,10 +363,18 @@ impl Control {
 
     // ---- supervision ----
 
-    /// Counts a restart of a stage's actor and escalates when there were more than
-    /// [`MAX_RESTARTS`] in [`ESCALATION_WINDOW`]: the namespace is degraded; on the order
-    /// path the broker is also HALTED (persisted).
-    pub async fn record_restart(&self, namespace: &str, stage: &str, error: &str) -> Escalation {
+    /// Counts a restart of one of a stage's actors (`actor`: which one, e.g. its partition)
+    /// and escalates when that actor restarted more than [`MAX_RESTARTS`] times in
+    /// [`ESCALATION_WINDOW`]: the namespace is degraded; on the order path the broker is
+    /// also HALTED (persisted). A short outage that makes every partition restart a few
+    /// times does not escalate; an actor that keeps failing does.
+    pub async fn record_restart(
+        &self,
+        namespace: &str,
+        stage: &str,
+        actor: &str,
+        error: &str,
+    ) -> Escalation {
         let kind = stage.split(':').next().unwrap_or(stage);
         metrics()
             .restarts
@@ -370,9 +383,11 @@ impl Control {
         let now = Instant::now();
         let too_many = {
             let mut st = self.lock();
+            st.last_restart
+                .insert((namespace.to_owned(), stage.to_owned()), now);
             let window = st
                 .restarts
-                .entry((namespace.to_owned(), stage.to_owned()))
+                .entry((namespace.to_owned(), stage.to_owned(), actor.to_owned()))
                 .or_default();
             window.push_back(now);
             while window
@@ -384,7 +399,7 @@ impl Control {
             let n = window.len();
             if n > MAX_RESTARTS {
                 let reason = format!(
-                    "{stage}: {n} restarts in {} s; last error: {error}",
+                    "{stage} ({actor}): {n} restarts in {} s; last error: {error}",
                     ESCALATION_WINDOW.as_secs()
                 );
                 let fresh = st
@@ -441,9 +456,8 @@ impl Control {
         }
         let now = Instant::now();
         let recent = st
-            .restarts
+            .last_restart
             .get(&(namespace.to_owned(), stage.to_owned()))
-            .and_then(|w| w.back())
             .is_some_and(|t| now.duration_since(*t) <= ESCALATION_WINDOW);
         if recent {
             return;
@@ -518,25 +532,28 @@ mod tests {
     fn more_than_five_restarts_in_a_minute_degrade_and_on_the_order_path_halt() {
         rt().block_on(async {
             let c = Control::new(Store::Memory(Default::default()), vec!["b1".into()]);
-            for _ in 0..MAX_RESTARTS {
-                assert_eq!(
-                    c.record_restart("b1", "portfolio", "x").await,
-                    Escalation::None
-                );
+            // Every partition restarting a few times (an outage) is no escalation.
+            for p in 0..6 {
+                for _ in 0..3 {
+                    let actor = format!("t/{p}");
+                    let e = c.record_restart("b1", "portfolio", &actor, "x").await;
+                    assert_eq!(e, Escalation::None);
+                }
             }
-            assert_eq!(
-                c.record_restart("b1", "portfolio", "x").await,
-                Escalation::Degraded
-            );
+            // One actor failing again and again is.
+            for _ in 0..MAX_RESTARTS - 3 {
+                let e = c.record_restart("b1", "portfolio", "t/0", "x").await;
+                assert_eq!(e, Escalation::None);
+            }
+            let e = c.record_restart("b1", "portfolio", "t/0", "x").await;
+            assert_eq!(e, Escalation::Degraded);
             assert!(c.degraded().contains_key("b1"));
             assert_eq!(c.trading_state("b1", None), TradingState::Active);
             for _ in 0..MAX_RESTARTS {
-                c.record_restart("b1", "trader", "x").await;
+                c.record_restart("b1", "trader", "t/1", "x").await;
             }
-            assert_eq!(
-                c.record_restart("b1", "trader", "x").await,
-                Escalation::Halted
-            );
+            let e = c.record_restart("b1", "trader", "t/1", "x").await;
+            assert_eq!(e, Escalation::Halted);
             assert_eq!(c.trading_state("b1", Some("s1")), TradingState::Halted);
             // Persisted: a new control over the same store reads it back.
             let again = Control::new(c.store().clone(), vec!["b1".into()]);

@@ -152,6 +152,12 @@ impl RedisStore {
         let config = redis::aio::ConnectionManagerConfig::new()
             .set_connection_timeout(Duration::from_secs(2))
             .set_response_timeout(Duration::from_secs(2))
+            // redis 0.32 feeds `factor` to backon as the growth multiplier (from a 1 s
+            // start): the default of 100 made one reconnect take about two minutes while
+            // Redis was down (measured). Retry briefly instead; the delivery worker restarts
+            // with its own backoff and tries again.
+            .set_factor(2)
+            .set_max_delay(500)
             .set_number_of_retries(2);
         let conn = ConnectionManager::new_with_config(client, config)
             .await

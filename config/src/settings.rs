@@ -77,6 +77,10 @@ pub struct KafkaSettings {
     /// Tansu 0.6: its high watermark counts batches, not records, and a consumer that
     /// resumes inside a multi-record batch waits for ever.
     pub max_batch_records: u32,
+    /// Consumer `session.timeout.ms` (also `max.poll.interval.ms`): how long the group
+    /// waits for a silent member before giving its partitions to others. Longer rides out
+    /// broker stalls without a rebalance; shorter fails over faster after a crash.
+    pub session_timeout_ms: u32,
 }
 
 impl Default for KafkaSettings {
@@ -87,6 +91,7 @@ impl Default for KafkaSettings {
             group_prefix: "alpha-panda".to_owned(),
             linger_ms: 5,
             max_batch_records: 10_000,
+            session_timeout_ms: 30_000,
         }
     }
 }

@@ -139,6 +139,13 @@ fn services(s: &Settings) -> Result<(), Failure> {
             "expected 1 to 1000000 (1 for Tansu 0.6)",
         );
     }
+    if !(6_000..=300_000).contains(&s.kafka.session_timeout_ms) {
+        return fail(
+            "kafka.session_timeout_ms",
+            s.kafka.session_timeout_ms,
+            "expected 6000 to 300000 milliseconds",
+        );
+    }
     if let Some(url) = &s.redis.url
         && !["redis://", "rediss://", "unix://"]
             .iter()

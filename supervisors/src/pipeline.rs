@@ -89,6 +89,7 @@ impl Assembly {
         // take a partition; the portfolio reloads its books from the store instead.
         p.warm_up = matches!(stage, "strategy" | "risk" | "trader");
         p.dedup_ttl = Duration::from_secs(self.settings.redis.dedup_ttl_secs);
+        p.session_timeout = Duration::from_millis(self.settings.kafka.session_timeout_ms.into());
         p
     }
 

@@ -56,6 +56,8 @@ fn start(kafka: &PrivateKafka, redis: &str, prefix: &str) -> Daemon {
         .arg("run")
         .env("ALPHA_PANDA__KAFKA__BOOTSTRAP_SERVERS", &kafka.servers)
         .env("ALPHA_PANDA__KAFKA__MAX_BATCH_RECORDS", "1")
+        // Killed on purpose: fail over quickly.
+        .env("ALPHA_PANDA__KAFKA__SESSION_TIMEOUT_MS", "10000")
         .env("ALPHA_PANDA__KAFKA__GROUP_PREFIX", prefix)
         .env("ALPHA_PANDA__REDIS__URL", redis)
         .env("ALPHA_PANDA__FEED", "none")

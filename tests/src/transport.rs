@@ -125,10 +125,12 @@ impl Bus {
     pub fn member(
         &self,
         topics: Vec<TopicName>,
-        policy: DeliveryPolicy,
+        mut policy: DeliveryPolicy,
         store: Store,
         factory: StageFactory,
     ) -> Member {
+        // Rebalance tests stop members on purpose: fail over quickly.
+        policy.session_timeout = Duration::from_secs(10);
         let arbiter = actix_rt::Arbiter::current();
         match self {
             Bus::Kafka => Member::Kafka(

@@ -361,6 +361,14 @@ pub fn start(spec: ConsumerSpec) -> Result<ConsumerHandle, KafkaError> {
     let consumer: BaseConsumer<BridgeContext> =
         crate::kafka::consumer_config(&spec.servers, &spec.client_id, &shared.policy.group)
             .set("statistics.interval.ms", "5000")
+            .set(
+                "session.timeout.ms",
+                shared.policy.session_timeout.as_millis().to_string(),
+            )
+            .set(
+                "max.poll.interval.ms",
+                shared.policy.session_timeout.as_millis().to_string(),
+            )
             .create_with_context(BridgeContext {
                 shared: shared.clone(),
             })?;

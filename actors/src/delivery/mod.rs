@@ -62,6 +62,8 @@ pub struct DeliveryPolicy {
     /// Longest time to wait for in-flight records when partitions are revoked or the
     /// process stops.
     pub drain_timeout: Duration,
+    /// Kafka consumer session timeout (`kafka.session_timeout_ms`).
+    pub session_timeout: Duration,
     /// How often stored offsets are committed.
     pub commit_interval: Duration,
     /// Rebuild a stateful stage when it takes a partition over: the records before the
@@ -111,6 +113,7 @@ impl DeliveryPolicy {
             dedup_ttl: Duration::from_secs(7 * 24 * 60 * 60),
             drain_timeout: Duration::from_secs(5),
             commit_interval: Duration::from_millis(500),
+            session_timeout: Duration::from_secs(30),
             warm_up: false,
             handed: Arc::default(),
             control: Arc::new(Control::detached()),

@@ -299,7 +299,12 @@ impl PartitionWorker {
         self.show(record, "restarting", Some(message));
         let control = self.policy.control.clone();
         let (namespace, stage) = (self.policy.namespace.clone(), self.policy.stage.clone());
-        if control.record_restart(&namespace, &stage, message).await == Escalation::Halted {
+        let actor = format!("{}/{}", record.topic, record.partition);
+        if control
+            .record_restart(&namespace, &stage, &actor, message)
+            .await
+            == Escalation::Halted
+        {
             // The order path does not restart in a loop: wait for an operator.
             self.show(record, "halted", Some(message));
             while control.trading_state(&namespace, None) == TradingState::Halted {

@@ -50,11 +50,15 @@ pub fn consumer_config(bootstrap_servers: &str, client_id: &str, group_id: &str)
         .set("enable.auto.commit", "false")
         .set("enable.auto.offset.store", "false")
         .set("auto.offset.reset", "earliest")
-        .set("session.timeout.ms", "10000")
+        // A member that stays silent this long loses its partitions. It must outlast a broker
+        // stall: after a session timeout librdkafka rejoins as a new member, and Tansu 0.6
+        // keeps the old one as group leader for ever (measured; docs/testing.md). Stages
+        // set it from `kafka.session_timeout_ms` (DeliveryPolicy::session_timeout).
+        .set("session.timeout.ms", "30000")
         .set("heartbeat.interval.ms", "1000")
         // Also the rebalance timeout: how long the coordinator waits for members (dead ones
-        // included) to rejoin. The poll thread polls continuously, so this can be short.
-        .set("max.poll.interval.ms", "10000")
+        // included) to rejoin. The poll thread polls continuously.
+        .set("max.poll.interval.ms", "30000")
         .set("enable.partition.eof", "false");
     c
 }

@@ -34,6 +34,8 @@ fn main() {
         );
         let mut policy = DeliveryPolicy::new(group, "risk", broker.as_str());
         policy.commit_interval = Duration::from_millis(200);
+        // The test kills this process: let the group fail over quickly.
+        policy.session_timeout = Duration::from_secs(10);
         let handle = start(ConsumerSpec {
             servers: servers.clone(),
             client_id: "stage-child".into(),

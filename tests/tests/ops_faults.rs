@@ -1,0 +1,313 @@
+//! Infrastructure faults (issue 5): a Redis outage and a Kafka broker stall in the middle of
+//! a stream. A consume-handle-produce stage whose every record also increments a Redis
+//! counter (applied atomically with its dedup mark) must come out with every input having
+//! exactly one effect and one distinct output.
+
+use std::collections::BTreeSet;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use alpha_panda_actors::control::Control;
+use alpha_panda_actors::delivery::kafka::{self, ConsumerSpec};
+use alpha_panda_actors::delivery::{DeliveryPolicy, EventProducer, Output};
+use alpha_panda_actors::http::{self, View};
+use alpha_panda_actors::metrics::metrics;
+use alpha_panda_actors::store::{RedisStore, Store};
+use alpha_panda_config::Settings;
+use alpha_panda_tests::ops::{PrivateRedis, free_port, get_json, read_envelopes, signal};
+use alpha_panda_tests::{Namespace, PrivateKafka, kafka_servers, redis_url, signals, stages};
+use alpha_panda_topics::{BrokerTopic, TopicName};
+
+/// Produces `n` test signals to `topic`, `gap` apart, in the background.
+fn feed_slowly(
+    producer: EventProducer,
+    ns_broker: alpha_panda_core::BrokerName,
+    topic: TopicName,
+    n: usize,
+    gap: Duration,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        for i in 0..n {
+            let out = Output {
+                topic: topic.clone(),
+                envelope: signals::signal(&ns_broker, i),
+            };
+            // A stalled broker makes a send fail after its timeout: send it again (the same
+            // id, so dedup absorbs a copy that did land).
+            while let Err(e) = producer.send_all(std::slice::from_ref(&out)).await {
+                eprintln!("feeding signal {i} failed, retrying: {e}");
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+            tokio::time::sleep(gap).await;
+        }
+    })
+}
+
+async fn counter(url: &str, key: &str) -> i64 {
+    let client = redis::Client::open(url).unwrap();
+    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    redis::cmd("GET")
+        .arg(key)
+        .query_async::<Option<i64>>(&mut conn)
+        .await
+        .unwrap()
+        .unwrap_or(0)
+}
+
+fn distinct_outputs(servers: &str, topic: &TopicName) -> (usize, BTreeSet<uuid::Uuid>) {
+    let all = read_envelopes(servers, &topic.to_string());
+    let ids = all.iter().map(|(_, _, e)| e.id).collect();
+    (all.len(), ids)
+}
+
+async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
+    tokio::task::spawn_blocking(f).await.unwrap()
+}
+
+#[test]
+fn a_redis_outage_restarts_the_stage_with_backoff_shows_in_readiness_and_loses_nothing() {
+    const N: usize = 300;
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(std::env::var("RUST_LOG").unwrap_or_else(|_| "off".into()))
+        .with_test_writer()
+        .try_init();
+    let ns = Namespace::new();
+    let servers = kafka_servers();
+    let input = TopicName::broker(&ns.broker, BrokerTopic::SignalsRaw);
+    let output = TopicName::broker(&ns.broker, BrokerTopic::SignalsValidated);
+    let mut redis = PrivateRedis::start();
+    let url = redis.url();
+    let counter_key = format!("{}:effects", ns.redis_prefix());
+    let broker = ns.broker.as_str().to_owned();
+    let mut settings = Settings::default();
+    settings.kafka.bootstrap_servers = Some(servers.clone());
+
+    actix_rt::System::new().block_on(async move {
+        ns.create_topics(&[input.clone(), input.dlq().unwrap(), output.clone()])
+            .await;
+        let store = Store::Redis(RedisStore::connect(&url).await.unwrap());
+        let control = Arc::new(Control::new(store.clone(), vec![broker.clone()]));
+        let mut policy = DeliveryPolicy::new(ns.group("risk"), "risk", broker.as_str());
+        policy.control = control.clone();
+        let producer = EventProducer::kafka(&servers, "ops-faults", 1, 1).unwrap();
+        let member = kafka::start(ConsumerSpec {
+            servers: servers.clone(),
+            client_id: "ops-faults".into(),
+            topics: vec![input.clone()],
+            policy,
+            producer: producer.clone(),
+            store: store.clone(),
+            factory: stages::validate_factory(counter_key.clone()),
+            arbiter: actix_rt::Arbiter::current(),
+        })
+        .unwrap();
+        let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+        let server = http::server(
+            addr,
+            View {
+                settings: Arc::new(settings),
+                store,
+                control: control.clone(),
+                stages: vec![(broker.clone(), "risk".to_owned())],
+            },
+        )
+        .unwrap();
+        actix_rt::spawn(server);
+
+        let feeding = feed_slowly(
+            producer,
+            ns.broker.clone(),
+            input.clone(),
+            N,
+            Duration::from_millis(40),
+        );
+        // Healthy and under way first.
+        let started = Instant::now();
+        loop {
+            let (code, ready) = blocking(move || get_json(addr, "/readyz")).await;
+            if code == 200 && counter(&url, &counter_key).await >= 50 {
+                break;
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(60),
+                "never under way: {ready}"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        assert!(
+            !feeding.is_finished(),
+            "the outage must hit a running stream"
+        );
+
+        // Redis goes away for 5 s; readiness says so while it lasts.
+        redis.stop();
+        let down = Instant::now();
+        let mut saw_outage = None;
+        while down.elapsed() < Duration::from_secs(5) {
+            let (code, ready) = blocking(move || get_json(addr, "/readyz")).await;
+            if code == 503 && ready["checks"]["redis"]["ok"] == false {
+                saw_outage = Some(ready);
+            }
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+        let outage = saw_outage.expect("readiness reported the outage");
+        assert!(outage["checks"]["kafka"]["ok"] == true, "{outage}");
+        redis.resume();
+
+        // Back to ready, everything handled once.
+        feeding.await.unwrap();
+        let deadline = Instant::now() + Duration::from_secs(120);
+        loop {
+            let effects = counter(&url, &counter_key).await;
+            let (code, _) = blocking(move || get_json(addr, "/readyz")).await;
+            if effects >= N as i64 && code == 200 {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{effects} effects of {N}, readiness {code}"
+            );
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        assert_eq!(
+            counter(&url, &counter_key).await,
+            N as i64,
+            "exactly one effect per input"
+        );
+        let s = servers.clone();
+        let o = output.clone();
+        let (records, ids) = blocking(move || distinct_outputs(&s, &o)).await;
+        assert_eq!(
+            ids.len(),
+            N,
+            "one distinct output per input ({records} records)"
+        );
+        let dlq = input.dlq().unwrap().to_string();
+        let s = servers.clone();
+        assert!(
+            blocking(move || read_envelopes(&s, &dlq)).await.is_empty(),
+            "nothing dead-lettered"
+        );
+        // The stage was restarted (with backoff) during the outage.
+        let restarts = metrics()
+            .restarts
+            .with_label_values(&["risk", broker.as_str()])
+            .get();
+        assert!(restarts > 0, "the stage restarted during the outage");
+        let worker_restarts: u32 = control.workers().values().map(|w| w.restarts).sum();
+        assert!(worker_restarts > 0);
+        member.shutdown().await;
+    });
+}
+
+#[test]
+fn a_stalled_kafka_broker_recovers_with_nothing_lost_or_doubled() {
+    const N: usize = 600;
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(std::env::var("RUST_LOG").unwrap_or_else(|_| "off".into()))
+        .with_test_writer()
+        .try_init();
+    let kafka = PrivateKafka::start();
+    let servers = kafka.servers.clone();
+    let ns = Namespace::new();
+    let input = TopicName::broker(&ns.broker, BrokerTopic::SignalsRaw);
+    let output = TopicName::broker(&ns.broker, BrokerTopic::SignalsValidated);
+    let url = redis_url();
+    let counter_key = format!("{}:effects", ns.redis_prefix());
+    let broker = ns.broker.as_str().to_owned();
+    let pid = kafka.pid();
+
+    actix_rt::System::new().block_on(async move {
+        alpha_panda_actors::kafka::admin::ensure(
+            &servers,
+            "ops-faults",
+            &[input.clone(), input.dlq().unwrap(), output.clone()],
+        )
+        .await
+        .unwrap();
+        let store = Store::Redis(RedisStore::connect(&url).await.unwrap());
+        let policy = DeliveryPolicy::new(ns.group("risk"), "risk", broker.as_str());
+        let producer = EventProducer::kafka(&servers, "ops-faults", 1, 1).unwrap();
+        let member = kafka::start(ConsumerSpec {
+            servers: servers.clone(),
+            client_id: "ops-faults".into(),
+            topics: vec![input.clone()],
+            policy,
+            producer: producer.clone(),
+            store,
+            factory: stages::validate_factory(counter_key.clone()),
+            arbiter: actix_rt::Arbiter::current(),
+        })
+        .unwrap();
+        let feeding = feed_slowly(
+            producer,
+            ns.broker.clone(),
+            input.clone(),
+            N,
+            Duration::from_millis(20),
+        );
+        // Let the stream get going, then freeze the broker for 10 s.
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while counter(&url, &counter_key).await < 50 {
+            assert!(Instant::now() < deadline, "the stage never got going");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        signal(pid, "STOP");
+        tokio::time::sleep(Duration::from_secs(10)).await;
+        signal(pid, "CONT");
+        feeding.await.unwrap();
+
+        let deadline = Instant::now() + Duration::from_secs(180);
+        while counter(&url, &counter_key).await < N as i64 {
+            assert!(
+                Instant::now() < deadline,
+                "{} effects of {N} after the stall",
+                counter(&url, &counter_key).await
+            );
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        assert_eq!(
+            counter(&url, &counter_key).await,
+            N as i64,
+            "exactly one effect per input"
+        );
+        let s = servers.clone();
+        let o = output.clone();
+        let (records, ids) = blocking(move || distinct_outputs(&s, &o)).await;
+        assert_eq!(
+            ids.len(),
+            N,
+            "one distinct output per input ({records} records)"
+        );
+        member.shutdown().await;
+    });
+    drop(kafka);
+}
+
+/// A store call while Redis is down fails (the worker then restarts with its backoff)
+/// instead of hanging inside the client's reconnect loop, and works again at once when
+/// Redis is back. (redis 0.32's default reconnect backoff kept one call for two minutes.)
+#[test]
+fn store_calls_fail_promptly_while_redis_is_down_and_work_when_it_is_back() {
+    let mut redis = PrivateRedis::start();
+    let url = redis.url();
+    actix_rt::System::new().block_on(async move {
+        let store = Store::Redis(RedisStore::connect(&url).await.unwrap());
+        store.is_marked("x").await.unwrap();
+        redis.stop();
+        for _ in 0..3 {
+            let t = Instant::now();
+            assert!(store.is_marked("x").await.is_err());
+            assert!(
+                t.elapsed() < Duration::from_secs(10),
+                "took {:?}",
+                t.elapsed()
+            );
+        }
+        redis.resume();
+        assert_eq!(store.is_marked("x").await.ok(), Some(false));
+    });
+}
