@@ -467,3 +467,77 @@ fn the_daemon_replays_a_tick_file_into_the_golden_portfolio() {
     let _ = daemon.kill();
     let _ = daemon.wait();
 }
+
+#[test]
+fn json_logs_carry_each_records_ids_and_never_a_secret() {
+    const ADMIN: &str = "admin-secret-4f1c9";
+    const KITE: &str = "kite-secret-77ab2";
+    let mut child = alpha_panda()
+        .arg("run")
+        .env(
+            "ALPHA_PANDA__HTTP__LISTEN",
+            format!("127.0.0.1:{}", free_port()),
+        )
+        .env("ALPHA_PANDA__LOG__FORMAT", "json")
+        .env(
+            "ALPHA_PANDA__LOG__LEVEL",
+            "info,alpha_panda_actors::delivery::worker=debug",
+        )
+        .env("ALPHA_PANDA__ADMIN__TOKEN", ADMIN)
+        .env("ALPHA_PANDA__BROKERS__ZERODHA__KITE__API_SECRET", KITE)
+        .env("ALPHA_PANDA__SYNTHETIC__TICKS_PER_SECOND", "50")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("daemon starts");
+    let stdout = child.stdout.take().unwrap();
+    let lines = std::thread::spawn(move || {
+        use std::io::BufRead;
+        let mut seen = Vec::new();
+        for line in std::io::BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+        {
+            let done = line.contains("record done");
+            seen.push(line);
+            if done && seen.len() > 50 {
+                break;
+            }
+        }
+        seen
+    });
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !lines.is_finished() {
+        assert!(Instant::now() < deadline, "no record was logged");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let _ = child.kill();
+    let out = child.wait_with_output().unwrap();
+    let lines = lines.join().unwrap();
+    let all = format!("{}{}", lines.join("\n"), text(&out.stderr));
+    assert!(
+        !all.contains(ADMIN) && !all.contains(KITE),
+        "a secret was logged"
+    );
+    let record: serde_json::Value = lines
+        .iter()
+        .filter(|l| l.contains("record done"))
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON: {e}: {l}")))
+        .next()
+        .unwrap();
+    let span = &record["span"];
+    for field in ["event_id", "correlation_id", "trace_id"] {
+        let id = span[field]
+            .as_str()
+            .unwrap_or_else(|| panic!("no {field}: {record}"));
+        assert!(uuid::Uuid::parse_str(id).is_ok(), "{field} = {id}");
+    }
+    assert!(
+        span["topic"].is_string() && span["stage"].is_string(),
+        "{record}"
+    );
+    assert!(
+        span["partition"].is_u64() && span["offset"].is_u64(),
+        "{record}"
+    );
+}

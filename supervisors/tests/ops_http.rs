@@ -319,3 +319,30 @@ fn the_daemons_metrics_pass_promtool_and_have_every_family() {
         assert_eq!(ready["checks"][check]["ok"], true, "{ready}");
     }
 }
+
+#[test]
+fn the_shipped_alert_rules_pass_promtool_and_use_only_metrics_we_export() {
+    let promtool = std::env::var("PROMTOOL_BIN").unwrap_or_else(|_| "promtool".to_owned());
+    let rules = concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/prometheus-rules.yml");
+    let out = Command::new(&promtool)
+        .args(["check", "rules", rules])
+        .output()
+        .unwrap_or_else(|e| panic!("running {promtool}: {e}"));
+    assert!(
+        out.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = std::fs::read_to_string(rules).unwrap();
+    let used: BTreeSet<&str> = text
+        .split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+        .filter(|w| w.starts_with("alpha_panda_"))
+        .collect();
+    for name in used {
+        assert!(
+            FAMILIES.contains(&name),
+            "{name} is not a metric the daemon exports"
+        );
+    }
+}

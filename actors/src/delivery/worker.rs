@@ -208,7 +208,17 @@ impl PartitionWorker {
             .with_label_values(&[topic.as_str(), &stage])
             .inc();
         let span = record_span(&stage, record);
-        let outcome = tracing::Instrument::instrument(self.process_inner(record), span).await;
+        let outcome = tracing::Instrument::instrument(
+            async {
+                let outcome = self.process_inner(record).await;
+                if let Ok(done) = &outcome {
+                    tracing::debug!(outcome = ?done, "record done");
+                }
+                outcome
+            },
+            span,
+        )
+        .await;
         if let Ok(done) = &outcome {
             m.partition_records
                 .with_label_values(&[stage.as_str(), &topic, &record.partition.to_string()])
