@@ -81,6 +81,12 @@ pub struct KafkaSettings {
     /// waits for a silent member before giving its partitions to others. Longer rides out
     /// broker stalls without a rebalance; shorter fails over faster after a crash.
     pub session_timeout_ms: u32,
+    /// Static group membership (`group.instance.id`): a stable name of this daemon, unique
+    /// among the daemons sharing a consumer group. A daemon restarted with the same name
+    /// takes its partitions back at once instead of waiting for its old session to expire.
+    /// Absent: dynamic membership.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub instance_id: Option<String>,
 }
 
 impl Default for KafkaSettings {
@@ -92,6 +98,7 @@ impl Default for KafkaSettings {
             linger_ms: 5,
             max_batch_records: 10_000,
             session_timeout_ms: 30_000,
+            instance_id: None,
         }
     }
 }

@@ -118,6 +118,15 @@ fn services(s: &Settings) -> Result<(), Failure> {
             "expected a non-empty name of letters, digits, '.', '_' or '-'",
         );
     }
+    if let Some(id) = &s.kafka.instance_id
+        && (id.is_empty() || !id.chars().all(ident))
+    {
+        return fail(
+            "kafka.instance_id",
+            id,
+            "expected a non-empty name of letters, digits, '.', '_' or '-', unique per daemon",
+        );
+    }
     if s.kafka.client_id.is_empty() || !s.kafka.client_id.chars().all(ident) {
         return fail(
             "kafka.client_id",

@@ -90,6 +90,7 @@ impl Assembly {
         p.warm_up = matches!(stage, "strategy" | "risk" | "trader");
         p.dedup_ttl = Duration::from_secs(self.settings.redis.dedup_ttl_secs);
         p.session_timeout = Duration::from_millis(self.settings.kafka.session_timeout_ms.into());
+        p.instance_id = self.settings.kafka.instance_id.clone();
         p
     }
 

@@ -58,6 +58,7 @@ fn start(kafka: &PrivateKafka, redis: &str, prefix: &str) -> Daemon {
         .env("ALPHA_PANDA__KAFKA__MAX_BATCH_RECORDS", "1")
         // Killed on purpose: fail over quickly.
         .env("ALPHA_PANDA__KAFKA__SESSION_TIMEOUT_MS", "10000")
+        .env("ALPHA_PANDA__KAFKA__INSTANCE_ID", "restart-test-daemon")
         .env("ALPHA_PANDA__KAFKA__GROUP_PREFIX", prefix)
         .env("ALPHA_PANDA__REDIS__URL", redis)
         .env("ALPHA_PANDA__FEED", "none")
@@ -65,8 +66,15 @@ fn start(kafka: &PrivateKafka, redis: &str, prefix: &str) -> Daemon {
             "ALPHA_PANDA__HTTP__LISTEN",
             format!("127.0.0.1:{}", free_port()),
         )
-        .env("ALPHA_PANDA__LOG__LEVEL", "warn")
-        .stdout(Stdio::null())
+        .env(
+            "ALPHA_PANDA__LOG__LEVEL",
+            std::env::var("DAEMON_LOG").unwrap_or_else(|_| "warn".into()),
+        )
+        .stdout(if std::env::var("DAEMON_LOG").is_ok() {
+            Stdio::inherit()
+        } else {
+            Stdio::null()
+        })
         .stderr(Stdio::inherit())
         .spawn()
         .expect("daemon starts");

@@ -358,20 +358,24 @@ pub fn start(spec: ConsumerSpec) -> Result<ConsumerHandle, KafkaError> {
         done_tx: Mutex::new(done_tx),
         done_rx: Mutex::new(done_rx),
     });
-    let consumer: BaseConsumer<BridgeContext> =
-        crate::kafka::consumer_config(&spec.servers, &spec.client_id, &shared.policy.group)
-            .set("statistics.interval.ms", "5000")
-            .set(
-                "session.timeout.ms",
-                shared.policy.session_timeout.as_millis().to_string(),
-            )
-            .set(
-                "max.poll.interval.ms",
-                shared.policy.session_timeout.as_millis().to_string(),
-            )
-            .create_with_context(BridgeContext {
-                shared: shared.clone(),
-            })?;
+    let mut config =
+        crate::kafka::consumer_config(&spec.servers, &spec.client_id, &shared.policy.group);
+    if let Some(id) = &shared.policy.instance_id {
+        config.set("group.instance.id", id);
+    }
+    let consumer: BaseConsumer<BridgeContext> = config
+        .set("statistics.interval.ms", "5000")
+        .set(
+            "session.timeout.ms",
+            shared.policy.session_timeout.as_millis().to_string(),
+        )
+        .set(
+            "max.poll.interval.ms",
+            shared.policy.session_timeout.as_millis().to_string(),
+        )
+        .create_with_context(BridgeContext {
+            shared: shared.clone(),
+        })?;
     let names: Vec<String> = spec.topics.iter().map(ToString::to_string).collect();
     let refs: Vec<&str> = names.iter().map(String::as_str).collect();
     consumer.subscribe(&refs)?;

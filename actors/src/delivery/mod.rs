@@ -64,6 +64,8 @@ pub struct DeliveryPolicy {
     pub drain_timeout: Duration,
     /// Kafka consumer session timeout (`kafka.session_timeout_ms`).
     pub session_timeout: Duration,
+    /// Kafka static membership (`kafka.instance_id`).
+    pub instance_id: Option<String>,
     /// How often stored offsets are committed.
     pub commit_interval: Duration,
     /// Rebuild a stateful stage when it takes a partition over: the records before the
@@ -114,6 +116,7 @@ impl DeliveryPolicy {
             drain_timeout: Duration::from_secs(5),
             commit_interval: Duration::from_millis(500),
             session_timeout: Duration::from_secs(30),
+            instance_id: None,
             warm_up: false,
             handed: Arc::default(),
             control: Arc::new(Control::detached()),

@@ -375,6 +375,26 @@ impl PartitionWorker {
         let key = dedup_key(&self.policy.namespace, &self.policy.group, &envelope.id);
         if self.store.is_marked(&key).await.map_err(store_interrupt)? {
             tracing::debug!(stage = %self.policy.stage, event_id = %envelope.id, "duplicate skipped");
+            // A record handled (and marked) by a member that died before committing it comes
+            // back as a duplicate: its outputs are out, but a stateful stage of this process
+            // has not seen it. Hand it over as a replay so the stage's state (holdings,
+            // reservations) includes it, exactly as the warm-up does for committed records.
+            if self.policy.warm_up
+                && self.policy.handed_from(&record.topic, record.partition) <= record.offset
+            {
+                let _ = self
+                    .stage
+                    .send(Deliver {
+                        envelope,
+                        topic: record.topic.clone(),
+                        partition: record.partition,
+                        offset: record.offset,
+                        replay: true,
+                    })
+                    .await;
+                self.policy
+                    .handed_up_to(&record.topic, record.partition, record.offset + 1);
+            }
             return Ok(Processed::Duplicate);
         }
         let handled = match cached {
