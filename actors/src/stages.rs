@@ -246,6 +246,8 @@ pub fn risk_factory(
 ///
 /// Without `fill_model.allow_short`, a SELL larger than the strategy's filled holding fails
 /// (`orders.failed`): holdings are kept per (broker, strategy, instrument) outside the actors.
+/// A BUY whose fill (with charges) costs more than the strategy's cash fails too: cash per
+/// (broker, strategy) starts at `fill_model.starting_cash` and follows the fills.
 ///
 /// A validated signal that arrives while its broker or strategy is HALTED is not placed: it
 /// fails (`orders.failed`, "trading is HALTED"), so signals validated before a halt do not
@@ -257,10 +259,14 @@ pub fn paper_trader_factory(
 ) -> StageFactory {
     type Holdings = HashMap<(BrokerName, StrategyId, alpha_panda_core::InstrumentToken), i64>;
     let holdings: Arc<Mutex<Holdings>> = Arc::default();
+    // Cash per (broker, strategy): starting cash, less what BUY fills cost with their fees,
+    // plus what SELL fills bring in net of fees.
+    let cash: Arc<Mutex<HashMap<(BrokerName, StrategyId), rust_decimal::Decimal>>> = Arc::default();
     Arc::new(move || {
         let settings = settings.clone();
         let counters = counters.clone();
         let holdings = holdings.clone();
+        let cash = cash.clone();
         let control = control.clone();
         FnStage::new(move |d: &Deliver| {
             let EventData::ValidatedSignal(v) = &d.envelope.data else {
@@ -364,12 +370,43 @@ pub fn paper_trader_factory(
             if !halted {
                 counters.orders.fetch_add(1, Ordering::Relaxed);
             }
+            let mut cash = cash.lock().unwrap_or_else(|p| p.into_inner());
+            let cash = cash
+                .entry((broker.clone(), s.strategy_id.clone()))
+                .or_insert(def.fill_model.starting_cash);
             for e in events {
+                // A BUY the strategy's cash cannot pay for (with its charges) fails.
+                let e = match e {
+                    PaperEvent::Filled { order_id, price, quantity, at }
+                        if s.signal_type == alpha_panda_core::Side::Buy =>
+                    {
+                        let fees = charges(s.signal_type, quantity, price, &def.fill_model.charges).total;
+                        let cost = price * rust_decimal::Decimal::from(quantity) + fees;
+                        if cost > *cash {
+                            PaperEvent::Cancelled {
+                                order_id,
+                                reason: format!(
+                                    "insufficient cash for {}: the fill costs {cost} with charges, {} is left",
+                                    s.strategy_id, *cash
+                                ),
+                                at,
+                            }
+                        } else {
+                            PaperEvent::Filled { order_id, price, quantity, at }
+                        }
+                    }
+                    other => other,
+                };
                 match e {
                     PaperEvent::Filled { price, quantity, at, .. } => {
                         *holdings.entry(held_key.clone()).or_insert(0) +=
                             s.signal_type.sign() * quantity as i64;
                         let fees = charges(s.signal_type, quantity, price, &def.fill_model.charges).total;
+                        let notional = price * rust_decimal::Decimal::from(quantity);
+                        *cash += match s.signal_type {
+                            alpha_panda_core::Side::Buy => -(notional + fees),
+                            alpha_panda_core::Side::Sell => notional - fees,
+                        };
                         let fill_price = alpha_panda_core::Price::new(price)
                             .map_err(|e| StageError::poison(e.to_string()))?;
                         counters.fills.fetch_add(1, Ordering::Relaxed);

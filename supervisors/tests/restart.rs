@@ -300,3 +300,64 @@ fn a_restart_in_the_middle_gives_the_same_fills_and_pnl_as_an_uninterrupted_run(
         );
     });
 }
+
+#[test]
+fn a_strategy_cannot_buy_more_than_its_cash_pays_for() {
+    let mut env = alpha_panda_tests::ticks::generous_limits();
+    env.push((
+        "ALPHA_PANDA__BROKERS__PAPER__FILL_MODEL__STARTING_CASH".to_owned(),
+        "\"20000\"".to_owned(),
+    ));
+    let settings = Arc::new(load(None, env).unwrap());
+    actix_rt::System::new().block_on(async move {
+        let bus = InProcessBus::new();
+        bus.create_topics(&topics_for(&settings.active_brokers));
+        let store = MemoryStore::default();
+        let a = assembly(&settings, &bus, &store);
+        let members = a.start_stages(&Arc::new(Counters::default())).unwrap();
+        feed(&a, &mut SyntheticFeed::new(&settings.synthetic), 0, 600).await;
+        settle(&a, &bus).await;
+        for m in members {
+            m.shutdown().await;
+        }
+        let paper = BrokerName::paper();
+        let failed = bus.records(&TopicName::broker(&paper, BrokerTopic::OrdersFailed));
+        let refused = failed
+            .iter()
+            .filter(|(_, _, r)| {
+                String::from_utf8_lossy(r.value.as_deref().unwrap()).contains("insufficient cash")
+            })
+            .count();
+        assert!(refused > 0, "some BUYs exceed 20 000 of cash");
+        let fills = bus.records(&TopicName::broker(&paper, BrokerTopic::OrdersFilled));
+        assert!(
+            !fills.is_empty(),
+            "the strategies still trade within their cash"
+        );
+        // Replaying the fills in order, no strategy's cash ever goes below zero.
+        let mut cash: HashMap<StrategyId, rust_decimal::Decimal> = HashMap::new();
+        let mut ordered: Vec<_> = fills
+            .iter()
+            .map(|(_, _, r)| EventEnvelope::decode(r.value.as_deref().unwrap()).unwrap())
+            .collect();
+        ordered.sort_by_key(|e| e.ts);
+        for env in ordered {
+            let EventData::OrderFilled(f) = env.data else {
+                unreachable!()
+            };
+            let c = cash
+                .entry(f.strategy_id.clone())
+                .or_insert(rust_decimal::Decimal::from(20_000));
+            let notional = f.fill_price.get() * rust_decimal::Decimal::from(f.quantity.get());
+            *c += match f.side {
+                alpha_panda_core::Side::Buy => -(notional + f.fees),
+                alpha_panda_core::Side::Sell => notional - f.fees,
+            };
+            assert!(
+                *c >= rust_decimal::Decimal::ZERO,
+                "{} overdrawn: {c}",
+                f.strategy_id
+            );
+        }
+    });
+}
