@@ -50,6 +50,24 @@ pub struct PartitionWorker {
     /// `HEALTHY_RESET` without one.
     failures: u32,
     last_failure: Option<std::time::Instant>,
+    series: Option<Series>,
+    /// Per destination topic, the `records_produced_total` series.
+    produced: std::collections::HashMap<alpha_panda_topics::TopicName, prometheus::IntCounter>,
+    last_status: std::time::Instant,
+}
+
+/// How often a busy worker refreshes its `/status` entry.
+const STATUS_EVERY: std::time::Duration = std::time::Duration::from_millis(250);
+
+/// The metric series of one partition's worker.
+#[derive(Clone)]
+struct Series {
+    topic: alpha_panda_topics::TopicName,
+    partition: i32,
+    consumed: prometheus::IntCounter,
+    partition_records: prometheus::IntCounter,
+    dedup_hits: prometheus::IntCounter,
+    handling: prometheus::Histogram,
 }
 
 /// A stage that ran this long without an infrastructure failure starts its restart backoff
@@ -88,6 +106,9 @@ impl PartitionWorker {
             restarts: 0,
             failures: 0,
             last_failure: None,
+            series: None,
+            produced: Default::default(),
+            last_status: std::time::Instant::now() - STATUS_EVERY,
         }
     }
 
@@ -202,11 +223,8 @@ impl PartitionWorker {
     /// infrastructure failures, until it is done or the partition is given up.
     pub async fn process(&mut self, record: &Record) -> Result<Processed, Abandoned> {
         let stage = self.policy.stage.clone();
-        let topic = record.topic.to_string();
-        let m = metrics();
-        m.consumed
-            .with_label_values(&[topic.as_str(), &stage])
-            .inc();
+        let series = self.series(record);
+        series.consumed.inc();
         let span = record_span(&stage, record);
         let outcome = tracing::Instrument::instrument(
             async {
@@ -220,26 +238,56 @@ impl PartitionWorker {
         )
         .await;
         if let Ok(done) = &outcome {
-            m.partition_records
-                .with_label_values(&[stage.as_str(), &topic, &record.partition.to_string()])
-                .inc();
+            series.partition_records.inc();
             match done {
-                Processed::Duplicate => m.dedup_hits.with_label_values(&[stage.as_str()]).inc(),
-                Processed::DeadLettered { class, .. } => m
+                Processed::Duplicate => series.dedup_hits.inc(),
+                Processed::DeadLettered { class, .. } => metrics()
                     .dead_lettered
-                    .with_label_values(&[topic.as_str(), &stage, class.as_str()])
+                    .with_label_values(&[record.topic.to_string().as_str(), &stage, class.as_str()])
                     .inc(),
                 Processed::Handled { .. } => {}
             }
-            self.policy
-                .control
-                .record_healthy(&self.policy.namespace, &stage);
-            self.policy.control.worker(self.status_key(record), |w| {
-                w.state = "running";
-                w.next_offset = Some(record.offset + 1);
-            });
+            // Status and degradation are for people: refresh them a few times a second,
+            // not on every record.
+            let now = std::time::Instant::now();
+            if now.duration_since(self.last_status) >= STATUS_EVERY {
+                self.last_status = now;
+                self.policy
+                    .control
+                    .record_healthy(&self.policy.namespace, &stage);
+                self.policy.control.worker(self.status_key(record), |w| {
+                    w.state = "running";
+                    w.next_offset = Some(record.offset + 1);
+                });
+            }
         }
         outcome
+    }
+
+    /// This worker's metric series for the record's partition, looked up once.
+    fn series(&mut self, record: &Record) -> Series {
+        if let Some(s) = &self.series
+            && s.topic == record.topic
+            && s.partition == record.partition
+        {
+            return s.clone();
+        }
+        let m = metrics();
+        let (stage, topic) = (self.policy.stage.as_str(), record.topic.to_string());
+        let s = Series {
+            topic: record.topic.clone(),
+            partition: record.partition,
+            consumed: m.consumed.with_label_values(&[topic.as_str(), stage]),
+            partition_records: m.partition_records.with_label_values(&[
+                stage,
+                topic.as_str(),
+                &record.partition.to_string(),
+            ]),
+            dedup_hits: m.dedup_hits.with_label_values(&[stage]),
+            handling: m.handling.with_label_values(&[stage]),
+        };
+        self.series = Some(s.clone());
+        s
     }
 
     async fn process_inner(&mut self, record: &Record) -> Result<Processed, Abandoned> {
@@ -372,6 +420,7 @@ impl PartitionWorker {
                 ));
             }
         };
+        record_ids(&envelope);
         let key = dedup_key(&self.policy.namespace, &self.policy.group, &envelope.id);
         if self.store.is_marked(&key).await.map_err(store_interrupt)? {
             tracing::debug!(stage = %self.policy.stage, event_id = %envelope.id, "duplicate skipped");
@@ -415,12 +464,18 @@ impl PartitionWorker {
             .mark(&key, self.policy.dedup_ttl, &handled.effects)
             .await
             .map_err(store_interrupt)?;
-        let m = metrics();
         crate::metrics::observe_outputs(&envelope, &handled.outputs);
         for o in &handled.outputs {
-            m.produced
-                .with_label_values(&[o.topic.to_string().as_str(), &self.policy.stage])
-                .inc();
+            match self.produced.get(&o.topic) {
+                Some(c) => c.inc(),
+                None => {
+                    let c = metrics()
+                        .produced
+                        .with_label_values(&[o.topic.to_string().as_str(), &self.policy.stage]);
+                    c.inc();
+                    self.produced.insert(o.topic.clone(), c);
+                }
+            }
         }
         Ok(Processed::Handled {
             outputs: handled.outputs.len(),
@@ -452,9 +507,8 @@ impl PartitionWorker {
                     ..StageError::infrastructure(format!("stage actor is gone: {mailbox}"))
                 }),
             };
-            metrics()
+            self.series(record)
                 .handling
-                .with_label_values(&[self.policy.stage.as_str()])
                 .observe(started.elapsed().as_secs_f64());
             let err = match result {
                 Ok(handled) => return Ok(handled),
@@ -573,17 +627,20 @@ fn record_span(stage: &str, record: &Record) -> tracing::Span {
         correlation_id = tracing::field::Empty,
         trace_id = tracing::field::Empty,
     );
-    if !span.is_disabled()
-        && let Some(Ok(ids)) = record.value.as_deref().map(EventEnvelope::decode)
-    {
-        span.record("event_id", tracing::field::display(ids.id));
+    span
+}
+
+/// Fills the ids of the current record span once the envelope is decoded.
+fn record_ids(envelope: &EventEnvelope) {
+    let span = tracing::Span::current();
+    if !span.is_disabled() {
+        span.record("event_id", tracing::field::display(envelope.id));
         span.record(
             "correlation_id",
-            tracing::field::display(ids.correlation_id),
+            tracing::field::display(envelope.correlation_id),
         );
-        span.record("trace_id", tracing::field::display(ids.trace_id));
+        span.record("trace_id", tracing::field::display(envelope.trace_id));
     }
-    span
 }
 
 fn store_interrupt(e: crate::store::StoreError) -> Interrupt {
