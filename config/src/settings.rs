@@ -31,6 +31,23 @@ pub struct Settings {
     pub strategies: Vec<StrategySettings>,
     /// Risk limits per broker (`[risk.paper]`); a broker without a section gets the defaults.
     pub risk: BTreeMap<BrokerName, RiskSettings>,
+    pub portfolio: PortfolioSettings,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PortfolioSettings {
+    /// Besides one on each fill, the daemon publishes every strategy's `pnl_snapshot` (marked
+    /// to the latest ticks) this often. 0: only on fills.
+    pub snapshot_interval_secs: u64,
+}
+
+impl Default for PortfolioSettings {
+    fn default() -> Self {
+        Self {
+            snapshot_interval_secs: 10,
+        }
+    }
 }
 
 impl Default for Settings {
@@ -51,6 +68,7 @@ impl Default for Settings {
             brokers,
             strategies: StrategySettings::defaults(),
             risk: BTreeMap::new(),
+            portfolio: PortfolioSettings::default(),
         }
     }
 }

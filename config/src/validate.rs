@@ -148,6 +148,13 @@ fn services(s: &Settings) -> Result<(), Failure> {
             "expected 1 to 1000000 (1 for Tansu 0.6)",
         );
     }
+    if s.portfolio.snapshot_interval_secs > 86_400 {
+        return fail(
+            "portfolio.snapshot_interval_secs",
+            s.portfolio.snapshot_interval_secs,
+            "expected 0 (only on fills) to 86400 seconds",
+        );
+    }
     if !(6_000..=300_000).contains(&s.kafka.session_timeout_ms) {
         return fail(
             "kafka.session_timeout_ms",

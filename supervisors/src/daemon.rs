@@ -124,6 +124,18 @@ async fn run_async(settings: Arc<Settings>) -> anyhow::Result<()> {
         ),
     };
     let stats = actix_rt::spawn(report(settings.clone(), store.clone(), counters.clone()));
+    let snapshots = (settings.portfolio.snapshot_interval_secs > 0).then(|| {
+        let (settings, store, producer) = (settings.clone(), store.clone(), producer.clone());
+        actix_rt::spawn(async move {
+            let period = Duration::from_secs(settings.portfolio.snapshot_interval_secs);
+            loop {
+                tokio::time::sleep(period).await;
+                if let Err(e) = publish_snapshots(&settings, &store, &producer).await {
+                    tracing::warn!(error = %e, "periodic PnL snapshots not published");
+                }
+            }
+        })
+    });
 
     shutdown_signal().await?;
     tracing::info!("shutdown requested; draining");
@@ -132,6 +144,9 @@ async fn run_async(settings: Arc<Settings>) -> anyhow::Result<()> {
     }
     stats.abort();
     sampler.abort();
+    if let Some(s) = snapshots {
+        s.abort();
+    }
     for m in members {
         m.shutdown().await;
     }
@@ -222,6 +237,45 @@ async fn sample(
             tracing::warn!(error = %e, "cannot reload trading states and pauses from the store");
         }
     }
+}
+
+/// Publishes every strategy's current book (as stored by the portfolio stage, marked to the
+/// latest ticks) as a `pnl_snapshot` on `{broker}.pnl.snapshots`, stamped now. Returns how
+/// many went out.
+pub async fn publish_snapshots(
+    settings: &Settings,
+    store: &Store,
+    producer: &EventProducer,
+) -> anyhow::Result<usize> {
+    let now = Timestamp::now();
+    let mut outputs = Vec::new();
+    for broker in &settings.active_brokers {
+        for st in settings
+            .strategies
+            .iter()
+            .filter(|s| s.brokers.contains(broker))
+        {
+            let Some(json) = store.get(&stages::portfolio_key(broker, &st.id)).await? else {
+                continue;
+            };
+            let mut snap: alpha_panda_core::events::PnlSnapshot = serde_json::from_str(&json)
+                .with_context(|| format!("stored portfolio of {} on {broker}", st.id))?;
+            snap.timestamp = now;
+            let key = keys::snapshot(&snap.account);
+            outputs.push(Output {
+                topic: TopicName::broker(broker, alpha_panda_topics::BrokerTopic::PnlSnapshots),
+                envelope: EventEnvelope::root(
+                    EventBroker::Broker(broker.clone()),
+                    "portfolio",
+                    key,
+                    now,
+                    EventData::PnlSnapshot(snap),
+                ),
+            });
+        }
+    }
+    producer.send_all(&outputs).await?;
+    Ok(outputs.len())
 }
 
 /// Every 5 s: ticks, signals, orders and fills per second, and PnL per strategy.

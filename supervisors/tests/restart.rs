@@ -361,3 +361,56 @@ fn a_strategy_cannot_buy_more_than_its_cash_pays_for() {
         }
     });
 }
+
+#[test]
+fn the_daemon_publishes_every_strategys_book_between_fills() {
+    let settings: Settings = load(None, alpha_panda_tests::ticks::generous_limits()).unwrap();
+    let settings = Arc::new(settings);
+    actix_rt::System::new().block_on(async move {
+        let bus = InProcessBus::new();
+        bus.create_topics(&topics_for(&settings.active_brokers));
+        let store = MemoryStore::default();
+        let a = assembly(&settings, &bus, &store);
+        let members = a.start_stages(&Arc::new(Counters::default())).unwrap();
+        feed(&a, &mut SyntheticFeed::new(&settings.synthetic), 0, 300).await;
+        settle(&a, &bus).await;
+        for m in members {
+            m.shutdown().await;
+        }
+        let paper = BrokerName::paper();
+        let topic = TopicName::broker(&paper, BrokerTopic::PnlSnapshots);
+        let on_fills = bus.records(&topic).len();
+        let books: Vec<(StrategyId, String)> = {
+            let mut v = Vec::new();
+            for st in &settings.strategies {
+                if let Some(json) = a.store.get(&portfolio_key(&paper, &st.id)).await.unwrap() {
+                    v.push((st.id.clone(), json));
+                }
+            }
+            v
+        };
+        assert!(!books.is_empty(), "some strategy traded");
+        let sent =
+            alpha_panda_supervisors::daemon::publish_snapshots(&settings, &a.store, &a.producer)
+                .await
+                .unwrap();
+        assert_eq!(sent, books.len());
+        let all = bus.records(&topic);
+        assert_eq!(
+            all.len(),
+            on_fills + books.len(),
+            "one more snapshot per strategy with a book"
+        );
+        for (_, _, r) in &all[on_fills..] {
+            let env = EventEnvelope::decode(r.value.as_deref().unwrap()).unwrap();
+            assert_eq!(env.source, "portfolio");
+            let EventData::PnlSnapshot(s) = env.data else {
+                panic!("not a pnl_snapshot")
+            };
+            let (_, stored) = books.iter().find(|(id, _)| *id == s.strategy_id).unwrap();
+            let mut stored: PnlSnapshot = serde_json::from_str(stored).unwrap();
+            stored.timestamp = s.timestamp;
+            assert_eq!(s, stored, "the stored book, stamped now");
+        }
+    });
+}
