@@ -188,18 +188,7 @@ impl Control {
         for ((b, s), state) in &trading {
             self.publish_trading(b, s, *state);
         }
-        for p in st.paused.difference(&paused) {
-            metrics()
-                .paused
-                .with_label_values(&[p.broker.as_str(), &pause_target(p)])
-                .set(0);
-        }
-        for p in &paused {
-            metrics()
-                .paused
-                .with_label_values(&[p.broker.as_str(), &pause_target(p)])
-                .set(1);
-        }
+        publish_pauses(&st.paused, &paused);
         st.trading = trading;
         st.paused = paused;
         st.disabled = disabled;
@@ -297,18 +286,7 @@ impl Control {
         let json = serde_json::to_string(&list).unwrap_or_else(|_| "[]".to_owned());
         self.store.set(&paused_key(broker), &json).await?;
         let mut st = self.lock();
-        for p in st.paused.difference(&all) {
-            metrics()
-                .paused
-                .with_label_values(&[p.broker.as_str(), &pause_target(p)])
-                .set(0);
-        }
-        for p in &all {
-            metrics()
-                .paused
-                .with_label_values(&[p.broker.as_str(), &pause_target(p)])
-                .set(1);
-        }
+        publish_pauses(&st.paused, &all);
         st.paused = all;
         Ok(changed)
     }
@@ -506,6 +484,21 @@ impl Control {
 
     pub fn lags(&self) -> BTreeMap<(String, String, i32), i64> {
         self.lock().lag.clone()
+    }
+}
+
+/// Sets the `paused` gauges: 0 for what was paused and no longer is, 1 for what is.
+fn publish_pauses(before: &BTreeSet<Pause>, now: &BTreeSet<Pause>) {
+    for (set, value) in [
+        (before.difference(now).collect::<Vec<_>>(), 0),
+        (now.iter().collect(), 1),
+    ] {
+        for p in set {
+            metrics()
+                .paused
+                .with_label_values(&[p.broker.as_str(), &pause_target(p)])
+                .set(value);
+        }
     }
 }
 

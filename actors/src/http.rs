@@ -331,35 +331,41 @@ fn checked_pause(view: &View, body: Pause) -> Result<Pause, HttpResponse> {
 
 #[post("/admin/pause")]
 async fn pause(req: HttpRequest, view: web::Data<View>, body: web::Json<Pause>) -> HttpResponse {
-    if let Err(r) = authorize(&req, &view, "pause") {
-        return r;
-    }
-    let p = match checked_pause(&view, body.into_inner()) {
-        Ok(p) => p,
-        Err(r) => return r,
-    };
-    match view.control.pause(p.clone()).await {
-        Ok(changed) => {
-            audit(&req, "pause", &json!(p));
-            HttpResponse::Ok().json(json!({ "paused": p, "changed": changed }))
-        }
-        Err(e) => unavailable(e),
-    }
+    pause_or_resume(req, view, body.into_inner(), true).await
 }
 
 #[post("/admin/resume")]
 async fn resume(req: HttpRequest, view: web::Data<View>, body: web::Json<Pause>) -> HttpResponse {
-    if let Err(r) = authorize(&req, &view, "resume") {
+    pause_or_resume(req, view, body.into_inner(), false).await
+}
+
+async fn pause_or_resume(
+    req: HttpRequest,
+    view: web::Data<View>,
+    body: Pause,
+    hold: bool,
+) -> HttpResponse {
+    let (action, done) = if hold {
+        ("pause", "paused")
+    } else {
+        ("resume", "resumed")
+    };
+    if let Err(r) = authorize(&req, &view, action) {
         return r;
     }
-    let p = match checked_pause(&view, body.into_inner()) {
+    let p = match checked_pause(&view, body) {
         Ok(p) => p,
         Err(r) => return r,
     };
-    match view.control.resume(p.clone()).await {
+    let result = if hold {
+        view.control.pause(p.clone()).await
+    } else {
+        view.control.resume(p.clone()).await
+    };
+    match result {
         Ok(changed) => {
-            audit(&req, "resume", &json!(p));
-            HttpResponse::Ok().json(json!({ "resumed": p, "changed": changed }))
+            audit(&req, action, &json!(p));
+            HttpResponse::Ok().json(json!({ done: p, "changed": changed }))
         }
         Err(e) => unavailable(e),
     }

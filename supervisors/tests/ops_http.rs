@@ -20,8 +20,10 @@ use alpha_panda_config::{Settings, load};
 use alpha_panda_core::events::ValidatedSignal;
 use alpha_panda_core::{BrokerName, EventBroker, EventData, EventEnvelope};
 use alpha_panda_supervisors::pipeline::{Assembly, Transport};
-use alpha_panda_tests::ops::{free_port, fresh_redis_db, get_json, http, read_envelopes};
-use alpha_panda_tests::{PrivateKafka, eventually, signals, ticks};
+use alpha_panda_tests::ops::{
+    Daemon, daemon_command, free_port, fresh_redis_db, get_json, http, read_envelopes,
+};
+use alpha_panda_tests::{PrivateKafka, eventually, signals};
 use alpha_panda_topics::{BrokerTopic, TopicName, topics_for};
 
 const TOKEN: &str = "ops-http-test-token";
@@ -202,15 +204,6 @@ fn admin_routes_need_the_token_and_a_paused_trader_holds_its_signals_until_resum
     });
 }
 
-struct Daemon(std::process::Child);
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 /// The metric families docs/operations.md promises.
 const FAMILIES: &[&str] = &[
     "alpha_panda_records_consumed_total",
@@ -240,17 +233,8 @@ fn the_daemons_metrics_pass_promtool_and_have_every_family() {
     let redis = fresh_redis_db(14);
     let port = free_port();
     let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_alpha-panda"));
-    for (k, _) in std::env::vars() {
-        if k.starts_with("ALPHA_PANDA__") || k == "ACTIVE_BROKERS" {
-            cmd.env_remove(k);
-        }
-    }
-    for (k, v) in ticks::generous_limits() {
-        cmd.env(k, v);
-    }
     let _daemon = Daemon(
-        cmd.arg("run")
+        daemon_command(env!("CARGO_BIN_EXE_alpha-panda"))
             .env("ALPHA_PANDA__KAFKA__BOOTSTRAP_SERVERS", &kafka.servers)
             .env("ALPHA_PANDA__KAFKA__MAX_BATCH_RECORDS", "1")
             .env("ALPHA_PANDA__REDIS__URL", &redis)

@@ -3,57 +3,22 @@
 //! final positions and PnL equal those of an uninterrupted run of the same ticks.
 
 use std::collections::BTreeSet;
-use std::process::{Child, Command, Stdio};
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use alpha_panda_actors::delivery::{EventProducer, Output};
 use alpha_panda_config::{Settings, load};
 use alpha_panda_core::events::PnlSnapshot;
 use alpha_panda_core::{EventData, EventEnvelope};
-use alpha_panda_tests::{PrivateKafka, redis_url, ticks};
+use alpha_panda_tests::ops::{Daemon, daemon_command, free_port, fresh_redis_db};
+use alpha_panda_tests::{PrivateKafka, ticks};
 use alpha_panda_topics::TopicName;
 use rdkafka::Message;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use uuid::Uuid;
 
-struct Daemon(Child);
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .unwrap()
-}
-
-/// A Redis URL on database `db`, emptied: the daemon's keys (`paper:…`) are not namespaced
-/// by test, so each run gets a database of its own.
-fn fresh_redis(db: u8) -> String {
-    let url = format!("{}/{db}", redis_url().trim_end_matches('/'));
-    let client = redis::Client::open(url.as_str()).unwrap();
-    let mut conn = client.get_connection().unwrap();
-    let _: () = redis::cmd("FLUSHDB").query(&mut conn).unwrap();
-    url
-}
-
 fn start(kafka: &PrivateKafka, redis: &str, prefix: &str) -> Daemon {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_alpha-panda"));
-    for (k, _) in std::env::vars() {
-        if k.starts_with("ALPHA_PANDA__") || k == "ACTIVE_BROKERS" {
-            cmd.env_remove(k);
-        }
-    }
-    for (k, v) in ticks::generous_limits() {
-        cmd.env(k, v);
-    }
-    let child = cmd
-        .arg("run")
+    let child = daemon_command(env!("CARGO_BIN_EXE_alpha-panda"))
         .env("ALPHA_PANDA__KAFKA__BOOTSTRAP_SERVERS", &kafka.servers)
         .env("ALPHA_PANDA__KAFKA__MAX_BATCH_RECORDS", "1")
         // Killed on purpose: fail over quickly.
@@ -103,7 +68,7 @@ fn run(
     expect: Option<usize>,
 ) -> (BTreeSet<Uuid>, Vec<String>) {
     let kafka = PrivateKafka::start();
-    let redis = fresh_redis(db);
+    let redis = fresh_redis_db(db);
     let prefix = format!("restart-{db}-{}", std::process::id());
     let mut daemon = start(&kafka, &redis, &prefix);
     // The daemon creates the topics at start; wait for them.

@@ -255,3 +255,29 @@ pub fn read_envelopes(
     }
     out
 }
+
+/// A daemon child process, killed when dropped.
+pub struct Daemon(pub Child);
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// `alpha-panda run` at `bin` with no settings inherited from the caller's shell, and the
+/// limits that span partitions lifted (`ticks::generous_limits`).
+pub fn daemon_command(bin: &str) -> Command {
+    let mut cmd = Command::new(bin);
+    for (k, _) in std::env::vars() {
+        if k.starts_with("ALPHA_PANDA__") || k == "ACTIVE_BROKERS" {
+            cmd.env_remove(k);
+        }
+    }
+    for (k, v) in crate::ticks::generous_limits() {
+        cmd.env(k, v);
+    }
+    cmd.arg("run");
+    cmd
+}

@@ -44,6 +44,14 @@ fn feed_slowly(
     })
 }
 
+/// Logs to the test's output, filtered by RUST_LOG (off by default).
+fn log_to_test() {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(std::env::var("RUST_LOG").unwrap_or_else(|_| "off".into()))
+        .with_test_writer()
+        .try_init();
+}
+
 async fn counter(url: &str, key: &str) -> i64 {
     let client = redis::Client::open(url).unwrap();
     let mut conn = client.get_multiplexed_async_connection().await.unwrap();
@@ -68,10 +76,7 @@ async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> 
 #[test]
 fn a_redis_outage_restarts_the_stage_with_backoff_shows_in_readiness_and_loses_nothing() {
     const N: usize = 300;
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(std::env::var("RUST_LOG").unwrap_or_else(|_| "off".into()))
-        .with_test_writer()
-        .try_init();
+    log_to_test();
     let ns = Namespace::new();
     let servers = kafka_servers();
     let input = TopicName::broker(&ns.broker, BrokerTopic::SignalsRaw);
@@ -205,10 +210,7 @@ fn a_redis_outage_restarts_the_stage_with_backoff_shows_in_readiness_and_loses_n
 #[test]
 fn a_stalled_kafka_broker_recovers_with_nothing_lost_or_doubled() {
     const N: usize = 600;
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(std::env::var("RUST_LOG").unwrap_or_else(|_| "off".into()))
-        .with_test_writer()
-        .try_init();
+    log_to_test();
     let kafka = PrivateKafka::start();
     let servers = kafka.servers.clone();
     let ns = Namespace::new();

@@ -194,16 +194,7 @@ impl PartitionWorker {
             let Some(Ok(envelope)) = record.value.as_deref().map(EventEnvelope::decode) else {
                 continue;
             };
-            let _ = self
-                .stage
-                .send(Deliver {
-                    envelope,
-                    topic: record.topic.clone(),
-                    partition: record.partition,
-                    offset: record.offset,
-                    replay: true,
-                })
-                .await;
+            self.replay(record, envelope).await;
         }
         if !records.is_empty() {
             tracing::info!(
@@ -213,6 +204,21 @@ impl PartitionWorker {
                 "stage state rebuilt from its input"
             );
         }
+    }
+
+    /// Hands a record already processed before to the stage, only to rebuild its state:
+    /// what it returns is discarded.
+    async fn replay(&self, record: &Record, envelope: EventEnvelope) {
+        let _ = self
+            .stage
+            .send(Deliver {
+                envelope,
+                topic: record.topic.clone(),
+                partition: record.partition,
+                offset: record.offset,
+                replay: true,
+            })
+            .await;
     }
 
     fn stopping(&self) -> bool {
@@ -431,18 +437,9 @@ impl PartitionWorker {
             if self.policy.warm_up
                 && self.policy.handed_from(&record.topic, record.partition) <= record.offset
             {
-                let _ = self
-                    .stage
-                    .send(Deliver {
-                        envelope,
-                        topic: record.topic.clone(),
-                        partition: record.partition,
-                        offset: record.offset,
-                        replay: true,
-                    })
-                    .await;
                 self.policy
                     .handed_up_to(&record.topic, record.partition, record.offset + 1);
+                self.replay(record, envelope).await;
             }
             return Ok(Processed::Duplicate);
         }

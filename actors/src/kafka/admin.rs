@@ -51,6 +51,15 @@ pub fn ping(
     client_id: &str,
     timeout: std::time::Duration,
 ) -> Result<(), KafkaFailure> {
+    metadata(servers, client_id, timeout).map(|_| ())
+}
+
+/// The cluster's metadata for every topic.
+fn metadata(
+    servers: &str,
+    client_id: &str,
+    timeout: std::time::Duration,
+) -> Result<rdkafka::metadata::Metadata, KafkaFailure> {
     let consumer: BaseConsumer = client_config(servers, client_id)
         .create()
         .map_err(|source| KafkaFailure::Client {
@@ -59,7 +68,6 @@ pub fn ping(
         })?;
     consumer
         .fetch_metadata(None, timeout)
-        .map(|_| ())
         .map_err(|source| KafkaFailure::Request {
             servers: servers.to_owned(),
             what: "a metadata request",
@@ -69,19 +77,7 @@ pub fn ping(
 
 /// The partition count of every topic on the cluster.
 pub fn describe(servers: &str, client_id: &str) -> Result<BTreeMap<String, i32>, KafkaFailure> {
-    let consumer: BaseConsumer = client_config(servers, client_id)
-        .create()
-        .map_err(|source| KafkaFailure::Client {
-            servers: servers.to_owned(),
-            source,
-        })?;
-    let metadata = consumer
-        .fetch_metadata(None, REQUEST_TIMEOUT)
-        .map_err(|source| KafkaFailure::Request {
-            servers: servers.to_owned(),
-            what: "a metadata request",
-            source,
-        })?;
+    let metadata = metadata(servers, client_id, REQUEST_TIMEOUT)?;
     Ok(metadata
         .topics()
         .iter()
