@@ -36,6 +36,11 @@ fn main() {
         policy.commit_interval = Duration::from_millis(200);
         // The test kills this process: let the group fail over quickly.
         policy.session_timeout = Duration::from_secs(10);
+        // Static membership, as docs/configuration.md recommends on Tansu: the restarted
+        // child takes the killed one's place at once. Under dynamic membership Tansu 0.6 can
+        // keep a killed leader in the group for ever, and the restarted child never gets a
+        // partition (seen in CI: stuck after the fourth kill).
+        policy.instance_id = Some(format!("{}-child", policy.group));
         let handle = start(ConsumerSpec {
             servers: servers.clone(),
             client_id: "stage-child".into(),
