@@ -101,7 +101,9 @@ impl Shared {
         true
     }
 
-    fn start_worker(&self, key: PartitionKey) {
+    /// Starts the worker of an assigned partition; a warm-up stage first rebuilds from the
+    /// records before `committed` (the group's committed offset), when known.
+    fn start_worker(&self, key: PartitionKey, committed: Option<i64>) {
         let Some(topic) = self.topics.get(&key.0).cloned() else {
             tracing::error!(topic = %key.0, "assigned a topic this bridge did not subscribe to");
             return;
@@ -136,28 +138,38 @@ impl Shared {
                 let mut worker =
                     PartitionWorker::new(policy, producer, store, factory, stop.clone());
                 worker.assigned(&topic, partition);
+                // Rebuild the stage from everything before `until`, what it has not seen.
+                let warm_up = async |worker: &mut PartitionWorker, until: i64| {
+                    let from = worker.warm_up_from(&topic, partition);
+                    if until <= from {
+                        return;
+                    }
+                    let (servers, source) = (servers.clone(), topic.clone());
+                    let before = tokio::task::spawn_blocking(move || {
+                        read_partition(&servers, &source, partition, from, until)
+                    })
+                    .await;
+                    match before {
+                        Ok(Ok(records)) => worker.warm_up(&records).await,
+                        Ok(Err(e)) => tracing::error!(%topic, partition, error = %e, "cannot read the partition to rebuild the stage; carrying on without its history"),
+                        Err(e) => tracing::error!(error = %e, "warm-up task failed"),
+                    }
+                };
+                if worker.warms_up()
+                    && let Some(until) = committed
+                {
+                    warm_up(&mut worker, until).await;
+                }
                 let mut warmed = !worker.warms_up();
                 while let Some(record) = rx.recv().await {
                     if stop.load(Ordering::Acquire) {
                         break;
                     }
-                    // The first record comes from the committed offset: rebuild the stage
-                    // from everything before it.
+                    // The first record comes from the committed offset: whatever is before
+                    // it and was not rebuilt at assignment is rebuilt now.
                     if !warmed {
                         warmed = true;
-                        let from = worker.warm_up_from(&topic, partition);
-                        if record.offset > from {
-                            let (servers, source, until) = (servers.clone(), topic.clone(), record.offset);
-                            let before = tokio::task::spawn_blocking(move || {
-                                read_partition(&servers, &source, partition, from, until)
-                            })
-                            .await;
-                            match before {
-                                Ok(Ok(records)) => worker.warm_up(&records).await,
-                                Ok(Err(e)) => tracing::error!(%topic, partition, error = %e, "cannot read the partition to rebuild the stage; carrying on without its history"),
-                                Err(e) => tracing::error!(error = %e, "warm-up task failed"),
-                            }
-                        }
+                        warm_up(&mut worker, record.offset).await;
                     }
                     busy.store(true, Ordering::Release);
                     let outcome = worker.process(&record).await;
@@ -263,9 +275,30 @@ impl ConsumerContext for BridgeContext {
 
     fn post_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         if let Rebalance::Assign(tpl) = rebalance {
+            // A stage that rebuilds its state does so as soon as it takes a partition, not
+            // when the partition's next record comes: state such as a resting order must be
+            // back even if its partition stays quiet.
+            let committed = if self.shared.policy.warm_up {
+                match consumer.committed_offsets((*tpl).clone(), Duration::from_secs(10)) {
+                    Ok(c) => Some(c),
+                    Err(e) => {
+                        tracing::warn!(stage = %self.shared.policy.stage, error = %e, "cannot read the committed offsets; the stage rebuilds when records arrive");
+                        None
+                    }
+                }
+            } else {
+                None
+            };
             for e in tpl.elements() {
+                let until = committed
+                    .as_ref()
+                    .and_then(|c| c.find_partition(e.topic(), e.partition()))
+                    .and_then(|c| match c.offset() {
+                        Offset::Offset(o) => Some(o),
+                        _ => None,
+                    });
                 self.shared
-                    .start_worker((e.topic().to_owned(), e.partition()));
+                    .start_worker((e.topic().to_owned(), e.partition()), until);
             }
             let p = &self.shared.policy;
             if p.control.stage_paused(&p.namespace, &p.stage)
