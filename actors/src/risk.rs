@@ -12,6 +12,7 @@ use alpha_panda_config::RiskSettings;
 use alpha_panda_core::events::TradingSignal;
 use alpha_panda_core::{Decimal, InstrumentToken, StrategyId, Timestamp};
 use chrono::{Datelike, FixedOffset, NaiveDate, NaiveTime, Weekday};
+use uuid::Uuid;
 
 /// IST: UTC+05:30.
 fn ist() -> FixedOffset {
@@ -88,6 +89,12 @@ pub struct RiskBook {
     recent: VecDeque<Timestamp>,
     /// Realized + unrealized PnL of the current trading day, as reported by the portfolio.
     day_pnl: HashMap<NaiveDate, Decimal>,
+    /// Validated orders not yet filled or failed, by the validated signal's event id (the
+    /// causation id of the order's events): their strategy, instrument and signed quantity.
+    open: HashMap<Uuid, (StrategyId, InstrumentToken, i64)>,
+    /// Outcomes that came before their order's validation (records of different partitions
+    /// are replayed in any order): `true` if the order failed.
+    settled_early: HashMap<Uuid, bool>,
 }
 
 /// The verdict on a signal: every rule and whether it passed, and the reasons of failures.
@@ -269,13 +276,19 @@ impl RiskBook {
         v
     }
 
-    /// Records a validated order: its position is reserved, it counts for today and for the
-    /// rate window.
-    pub fn reserve(&mut self, signal: &TradingSignal) {
-        *self
-            .positions
-            .entry((signal.strategy_id.clone(), signal.instrument_token))
-            .or_insert(0) += signal.signal_type.sign() * signal.quantity.get() as i64;
+    /// Records a validated order (`order`: the validated signal's event id): its position is
+    /// reserved until it fails, it counts for today and for the rate window.
+    pub fn reserve(&mut self, signal: &TradingSignal, order: Uuid) {
+        let key = (signal.strategy_id.clone(), signal.instrument_token);
+        let signed = signal.signal_type.sign() * signal.quantity.get() as i64;
+        match self.settled_early.remove(&order) {
+            Some(true) => {}
+            Some(false) => *self.positions.entry(key).or_insert(0) += signed,
+            None => {
+                *self.positions.entry(key.clone()).or_insert(0) += signed;
+                self.open.insert(order, (key.0, key.1, signed));
+            }
+        }
         *self
             .orders_per_day
             .entry((signal.strategy_id.clone(), trading_day(signal.timestamp)))
@@ -284,6 +297,24 @@ impl RiskBook {
         let horizon = signal.timestamp.0 - chrono::Duration::seconds(1);
         while self.recent.front().is_some_and(|r| r.0 <= horizon) {
             self.recent.pop_front();
+        }
+    }
+
+    /// The broker filled a validated order: its reservation is now a position (no change).
+    pub fn on_filled(&mut self, order: Uuid) {
+        if self.open.remove(&order).is_none() {
+            self.settled_early.insert(order, false);
+        }
+    }
+
+    /// The broker failed a validated order (refused, cancelled, expired): its reservation is
+    /// released.
+    pub fn on_failed(&mut self, order: Uuid) {
+        match self.open.remove(&order) {
+            Some((s, t, signed)) => *self.positions.entry((s, t)).or_insert(0) -= signed,
+            None => {
+                self.settled_early.insert(order, true);
+            }
         }
     }
 }
@@ -310,7 +341,7 @@ mod tests {
                 .evaluate_in(&buy, &limits, TradingState::Reducing)
                 .checks["trading_state"]
         );
-        book.reserve(&buy);
+        book.reserve(&buy, Uuid::from_u128(1));
         let sell = sig(Side::Sell, 10, 100, "2024-01-15T04:00:01Z");
         assert!(
             book.evaluate_in(&sell, &limits, TradingState::Reducing)
@@ -404,21 +435,51 @@ mod tests {
         let mut book = RiskBook::default();
         let first = sig(Side::Buy, 10, 100, "2024-01-15T04:00:00.000Z");
         assert!(book.evaluate(&first, &l).passed());
-        book.reserve(&first);
+        book.reserve(&first, Uuid::from_u128(2));
         // Not yet filled, but reserved: 10 + 10 > 15.
         let v = book.evaluate(&sig(Side::Buy, 10, 100, "2024-01-15T04:00:00.100Z"), &l);
         assert!(!v.checks["max_position_per_instrument"]);
         let small = sig(Side::Buy, 1, 100, "2024-01-15T04:00:00.200Z");
-        book.reserve(&small);
+        book.reserve(&small, Uuid::from_u128(3));
         let v = book.evaluate(&sig(Side::Sell, 1, 100, "2024-01-15T04:00:00.300Z"), &l);
         assert!(!v.checks["max_orders_per_second"], "2 in the last second");
         let later = sig(Side::Sell, 1, 100, "2024-01-15T04:00:01.250Z");
         assert!(book.evaluate(&later, &l).checks["max_orders_per_second"]);
-        book.reserve(&later);
+        book.reserve(&later, Uuid::from_u128(4));
         let v = book.evaluate(&sig(Side::Sell, 1, 100, OPEN), &l);
         assert!(!v.checks["max_orders_per_day"], "3 already today");
         let tomorrow = sig(Side::Sell, 1, 100, "2024-01-16T04:00:00Z");
         assert!(book.evaluate(&tomorrow, &l).checks["max_orders_per_day"]);
+    }
+
+    #[test]
+    fn a_failed_order_gives_its_reservation_back_and_a_filled_one_keeps_it() {
+        let mut l = limits();
+        l.max_position_per_instrument = 15;
+        let next = || sig(Side::Buy, 10, 100, "2024-01-15T04:00:01Z");
+        let (filled, failed) = (Uuid::from_u128(7), Uuid::from_u128(8));
+        let mut book = RiskBook::default();
+        book.reserve(&sig(Side::Buy, 10, 100, OPEN), failed);
+        assert!(!book.evaluate(&next(), &l).checks["max_position_per_instrument"]);
+        book.on_failed(failed);
+        assert!(
+            book.evaluate(&next(), &l).passed(),
+            "the failed order holds nothing"
+        );
+        book.reserve(&sig(Side::Buy, 10, 100, OPEN), filled);
+        book.on_filled(filled);
+        assert!(
+            !book.evaluate(&next(), &l).checks["max_position_per_instrument"],
+            "a fill is a position"
+        );
+        // Replayed in another order (outcomes before their validation): the same book.
+        let mut replayed = RiskBook::default();
+        replayed.on_failed(failed);
+        replayed.on_filled(filled);
+        replayed.reserve(&sig(Side::Buy, 10, 100, OPEN), failed);
+        replayed.reserve(&sig(Side::Buy, 10, 100, OPEN), filled);
+        assert_eq!(replayed.positions, book.positions);
+        assert!(replayed.open.is_empty() && replayed.settled_early.is_empty());
     }
 
     #[test]
@@ -433,8 +494,8 @@ mod tests {
         assert!(!book.evaluate(&sig(Side::Buy, 11, 100, OPEN), &l).checks["max_order_notional"]);
         assert!(!book.evaluate(&sig(Side::Buy, 1, 106, OPEN), &l).checks["price_band"]);
         assert!(book.evaluate(&sig(Side::Buy, 1, 104, OPEN), &l).checks["price_band"]);
-        for _ in 0..5 {
-            book.reserve(&sig(Side::Buy, 10, 100, OPEN));
+        for i in 0..5 {
+            book.reserve(&sig(Side::Buy, 10, 100, OPEN), Uuid::from_u128(50 + i));
         }
         assert!(!book.evaluate(&sig(Side::Buy, 1, 100, OPEN), &l).checks["max_gross_exposure"]);
         assert!(

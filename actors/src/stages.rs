@@ -8,18 +8,15 @@ use std::sync::{Arc, Mutex};
 
 use actix::Actor;
 use alpha_panda_config::{BrokerKind, Settings};
-use alpha_panda_core::events::{
-    OrderAck, OrderFilled, OrderPlaced, PnlSnapshot, RejectedSignal, ValidatedSignal,
-};
-use alpha_panda_core::{BrokerName, EventBroker, EventData, ExecutionMode, OrderId, StrategyId};
+use alpha_panda_core::events::{PnlSnapshot, RejectedSignal, ValidatedSignal};
+use alpha_panda_core::{BrokerName, EventBroker, EventData, StrategyId};
 use alpha_panda_topics::{BrokerTopic, TopicName, keys};
 
 use crate::control::Control;
 use crate::delivery::stage::FnStage;
 use crate::delivery::worker::StageFactory;
 use crate::delivery::{Deliver, Handled, Output, StageError};
-use crate::paper::charges::charges;
-use crate::paper::fills::{PaperBook, PaperEvent, PaperOrder};
+use crate::paper::trader::PaperTrader;
 use crate::portfolio::Book;
 use crate::risk::{Limits, RiskBook};
 use crate::store::Effect;
@@ -153,6 +150,7 @@ pub fn strategy_factory(
             Ok(Handled {
                 outputs,
                 effects: Vec::new(),
+                ..Handled::default()
             })
         })
         .start()
@@ -162,6 +160,11 @@ pub fn strategy_factory(
 
 /// Risk: `{broker}.signals.raw` → `signals.validated` or `signals.rejected`.
 /// One risk book per broker, shared by the broker's partition actors.
+///
+/// It also reads the broker's `orders.filled` and `orders.failed`: a validated order's
+/// position is reserved when it is validated and stays counted once it fills; an order that
+/// fails (refused, cancelled, expired) gives its reservation back. So a position is the
+/// broker's own fills plus its orders still open.
 ///
 /// The broker's and the strategy's trading states are a rule too (`trading_state`): HALTED
 /// refuses every signal, REDUCING all that do not reduce a position. Records replayed to
@@ -179,8 +182,28 @@ pub fn risk_factory(
         let books = books.clone();
         let control = control.clone();
         FnStage::new(move |d: &Deliver| {
-            let EventData::TradingSignal(signal) = &d.envelope.data else {
-                return Err(wrong_type(d));
+            let signal = match &d.envelope.data {
+                EventData::TradingSignal(signal) => signal,
+                EventData::OrderFilled(_) | EventData::OrderFailed(_) => {
+                    // The order's events are children of its validated signal.
+                    let Some(order) = d.envelope.causation_id else {
+                        return Err(StageError::poison(format!(
+                            "{} on {} has no causation id: which order it settles is unknown",
+                            d.envelope.event_type(),
+                            d.topic
+                        )));
+                    };
+                    let broker = broker_of(d)?;
+                    let mut books = books.lock().unwrap_or_else(|p| p.into_inner());
+                    let book = books.entry(broker).or_default();
+                    if matches!(d.envelope.data, EventData::OrderFilled(_)) {
+                        book.on_filled(order);
+                    } else {
+                        book.on_failed(order);
+                    }
+                    return Ok(Handled::default());
+                }
+                _ => return Err(wrong_type(d)),
             };
             let broker = broker_of(d)?;
             let limits = Limits::for_strategy(&settings.risk_for(&broker), &signal.strategy_id);
@@ -195,7 +218,6 @@ pub fn risk_factory(
             let verdict = book.evaluate_in(signal, &limits, state);
             let eb = EventBroker::Broker(broker.clone());
             let output = if verdict.passed() {
-                book.reserve(signal);
                 let data = EventData::ValidatedSignal(ValidatedSignal {
                     original_signal: signal.clone(),
                     validated_quantity: signal.quantity,
@@ -211,6 +233,7 @@ pub fn risk_factory(
                     signal.timestamp,
                     data,
                 );
+                book.reserve(signal, env.id);
                 out(&broker, BrokerTopic::SignalsValidated, env)
             } else {
                 counters.rejections.fetch_add(1, Ordering::Relaxed);
@@ -233,6 +256,7 @@ pub fn risk_factory(
             Ok(Handled {
                 outputs: vec![output],
                 effects: Vec::new(),
+                ..Handled::default()
             })
         })
         .start()
@@ -240,224 +264,92 @@ pub fn risk_factory(
     })
 }
 
-/// The paper trader: `{broker}.signals.validated` → `orders.submitted`, `orders.ack` and
-/// `orders.filled` (or `orders.failed`). Orders are placed against the signal's reference
-/// price (the tick that caused it), so results do not depend on when ticks arrive.
+/// The paper trader of one broker: `{broker}.signals.validated` and `market.ticks` →
+/// `orders.submitted`, `orders.ack` and `orders.filled` (or `orders.failed`). The logic is
+/// `PaperTrader` (actors/src/paper/trader.rs): MARKET orders fill against the signal's
+/// price; LIMIT, SL and SL-M orders rest and fill against later ticks in event time; IOC
+/// cancels what does not fill at once; DAY orders expire at the close. One trader per
+/// broker, shared by the broker's partition actors.
 ///
-/// Without `fill_model.allow_short`, a SELL larger than the strategy's filled holding fails
-/// (`orders.failed`): holdings are kept per (broker, strategy, instrument) outside the actors.
-/// A BUY whose fill (with charges) costs more than the strategy's cash fails too: cash per
-/// (broker, strategy) starts at `fill_model.starting_cash` and follows the fills.
+/// Without `fill_model.allow_short`, a SELL larger than the strategy's holding fails
+/// (`orders.failed`). A BUY whose estimated cost (with charges) exceeds the strategy's cash
+/// fails too: cash per (broker, strategy) starts at `fill_model.starting_cash`, resting
+/// BUYs block their estimated cost, fills charge their real cost.
 ///
 /// A validated signal that arrives while its broker or strategy is HALTED is not placed: it
 /// fails (`orders.failed`, "trading is HALTED"), so signals validated before a halt do not
-/// reach the market after it. (Replayed records, which only rebuild holdings, are exempt.)
+/// reach the market after it. (Replayed records, which only rebuild the state, are exempt.)
 pub fn paper_trader_factory(
     settings: Arc<Settings>,
+    broker: BrokerName,
     counters: Arc<Counters>,
     control: Arc<Control>,
-) -> StageFactory {
-    type Holdings = HashMap<(BrokerName, StrategyId, alpha_panda_core::InstrumentToken), i64>;
-    let holdings: Arc<Mutex<Holdings>> = Arc::default();
-    // Cash per (broker, strategy): starting cash, less what BUY fills cost with their fees,
-    // plus what SELL fills bring in net of fees.
-    let cash: Arc<Mutex<HashMap<(BrokerName, StrategyId), rust_decimal::Decimal>>> = Arc::default();
-    Arc::new(move || {
-        let settings = settings.clone();
+) -> Result<StageFactory, String> {
+    let def = settings
+        .brokers
+        .get(&broker)
+        .filter(|b| b.kind == BrokerKind::Paper)
+        .ok_or_else(|| format!("{broker} is not a paper broker"))?;
+    let instruments = settings
+        .strategies
+        .iter()
+        .filter(|s| s.brokers.contains(&broker))
+        .flat_map(|s| s.instruments.iter().copied());
+    let trader = Arc::new(Mutex::new(PaperTrader::new(
+        broker.clone(),
+        def.account.clone(),
+        def.fill_model.clone(),
+        instruments,
+    )));
+    Ok(Arc::new(move || {
+        let trader = trader.clone();
         let counters = counters.clone();
-        let holdings = holdings.clone();
-        let cash = cash.clone();
         let control = control.clone();
+        let broker = broker.clone();
         FnStage::new(move |d: &Deliver| {
-            let EventData::ValidatedSignal(v) = &d.envelope.data else {
-                return Err(wrong_type(d));
-            };
-            let broker = broker_of(d)?;
-            let Some(def) = settings.brokers.get(&broker).filter(|b| b.kind == BrokerKind::Paper)
-            else {
-                return Err(StageError::poison(format!("{broker} is not a paper broker")));
-            };
-            let s = &v.original_signal;
-            let eb = EventBroker::Broker(broker.clone());
-            let key = keys::order(&def.account, &s.strategy_id);
-            // The order id is derived from the validated signal's id: stable across replays.
-            let order_id = OrderId::new(format!("paper-{}", d.envelope.id.simple()))
-                .map_err(|e| StageError::poison(e.to_string()))?;
-            let at = v.timestamp;
-            let placed = OrderPlaced {
-                order_id: order_id.clone(),
-                instrument_token: s.instrument_token,
-                side: s.signal_type,
-                quantity: v.validated_quantity,
-                price: v.validated_price,
-                order_type: s.order_type,
-                product: s.product,
-                validity: s.validity,
-                trigger_price: s.trigger_price,
-                strategy_id: s.strategy_id.clone(),
-                account: def.account.clone(),
-                execution_mode: ExecutionMode::Paper,
-                broker: broker.clone(),
-                timestamp: at,
-            };
-            let held_key = (broker.clone(), s.strategy_id.clone(), s.instrument_token);
-            let mut holdings = holdings.lock().unwrap_or_else(|p| p.into_inner());
-            let held = holdings.get(&held_key).copied().unwrap_or(0);
-            let qty = v.validated_quantity.get() as i64;
-            let short = s.signal_type == alpha_panda_core::Side::Sell && qty > held;
-            let mut book = PaperBook::new(def.fill_model.slippage_bps);
-            let halted = !d.replay
-                && control.trading_state(broker.as_str(), Some(s.strategy_id.as_str()))
-                    == alpha_panda_core::TradingState::Halted;
-            let events = if halted {
-                vec![PaperEvent::Cancelled {
-                    order_id: order_id.clone(),
-                    reason: format!("trading is HALTED on {broker} for {}: not placed", s.strategy_id),
-                    at,
-                }]
-            } else if short && !def.fill_model.allow_short {
-                vec![PaperEvent::Cancelled {
-                    order_id: order_id.clone(),
-                    reason: format!(
-                        "short selling is not allowed: selling {qty} with {held} held (fill_model.allow_short = false)"
-                    ),
-                    at,
-                }]
-            } else {
-                book.place(
-                PaperOrder {
-                    order_id: order_id.clone(),
-                    instrument_token: s.instrument_token,
-                    side: s.signal_type,
-                    quantity: v.validated_quantity.get(),
-                    order_type: s.order_type,
-                    price: v.validated_price.get(),
-                    trigger_price: s.trigger_price.map(|p| p.get()),
-                    validity: s.validity,
-                    placed_at: at,
-                },
-                v.validated_price.get(),
-                at,
-                )
-            };
-            let child = |i: u32, topic: BrokerTopic, data: EventData| {
-                out(&broker, topic, d.envelope.child(eb.clone(), "trader", i, key.clone(), at, data))
-            };
-            // A halted order is not placed: only its failure goes out.
-            let mut outputs = if halted {
-                Vec::new()
-            } else {
-                vec![
-                child(0, BrokerTopic::OrdersSubmitted, EventData::OrderPlaced(placed.clone())),
-                child(
-                    1,
-                    BrokerTopic::OrdersAck,
-                    EventData::OrderAck(OrderAck {
-                        order_id: order_id.clone(),
-                        broker_order_id: order_id.to_string(),
-                        instrument_token: s.instrument_token,
-                        side: s.signal_type,
-                        quantity: v.validated_quantity,
-                        strategy_id: s.strategy_id.clone(),
-                        account: def.account.clone(),
-                        execution_mode: ExecutionMode::Paper,
-                        broker: broker.clone(),
-                        timestamp: at,
-                    }),
-                ),
-                ]
-            };
-            if !halted {
-                counters.orders.fetch_add(1, Ordering::Relaxed);
-            }
-            let mut cash = cash.lock().unwrap_or_else(|p| p.into_inner());
-            let cash = cash
-                .entry((broker.clone(), s.strategy_id.clone()))
-                .or_insert(def.fill_model.starting_cash);
-            for e in events {
-                // A BUY the strategy's cash cannot pay for (with its charges) fails.
-                let e = match e {
-                    PaperEvent::Filled { order_id, price, quantity, at }
-                        if s.signal_type == alpha_panda_core::Side::Buy =>
-                    {
-                        let fees = charges(s.signal_type, quantity, price, &def.fill_model.charges).total;
-                        let cost = price * rust_decimal::Decimal::from(quantity) + fees;
-                        if cost > *cash {
-                            PaperEvent::Cancelled {
-                                order_id,
-                                reason: format!(
-                                    "insufficient cash for {}: the fill costs {cost} with charges, {} is left",
-                                    s.strategy_id, *cash
-                                ),
-                                at,
-                            }
-                        } else {
-                            PaperEvent::Filled { order_id, price, quantity, at }
-                        }
+            let emissions = match &d.envelope.data {
+                EventData::ValidatedSignal(v) => {
+                    if broker_of(d)? != broker {
+                        return Err(StageError::poison(format!("{} is not {broker}'s", d.topic)));
                     }
-                    other => other,
+                    let halted = !d.replay
+                        && control.trading_state(
+                            broker.as_str(),
+                            Some(v.original_signal.strategy_id.as_str()),
+                        ) == alpha_panda_core::TradingState::Halted;
+                    trader
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .on_validated(&d.envelope, !d.replay, halted)
+                }
+                EventData::MarketTick(_) => trader
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .on_tick(&d.envelope, !d.replay),
+                _ => return Err(wrong_type(d)),
+            };
+            let mut handled = Handled::default();
+            for e in emissions {
+                if d.replay && !e.live {
+                    continue;
+                }
+                match e.envelope.data {
+                    EventData::OrderPlaced(_) => counters.orders.fetch_add(1, Ordering::Relaxed),
+                    EventData::OrderFilled(_) => counters.fills.fetch_add(1, Ordering::Relaxed),
+                    _ => 0,
                 };
-                match e {
-                    PaperEvent::Filled { price, quantity, at, .. } => {
-                        *holdings.entry(held_key.clone()).or_insert(0) +=
-                            s.signal_type.sign() * quantity as i64;
-                        let fees = charges(s.signal_type, quantity, price, &def.fill_model.charges).total;
-                        let notional = price * rust_decimal::Decimal::from(quantity);
-                        *cash += match s.signal_type {
-                            alpha_panda_core::Side::Buy => -(notional + fees),
-                            alpha_panda_core::Side::Sell => notional - fees,
-                        };
-                        let fill_price = alpha_panda_core::Price::new(price)
-                            .map_err(|e| StageError::poison(e.to_string()))?;
-                        counters.fills.fetch_add(1, Ordering::Relaxed);
-                        outputs.push(child(
-                            2,
-                            BrokerTopic::OrdersFilled,
-                            EventData::OrderFilled(OrderFilled {
-                                order_id: order_id.clone(),
-                                instrument_token: s.instrument_token,
-                                side: s.signal_type,
-                                quantity: v.validated_quantity,
-                                fill_price,
-                                fees,
-                                strategy_id: s.strategy_id.clone(),
-                                account: def.account.clone(),
-                                execution_mode: ExecutionMode::Paper,
-                                broker: broker.clone(),
-                                timestamp: at,
-                                trade_id: Some(format!("{order_id}-1")),
-                            }),
-                        ));
-                    }
-                    PaperEvent::Cancelled { reason, at, .. } => {
-                        outputs.push(child(
-                            2,
-                            BrokerTopic::OrdersFailed,
-                            EventData::OrderFailed(alpha_panda_core::events::OrderFailed {
-                                order_id: order_id.clone(),
-                                instrument_token: s.instrument_token,
-                                side: s.signal_type,
-                                quantity: v.validated_quantity,
-                                price: v.validated_price,
-                                strategy_id: s.strategy_id.clone(),
-                                account: def.account.clone(),
-                                execution_mode: ExecutionMode::Paper,
-                                broker: broker.clone(),
-                                timestamp: at,
-                                error_message: reason,
-                            }),
-                        ));
-                    }
+                let output = out(&broker, e.topic, e.envelope);
+                if d.replay {
+                    handled.owed.push(output);
+                } else {
+                    handled.outputs.push(output);
                 }
             }
-            Ok(Handled {
-                outputs,
-                effects: Vec::new(),
-            })
+            Ok(handled)
         })
         .start()
         .recipient()
-    })
+    }))
 }
 
 /// The store key of a strategy's portfolio: `{broker}:portfolio:{strategy}`.
@@ -605,6 +497,7 @@ impl actix::Handler<Deliver> for PortfolioStage {
                         Ok(Handled {
                             outputs: Vec::new(),
                             effects,
+                            ..Handled::default()
                         })
                     }
                     EventData::OrderFilled(f) => {
@@ -684,6 +577,7 @@ impl actix::Handler<Deliver> for PortfolioStage {
                                 key: portfolio_key(&broker, &f.strategy_id),
                                 value: json,
                             }],
+                            ..Handled::default()
                         })
                     }
                     _ => Err(wrong_type(&d)),

@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
-use alpha_panda_core::{AccountId, BrokerName, Decimal, InstrumentToken, StrategyId};
+use alpha_panda_core::{AccountId, BrokerName, Decimal, InstrumentToken, OrderType, StrategyId};
 use serde::{Deserialize, Serialize};
 
 use crate::de;
@@ -415,6 +415,18 @@ pub struct StrategySettings {
     pub brokers: Vec<BrokerName>,
     #[serde(default = "default_true")]
     pub enabled: bool,
+    /// How the strategy's signals are placed: `MARKET` (default) fills against the tick
+    /// that caused the signal; `LIMIT` is priced `limit_offset_bps` better than that tick
+    /// (below it for a BUY, above it for a SELL) and rests until a later tick reaches it.
+    #[serde(default = "default_order_type")]
+    pub order_type: OrderType,
+    /// LIMIT orders: how far from the tick, in basis points (0 ≤ x < 10000).
+    #[serde(default)]
+    pub limit_offset_bps: Decimal,
+}
+
+fn default_order_type() -> OrderType {
+    OrderType::Market
 }
 
 fn default_strategy_brokers() -> Vec<BrokerName> {
@@ -435,6 +447,8 @@ impl StrategySettings {
             params: toml::Table::new(),
             brokers: default_strategy_brokers(),
             enabled: true,
+            order_type: OrderType::Market,
+            limit_offset_bps: Decimal::ZERO,
         };
         vec![
             s("momentum_1", StrategyKind::Momentum, &[738561, 408065]),

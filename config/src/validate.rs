@@ -291,6 +291,23 @@ fn strategies(s: &Settings) -> Result<(), Failure> {
                 "a strategy needs at least one broker, e.g. [\"paper\"]",
             );
         }
+        if !matches!(
+            st.order_type,
+            alpha_panda_core::OrderType::Market | alpha_panda_core::OrderType::Limit
+        ) {
+            return fail(
+                format!("strategies[{i}].order_type"),
+                st.order_type,
+                "a strategy places MARKET or LIMIT orders (stop orders need a trigger no strategy sets)",
+            );
+        }
+        if st.limit_offset_bps < Decimal::ZERO || st.limit_offset_bps >= Decimal::from(10_000) {
+            return fail(
+                format!("strategies[{i}].limit_offset_bps"),
+                st.limit_offset_bps,
+                "must be at least 0 and below 10000 basis points",
+            );
+        }
         if let Err((key, problem)) = st.typed_params() {
             let key = if key.is_empty() {
                 format!("strategies[{i}].params")

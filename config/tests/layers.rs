@@ -253,6 +253,18 @@ fn semantic_errors_point_at_the_offending_key() {
     );
     let (key, ..) = invalid(load(Some(&f.0), env(&[])).unwrap_err());
     assert_eq!(key, "strategies[0].brokers");
+    let f = file(
+        "[[strategies]]\nid = \"a\"\nkind = \"rsi\"\ninstruments = [1]\norder_type = \"SL-M\"\n",
+    );
+    let (key, value, problem, _) = invalid(load(Some(&f.0), env(&[])).unwrap_err());
+    assert_eq!(key, "strategies[0].order_type");
+    assert_eq!(value.as_deref(), Some("SL-M"));
+    assert!(problem.contains("MARKET or LIMIT"), "{problem}");
+    let f = file(
+        "[[strategies]]\nid = \"a\"\nkind = \"rsi\"\ninstruments = [1]\norder_type = \"LIMIT\"\nlimit_offset_bps = \"-1\"\n",
+    );
+    let (key, ..) = invalid(load(Some(&f.0), env(&[])).unwrap_err());
+    assert_eq!(key, "strategies[0].limit_offset_bps");
 }
 
 #[test]

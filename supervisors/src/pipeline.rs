@@ -159,15 +159,21 @@ impl Assembly {
     pub fn consumed(&self) -> Vec<(String, TopicName)> {
         let mut v = vec![(self.group("market", "strategy"), TopicName::market_ticks())];
         for b in &self.settings.active_brokers {
-            v.push((
-                self.group(b.as_str(), "risk"),
-                TopicName::broker(b, BrokerTopic::SignalsRaw),
-            ));
+            let risk = self.group(b.as_str(), "risk");
+            for t in [
+                BrokerTopic::SignalsRaw,
+                BrokerTopic::OrdersFilled,
+                BrokerTopic::OrdersFailed,
+            ] {
+                v.push((risk.clone(), TopicName::broker(b, t)));
+            }
             if self.settings.brokers.get(b).map(|d| d.kind) == Some(BrokerKind::Paper) {
+                let trader = self.group(b.as_str(), "trader");
                 v.push((
-                    self.group(b.as_str(), "trader"),
+                    trader.clone(),
                     TopicName::broker(b, BrokerTopic::SignalsValidated),
                 ));
+                v.push((trader, TopicName::market_ticks()));
             }
             let portfolio = self.group(b.as_str(), "portfolio");
             v.push((
@@ -209,7 +215,11 @@ impl Assembly {
         for broker in &self.settings.active_brokers {
             let b = broker.as_str();
             members.push(self.consume(
-                vec![TopicName::broker(broker, BrokerTopic::SignalsRaw)],
+                vec![
+                    TopicName::broker(broker, BrokerTopic::SignalsRaw),
+                    TopicName::broker(broker, BrokerTopic::OrdersFilled),
+                    TopicName::broker(broker, BrokerTopic::OrdersFailed),
+                ],
                 b,
                 "risk",
                 replace(broker, "risk").unwrap_or_else(|| {
@@ -221,18 +231,26 @@ impl Assembly {
                 }),
             )?);
             match self.settings.brokers.get(broker).map(|d| d.kind) {
-                Some(BrokerKind::Paper) => members.push(self.consume(
-                    vec![TopicName::broker(broker, BrokerTopic::SignalsValidated)],
-                    b,
-                    "trader",
-                    replace(broker, "trader").unwrap_or_else(|| {
-                        stages::paper_trader_factory(
-                            self.settings.clone(),
-                            counters.clone(),
-                            self.control.clone(),
-                        )
-                    }),
-                )?),
+                Some(BrokerKind::Paper) => members.push(
+                    self.consume(
+                        vec![
+                            TopicName::broker(broker, BrokerTopic::SignalsValidated),
+                            TopicName::market_ticks(),
+                        ],
+                        b,
+                        "trader",
+                        match replace(broker, "trader") {
+                            Some(f) => f,
+                            None => stages::paper_trader_factory(
+                                self.settings.clone(),
+                                broker.clone(),
+                                counters.clone(),
+                                self.control.clone(),
+                            )
+                            .map_err(anyhow::Error::msg)?,
+                        },
+                    )?,
+                ),
                 _ => tracing::warn!(
                     broker = b,
                     "no live Zerodha trader yet: validated signals wait in {b}.signals.validated"

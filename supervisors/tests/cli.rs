@@ -258,7 +258,18 @@ fn topics_without_kafka_configured_say_what_to_set() {
 /// - INFY (408065) rises 13 % but no strategy trades it → no fills.
 ///
 /// Realized (100.90 − 102.10) × 10 = −12.00, net of fees −12.10; flat at the end, so total
-/// PnL −12.10; one closing fill, at a loss → win rate 0.
+/// PnL −12.10; one closing fill, at a loss → win rate 0. The last tick (102) is −1.0 % on
+/// tick 103: nothing.
+///
+/// `mom_limit` decides the same but places LIMIT orders 40 bps better than the tick:
+/// - tick 102 → BUY LIMIT 102 × 0.996 = 101.592 → 101.59. It rests: 104, 105, 103 are above
+///   it; tick 101 (04:00:06) reaches it → filled at its limit 101.59; stamp duty 0.01 % of
+///   1 015.90 = 0.10159 → fees 0.10.
+/// - tick 101 → SELL LIMIT 101 × 1.004 = 101.404 → 101.40, placed at 04:00:06 after that
+///   tick's fill, so 10 are held and it is no short sale. 101 is below it: it rests until
+///   tick 102 (04:00:07) → filled at 101.40, fees 0.
+///
+/// Realized (101.40 − 101.59) × 10 = −1.90, net of fees −2.00.
 #[test]
 fn backtest_of_the_golden_tick_file_gives_the_hand_computed_fills() {
     let dir = std::env::temp_dir().join(format!("ap-golden-{}", std::process::id()));
@@ -276,7 +287,7 @@ fn backtest_of_the_golden_tick_file_gives_the_hand_computed_fills() {
         .lines()
         .map(|l| serde_json::from_str(l).unwrap())
         .collect();
-    let got: Vec<(String, String, String, u64, String)> = fills
+    let got: Vec<(String, String, String, u64, String, String)> = fills
         .iter()
         .map(|f| {
             (
@@ -285,9 +296,12 @@ fn backtest_of_the_golden_tick_file_gives_the_hand_computed_fills() {
                 f["fees"].as_str().unwrap().to_owned(),
                 f["instrument_token"].as_u64().unwrap(),
                 f["timestamp"].as_str().unwrap().to_owned(),
+                f["strategy_id"].as_str().unwrap().to_owned(),
             )
         })
         .collect();
+    let mut got = got;
+    got.sort_by(|a, b| (&a.5, &a.4).cmp(&(&b.5, &b.4)));
     assert_eq!(
         got,
         vec![
@@ -296,14 +310,32 @@ fn backtest_of_the_golden_tick_file_gives_the_hand_computed_fills() {
                 "102.10".into(),
                 "0.10".into(),
                 738561,
-                "2024-01-15T04:00:02Z".into()
+                "2024-01-15T04:00:02Z".into(),
+                "mom".into()
             ),
             (
                 "SELL".into(),
                 "100.90".into(),
                 "0.00".into(),
                 738561,
-                "2024-01-15T04:00:06Z".into()
+                "2024-01-15T04:00:06Z".into(),
+                "mom".into()
+            ),
+            (
+                "BUY".into(),
+                "101.59".into(),
+                "0.10".into(),
+                738561,
+                "2024-01-15T04:00:06Z".into(),
+                "mom_limit".into()
+            ),
+            (
+                "SELL".into(),
+                "101.40".into(),
+                "0.00".into(),
+                738561,
+                "2024-01-15T04:00:07Z".into(),
+                "mom_limit".into()
             ),
         ]
     );
@@ -316,6 +348,11 @@ fn backtest_of_the_golden_tick_file_gives_the_hand_computed_fills() {
     assert_eq!(s["realized_pnl"], "-12.10");
     assert_eq!(s["fees"], "0.10");
     assert_eq!(s["win_rate"], "0");
+    let s = &summary[1];
+    assert_eq!(s["strategy_id"], "mom_limit");
+    assert_eq!(s["trades"], 2);
+    assert_eq!(s["total_pnl"], "-2.00");
+    assert_eq!(s["fees"], "0.10");
     let _ = std::fs::remove_dir_all(&dir);
 }
 
@@ -387,7 +424,7 @@ fn the_daemon_over_kafka_gives_the_golden_fills_too() {
     reader.subscribe(&["paper.orders.filled"]).unwrap();
     let mut fills = Vec::new();
     let deadline = Instant::now() + Duration::from_secs(90);
-    while fills.len() < 2 && Instant::now() < deadline {
+    while fills.len() < 4 && Instant::now() < deadline {
         if let Some(Ok(m)) = reader.poll(Duration::from_millis(200)) {
             let env = alpha_panda_core::EventEnvelope::decode(m.payload().unwrap()).unwrap();
             if let alpha_panda_core::EventData::OrderFilled(f) = env.data {
@@ -395,22 +432,41 @@ fn the_daemon_over_kafka_gives_the_golden_fills_too() {
             }
         }
     }
-    fills.sort_by_key(|f| f.timestamp);
-    let got: Vec<(String, String, String)> = fills
+    fills.sort_by_key(|f| (f.strategy_id.to_string(), f.timestamp));
+    let got: Vec<(String, String, String, String, String)> = fills
         .iter()
         .map(|f| {
             (
+                f.strategy_id.to_string(),
                 f.side.to_string(),
                 f.fill_price.to_string(),
                 f.fees.to_string(),
+                f.timestamp.to_string(),
             )
         })
         .collect();
+    let fill = |s: &str, side: &str, price: &str, fees: &str, at: &str| {
+        (
+            s.to_owned(),
+            side.to_owned(),
+            price.to_owned(),
+            fees.to_owned(),
+            at.to_owned(),
+        )
+    };
     assert_eq!(
         got,
         vec![
-            ("BUY".into(), "102.10".into(), "0.10".into()),
-            ("SELL".into(), "100.90".into(), "0.00".into()),
+            fill("mom", "BUY", "102.10", "0.10", "2024-01-15T04:00:02Z"),
+            fill("mom", "SELL", "100.90", "0.00", "2024-01-15T04:00:06Z"),
+            fill("mom_limit", "BUY", "101.59", "0.10", "2024-01-15T04:00:06Z"),
+            fill(
+                "mom_limit",
+                "SELL",
+                "101.40",
+                "0.00",
+                "2024-01-15T04:00:07Z"
+            ),
         ],
         "the same fills as the backtest"
     );

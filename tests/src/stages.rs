@@ -47,6 +47,7 @@ pub fn validate(d: &Deliver, counter_key: &str) -> Result<Handled, StageError> {
             key: counter_key.to_owned(),
             by: 1,
         }],
+        ..Handled::default()
     })
 }
 

@@ -34,6 +34,11 @@ pub struct Output {
 pub struct Handled {
     pub outputs: Vec<Output>,
     pub effects: Vec<Effect>,
+    /// Only for a replayed record: events it must still publish because a record handled
+    /// live in this run took part in them and could not publish them itself (the paper
+    /// trader's resting order replayed after the live tick that fills it). Their ids are
+    /// deterministic, so a copy already published is a duplicate downstream.
+    pub owed: Vec<Output>,
 }
 
 /// A stage's failure, with its class.

@@ -207,9 +207,11 @@ impl PartitionWorker {
     }
 
     /// Hands a record already processed before to the stage, only to rebuild its state:
-    /// what it returns is discarded.
+    /// its outputs and effects are discarded (they were published and applied before), but
+    /// what it owes to records handled live in this run (`Handled::owed`) is published,
+    /// retried until the broker takes it or the partition stops.
     async fn replay(&self, record: &Record, envelope: EventEnvelope) {
-        let _ = self
+        let reply = self
             .stage
             .send(Deliver {
                 envelope,
@@ -219,6 +221,28 @@ impl PartitionWorker {
                 replay: true,
             })
             .await;
+        let Ok(Ok(handled)) = reply else {
+            return;
+        };
+        if handled.owed.is_empty() {
+            return;
+        }
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            match self.producer.send_all(&handled.owed).await {
+                Ok(()) => break,
+                Err(e) if !self.stopping() => {
+                    let delay = self.policy.transient.delay(attempt.min(8), jitter_unit());
+                    tracing::warn!(stage = %self.policy.stage, error = %e, attempt, "publishing what a replayed record owes failed; retrying");
+                    tokio::time::sleep(delay).await;
+                }
+                Err(e) => {
+                    tracing::error!(stage = %self.policy.stage, error = %e, "stopping with events a replayed record owes unpublished");
+                    break;
+                }
+            }
+        }
     }
 
     fn stopping(&self) -> bool {

@@ -145,7 +145,8 @@ impl PaperBook {
     }
 
     /// A tick of `token` at `price`: expires DAY orders past their close, triggers stops and
-    /// fills what the price reaches.
+    /// fills what the price reaches. Only orders placed before `at` take part: a tick at the
+    /// placement time is the order's reference, not a later price.
     pub fn on_tick(
         &mut self,
         token: InstrumentToken,
@@ -160,6 +161,9 @@ impl PaperBook {
         let mut events = Vec::new();
         orders.retain_mut(|r| {
             let o = &r.order;
+            if o.placed_at >= at {
+                return true;
+            }
             if at > close_of(o.placed_at) {
                 events.push(PaperEvent::Cancelled {
                     order_id: o.order_id.clone(),
@@ -196,6 +200,13 @@ impl PaperBook {
             }
         });
         events
+    }
+
+    /// Takes over `other`'s resting orders, after this book's own.
+    pub fn absorb(&mut self, other: PaperBook) {
+        for (token, orders) in other.resting {
+            self.resting.entry(token).or_default().extend(orders);
+        }
     }
 
     pub fn resting(&self) -> usize {

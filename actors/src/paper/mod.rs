@@ -1,4 +1,5 @@
-//! The paper broker: charges and the fill model. Pure.
+//! The paper broker: charges, the fill model and the trader's state. Pure.
 
 pub mod charges;
 pub mod fills;
+pub mod trader;

@@ -62,6 +62,9 @@ struct Entry {
     params: StrategyParams,
     instruments: Vec<InstrumentToken>,
     strategy: Box<dyn Strategy>,
+    /// `order_type` and `limit_offset_bps` of the strategy's settings.
+    order_type: OrderType,
+    limit_offset_bps: rust_decimal::Decimal,
 }
 
 /// Ticks kept per instrument to rebuild a strategy that panicked: more than any built-in
@@ -135,6 +138,8 @@ impl StrategySet {
                 strategy: builder(&st.id, &params),
                 params,
                 instruments: st.instruments.clone(),
+                order_type: st.order_type,
+                limit_offset_bps: st.limit_offset_bps,
             });
         }
         Ok(Self {
@@ -218,16 +223,28 @@ impl StrategySet {
             let Some(d) = decision else {
                 continue;
             };
+            // A LIMIT order is priced the configured offset better than the tick.
+            let price = match entry.order_type {
+                OrderType::Limit => {
+                    let f = entry.limit_offset_bps / rust_decimal::Decimal::from(10_000);
+                    let limit = match d.side {
+                        Side::Buy => d.price.get() * (rust_decimal::Decimal::ONE - f),
+                        Side::Sell => d.price.get() * (rust_decimal::Decimal::ONE + f),
+                    };
+                    Price::new(limit.round_dp(2)).unwrap_or(d.price)
+                }
+                _ => d.price,
+            };
             let signal = TradingSignal {
                 strategy_id: entry.id.clone(),
                 instrument_token: tick.instrument_token,
                 signal_type: d.side,
                 quantity: d.quantity,
-                price: d.price,
+                price,
                 timestamp: tick.timestamp,
                 confidence: d.confidence,
                 metadata: d.metadata,
-                order_type: OrderType::Market,
+                order_type: entry.order_type,
                 product: Product::Mis,
                 validity: Validity::Day,
                 trigger_price: None,
