@@ -8,3 +8,9 @@ cargo build --release -p alpha-panda-tests --bin bench-bridge
 for transport in kafka memory; do
   target/release/bench-bridge "$transport" "${BENCH_RECORDS:-20000}"
 done
+# The backtest on a 1 000 000-tick file (docs/performance.md, "Backtest").
+ticks="${BENCH_TICKS_FILE:-target/bench-ticks-1m.csv}"
+[ -f "$ticks" ] || python3 scripts/make_ticks.py "${BENCH_TICKS:-1000000}" "$ticks"
+cargo build --release -p alpha-panda-supervisors
+out="$(mktemp -d)"
+/usr/bin/time -f "backtest wall %e s, peak RSS %M KB" target/release/alpha-panda backtest --ticks "$ticks" --out "$out" | tail -n 20

@@ -294,11 +294,11 @@ impl PaperTrader {
 
     /// The instrument's price at `at`: its last buffered tick at or before then.
     fn price_at(&self, token: InstrumentToken, at: Timestamp) -> Option<Decimal> {
-        self.ticks
-            .get(&token)?
-            .iter()
-            .rev()
-            .find(|t| t.at <= at)
+        let ticks = self.ticks.get(&token)?;
+        let after = ticks.partition_point(|t| t.at <= at);
+        after
+            .checked_sub(1)
+            .and_then(|i| ticks.get(i))
             .map(|t| t.price)
     }
 
@@ -506,10 +506,9 @@ impl PaperTrader {
                 out.push(self.failed(&order, reason, at, live));
                 return out;
             }
-            for t in self.ticks.get(&s.instrument_token).into_iter().flatten() {
-                if t.at <= at {
-                    continue;
-                }
+            let ticks = self.ticks.get(&s.instrument_token);
+            let first = ticks.map_or(0, |t| t.partition_point(|t| t.at <= at));
+            for t in ticks.into_iter().flat_map(|t| t.range(first..)) {
                 events = solo.on_tick(s.instrument_token, t.price, t.at);
                 if !events.is_empty() {
                     settle_live = live || t.live;
