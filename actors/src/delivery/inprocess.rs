@@ -417,6 +417,12 @@ pub fn start(spec: InProcessConsumerSpec) -> InProcessConsumerHandle {
                         continue;
                     };
                     tracing::info!(stage = %policy.stage, topic = %p.0, partition = p.1, from, "partition assigned");
+                    // Counted before the partition's task starts, so no live record of
+                    // another partition slips in ahead of this warm-up.
+                    let counted = policy.warm_up && from > policy.handed_from(&topic, p.1);
+                    if counted {
+                        policy.warming.fetch_add(1, Ordering::AcqRel);
+                    }
                     let r = Running {
                         stop: Arc::new(AtomicBool::new(false)),
                         ended: Arc::new(Notify::new()),
@@ -427,6 +433,7 @@ pub fn start(spec: InProcessConsumerSpec) -> InProcessConsumerHandle {
                         p.clone(),
                         topic,
                         from,
+                        counted,
                         PartitionWorker::new(
                             policy.clone(),
                             producer.clone(),
@@ -459,6 +466,7 @@ async fn partition_loop(
     p: Partition,
     topic: TopicName,
     mut next: i64,
+    counted: bool,
     mut worker: PartitionWorker,
     policy: Arc<DeliveryPolicy>,
     stop: Arc<AtomicBool>,
@@ -466,6 +474,8 @@ async fn partition_loop(
     done: Arc<AtomicBool>,
 ) {
     worker.assigned(&topic, p.1);
+    // Counted at assignment; taken off when this warm-up is done.
+    let warmed = counted.then(|| Uncount(policy.warming.clone()));
     let from = worker.warm_up_from(&topic, p.1);
     if worker.warms_up() && next > from {
         let before: Vec<Record> = (from..next)
@@ -482,6 +492,7 @@ async fn partition_loop(
             .collect();
         worker.warm_up(&before).await;
     }
+    drop(warmed);
     while !stop.load(Ordering::Acquire) {
         let changed = bus.inner.changed.notified();
         let Some(stored) = bus.record_at(&p, next) else {
@@ -508,4 +519,13 @@ async fn partition_loop(
     worker.released(&topic, p.1);
     done.store(true, Ordering::Release);
     ended.notify_waiters();
+}
+
+/// Takes a partition off the member's count of warm-ups when dropped.
+pub(crate) struct Uncount(pub(crate) Arc<std::sync::atomic::AtomicUsize>);
+
+impl Drop for Uncount {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
 }

@@ -103,7 +103,9 @@ impl Shared {
 
     /// Starts the worker of an assigned partition; a warm-up stage first rebuilds from the
     /// records before `committed` (the group's committed offset), when known.
-    fn start_worker(&self, key: PartitionKey, committed: Option<i64>) {
+    /// `counted`: the warm-up was added to the member's count of warm-ups, and is taken
+    /// off when it is done.
+    fn start_worker(&self, key: PartitionKey, committed: Option<i64>, counted: bool) {
         let Some(topic) = self.topics.get(&key.0).cloned() else {
             tracing::error!(topic = %key.0, "assigned a topic this bridge did not subscribe to");
             return;
@@ -118,6 +120,7 @@ impl Shared {
             busy: busy.clone(),
             ended: ended.clone(),
         };
+        let warming = self.policy.warming.clone();
         let (policy, producer, store, factory) = (
             self.policy.clone(),
             self.producer.clone(),
@@ -155,10 +158,13 @@ impl Shared {
                         Err(e) => tracing::error!(error = %e, "warm-up task failed"),
                     }
                 };
-                if worker.warms_up()
-                    && let Some(until) = committed
                 {
-                    warm_up(&mut worker, until).await;
+                    let _done = counted.then(|| super::inprocess::Uncount(warming.clone()));
+                    if worker.warms_up()
+                        && let Some(until) = committed
+                    {
+                        warm_up(&mut worker, until).await;
+                    }
                 }
                 let mut warmed = !worker.warms_up();
                 while let Some(record) = rx.recv().await {
@@ -297,8 +303,20 @@ impl ConsumerContext for BridgeContext {
                         Offset::Offset(o) => Some(o),
                         _ => None,
                     });
+                // Counted before the partition's task starts, so no live record of another
+                // partition slips in ahead of this warm-up.
+                let counted = until.is_some_and(|u| {
+                    let p = &self.shared.policy;
+                    self.shared
+                        .topics
+                        .get(e.topic())
+                        .is_some_and(|t| u > p.handed_from(t, e.partition()))
+                });
+                if counted {
+                    self.shared.policy.warming.fetch_add(1, Ordering::AcqRel);
+                }
                 self.shared
-                    .start_worker((e.topic().to_owned(), e.partition()), until);
+                    .start_worker((e.topic().to_owned(), e.partition()), until, counted);
             }
             let p = &self.shared.policy;
             if p.control.stage_paused(&p.namespace, &p.stage)

@@ -76,6 +76,10 @@ pub struct DeliveryPolicy {
     /// records. Stage state is kept per process, so a partition that comes back to the same
     /// member only warms up with what its stage has not seen.
     pub handed: Arc<Mutex<HashMap<(String, i32), i64>>>,
+    /// Partitions of this member still being rebuilt. No record is handled live while one
+    /// is: a live record must find the state its replayed predecessors build (a live tick
+    /// must find the resting order it fills), so nothing it should emit is left to a replay.
+    pub warming: Arc<std::sync::atomic::AtomicUsize>,
     /// Pauses, trading states and supervision shared with the daemon's HTTP server.
     pub control: Arc<Control>,
 }
@@ -119,6 +123,7 @@ impl DeliveryPolicy {
             instance_id: None,
             warm_up: false,
             handed: Arc::default(),
+            warming: Arc::default(),
             control: Arc::new(Control::detached()),
         }
     }

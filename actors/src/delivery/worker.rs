@@ -252,6 +252,10 @@ impl PartitionWorker {
     /// Processes one record to the end, restarting the stage actor with backoff after
     /// infrastructure failures, until it is done or the partition is given up.
     pub async fn process(&mut self, record: &Record) -> Result<Processed, Abandoned> {
+        // Live records wait while a partition of this member is being rebuilt.
+        while self.policy.warming.load(Ordering::Acquire) > 0 && !self.stopping() {
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
         let stage = self.policy.stage.clone();
         let series = self.series(record);
         series.consumed.inc();
