@@ -478,7 +478,13 @@ async fn partition_loop(
     let warmed = counted.then(|| Uncount(policy.warming.clone()));
     let from = worker.warm_up_from(&topic, p.1);
     if worker.warms_up() && next > from {
-        let before: Vec<Record> = (from..next)
+        // What a member that stopped before committing handled can follow `next`: read on
+        // while records are there (the worker stops at the first one not marked).
+        let past = (next..next + 10_000)
+            .take_while(|o| bus.record_at(&p, *o).is_some())
+            .last()
+            .map_or(next, |o| o + 1);
+        let before: Vec<Record> = (from..past)
             .filter_map(|o| {
                 bus.record_at(&p, o).map(|r| Record {
                     topic: topic.clone(),
@@ -490,7 +496,7 @@ async fn partition_loop(
                 })
             })
             .collect();
-        worker.warm_up(&before).await;
+        worker.warm_up_past(&before, next).await;
     }
     drop(warmed);
     while !stop.load(Ordering::Acquire) {

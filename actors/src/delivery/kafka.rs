@@ -161,9 +161,19 @@ impl Shared {
                 {
                     let _done = counted.then(|| super::inprocess::Uncount(warming.clone()));
                     if worker.warms_up()
-                        && let Some(until) = committed
+                        && let Some(committed) = committed
                     {
-                        warm_up(&mut worker, until).await;
+                        let from = worker.warm_up_from(&topic, partition);
+                        let (servers, source) = (servers.clone(), topic.clone());
+                        let read = tokio::task::spawn_blocking(move || {
+                            read_past_commit(&servers, &source, partition, from, committed)
+                        })
+                        .await;
+                        match read {
+                            Ok(Ok(records)) => worker.warm_up_past(&records, committed).await,
+                            Ok(Err(e)) => tracing::error!(%topic, partition, error = %e, "cannot read the partition to rebuild the stage; carrying on without its history"),
+                            Err(e) => tracing::error!(error = %e, "warm-up task failed"),
+                        }
                     }
                 }
                 let mut warmed = !worker.warms_up();
@@ -521,6 +531,31 @@ fn read_partition(
         }
     }
     Ok(out)
+}
+
+/// Records a member may have handled without committing them: at most this many past the
+/// committed offset are read at assignment to look for them (a commit interval's worth).
+const PAST_COMMIT: i64 = 10_000;
+
+/// The records of a partition from `from` to `committed`, and up to [`PAST_COMMIT`] after
+/// it (as many as there are).
+fn read_past_commit(
+    servers: &str,
+    topic: &TopicName,
+    partition: i32,
+    from: i64,
+    committed: i64,
+) -> KafkaResult<Vec<Record>> {
+    let probe: BaseConsumer = crate::kafka::client_config(servers, "alpha-panda-warm-up")
+        .set("group.id", "alpha-panda-warm-up")
+        .create()?;
+    let (_, high) =
+        probe.fetch_watermarks(&topic.to_string(), partition, Duration::from_secs(10))?;
+    let until = high.min(committed + PAST_COMMIT).max(committed);
+    if until <= from {
+        return Ok(Vec::new());
+    }
+    read_partition(servers, topic, partition, from, until)
 }
 
 fn to_record(msg: &rdkafka::message::BorrowedMessage<'_>, topic: TopicName) -> Record {

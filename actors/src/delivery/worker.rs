@@ -206,6 +206,28 @@ impl PartitionWorker {
         }
     }
 
+    /// Warm-up of a partition taken over at offset `committed`, from records read past it:
+    /// the records before `committed`, then those after it that a member which died before
+    /// committing them had already handled and marked, up to the first one not marked. So
+    /// duplicates are rebuilt with the rest, before any live record of the member, and not
+    /// later in the live phase.
+    pub async fn warm_up_past(&mut self, records: &[Record], committed: i64) {
+        let split = records.partition_point(|r| r.offset < committed);
+        self.warm_up(&records[..split]).await;
+        for record in &records[split..] {
+            let Some(Ok(envelope)) = record.value.as_deref().map(EventEnvelope::decode) else {
+                break;
+            };
+            let key = dedup_key(&self.policy.namespace, &self.policy.group, &envelope.id);
+            if !matches!(self.store.is_marked(&key).await, Ok(true)) {
+                break;
+            }
+            self.policy
+                .handed_up_to(&record.topic, record.partition, record.offset + 1);
+            self.replay(record, envelope).await;
+        }
+    }
+
     /// Hands a record already processed before to the stage, only to rebuild its state:
     /// its outputs and effects are discarded (they were published and applied before), but
     /// what it owes to records handled live in this run (`Handled::owed`) is published,
