@@ -315,13 +315,7 @@ impl ConsumerContext for BridgeContext {
                     });
                 // Counted before the partition's task starts, so no live record of another
                 // partition slips in ahead of this warm-up.
-                let counted = until.is_some_and(|u| {
-                    let p = &self.shared.policy;
-                    self.shared
-                        .topics
-                        .get(e.topic())
-                        .is_some_and(|t| u > p.handed_from(t, e.partition()))
-                });
+                let counted = until.is_some() && self.shared.topics.contains_key(e.topic());
                 if counted {
                     self.shared.policy.warming.fetch_add(1, Ordering::AcqRel);
                 }

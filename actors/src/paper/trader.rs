@@ -777,11 +777,8 @@ mod tests {
     fn a_limit_buy_rests_until_a_later_tick_reaches_it() {
         let mut t = trader("1000000");
         assert!(t.on_tick(&tick(A, 0, "100"), true).is_empty());
-        let placed = t.on_validated(
-            &order(Side::Buy, OrderType::Limit, "99", 0).envelope(),
-            true,
-            false,
-        );
+        let buy = order(Side::Buy, OrderType::Limit, "99", 0).envelope();
+        let placed = t.on_validated(&buy, true, false);
         assert_eq!(
             said(&placed),
             vec![s("order_placed", "", 0), s("order_ack", "", 0)]
@@ -796,13 +793,12 @@ mod tests {
         assert_eq!(said(&filled), vec![s("order_filled", "99", 3)]);
         assert_eq!(t.resting(), 0);
         assert_eq!(t.holding(&StrategyId::new("s1").unwrap(), A), 10);
-        // The fill's id is the order's deterministic child, whatever record carried it.
-        let env = order(Side::Buy, OrderType::Limit, "99", 0).envelope();
+        // The fill is the order's deterministic child, whatever record carried it.
+        assert_eq!(filled[0].envelope.causation_id, Some(buy.id));
         assert_eq!(
-            filled[0].envelope.causation_id,
-            Some(placed[0].envelope.causation_id.unwrap())
+            filled[0].envelope.id,
+            alpha_panda_core::ids::child_id(buy.id, "trader", 2)
         );
-        let _ = env;
     }
 
     #[test]
