@@ -64,6 +64,21 @@ async fn settle(a: &Assembly, bus: &InProcessBus) {
     }
 }
 
+/// One in-process run of `n` synthetic ticks through every stage, to the end.
+async fn trade(settings: &Arc<Settings>, n: i64) -> (InProcessBus, Assembly) {
+    let bus = InProcessBus::new();
+    bus.create_topics(&topics_for(&settings.active_brokers));
+    let store = MemoryStore::default();
+    let a = assembly(settings, &bus, &store);
+    let members = a.start_stages(&Arc::new(Counters::default())).unwrap();
+    feed(&a, &mut SyntheticFeed::new(&settings.synthetic), 0, n).await;
+    settle(&a, &bus).await;
+    for m in members {
+        m.shutdown().await;
+    }
+    (bus, a)
+}
+
 #[test]
 fn the_portfolio_survives_a_process_restart_with_every_fill_applied_once() {
     let settings: Settings = load(
@@ -310,16 +325,7 @@ fn a_strategy_cannot_buy_more_than_its_cash_pays_for() {
     ));
     let settings = Arc::new(load(None, env).unwrap());
     actix_rt::System::new().block_on(async move {
-        let bus = InProcessBus::new();
-        bus.create_topics(&topics_for(&settings.active_brokers));
-        let store = MemoryStore::default();
-        let a = assembly(&settings, &bus, &store);
-        let members = a.start_stages(&Arc::new(Counters::default())).unwrap();
-        feed(&a, &mut SyntheticFeed::new(&settings.synthetic), 0, 600).await;
-        settle(&a, &bus).await;
-        for m in members {
-            m.shutdown().await;
-        }
+        let (bus, _) = trade(&settings, 600).await;
         let paper = BrokerName::paper();
         let failed = bus.records(&TopicName::broker(&paper, BrokerTopic::OrdersFailed));
         let refused = failed
@@ -367,16 +373,7 @@ fn the_daemon_publishes_every_strategys_book_between_fills() {
     let settings: Settings = load(None, alpha_panda_tests::ticks::generous_limits()).unwrap();
     let settings = Arc::new(settings);
     actix_rt::System::new().block_on(async move {
-        let bus = InProcessBus::new();
-        bus.create_topics(&topics_for(&settings.active_brokers));
-        let store = MemoryStore::default();
-        let a = assembly(&settings, &bus, &store);
-        let members = a.start_stages(&Arc::new(Counters::default())).unwrap();
-        feed(&a, &mut SyntheticFeed::new(&settings.synthetic), 0, 300).await;
-        settle(&a, &bus).await;
-        for m in members {
-            m.shutdown().await;
-        }
+        let (bus, a) = trade(&settings, 300).await;
         let paper = BrokerName::paper();
         let topic = TopicName::broker(&paper, BrokerTopic::PnlSnapshots);
         let on_fills = bus.records(&topic).len();

@@ -69,6 +69,31 @@ fn distinct_outputs(servers: &str, topic: &TopicName) -> (usize, BTreeSet<uuid::
     (all.len(), ids)
 }
 
+/// After `quiet` with nothing more coming: exactly one effect and one distinct output for
+/// each of the `n` inputs.
+async fn exactly_once(
+    n: usize,
+    url: &str,
+    counter_key: &str,
+    servers: &str,
+    output: &TopicName,
+    quiet: Duration,
+) {
+    tokio::time::sleep(quiet).await;
+    assert_eq!(
+        counter(url, counter_key).await,
+        n as i64,
+        "exactly one effect per input"
+    );
+    let (s, o) = (servers.to_owned(), output.clone());
+    let (records, ids) = blocking(move || distinct_outputs(&s, &o)).await;
+    assert_eq!(
+        ids.len(),
+        n,
+        "one distinct output per input ({records} records)"
+    );
+}
+
 async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
     tokio::task::spawn_blocking(f).await.unwrap()
 }
@@ -175,20 +200,15 @@ fn a_redis_outage_restarts_the_stage_with_backoff_shows_in_readiness_and_loses_n
             );
             tokio::time::sleep(Duration::from_millis(250)).await;
         }
-        tokio::time::sleep(Duration::from_secs(2)).await;
-        assert_eq!(
-            counter(&url, &counter_key).await,
-            N as i64,
-            "exactly one effect per input"
-        );
-        let s = servers.clone();
-        let o = output.clone();
-        let (records, ids) = blocking(move || distinct_outputs(&s, &o)).await;
-        assert_eq!(
-            ids.len(),
+        exactly_once(
             N,
-            "one distinct output per input ({records} records)"
-        );
+            &url,
+            &counter_key,
+            &servers,
+            &output,
+            Duration::from_secs(2),
+        )
+        .await;
         let dlq = input.dlq().unwrap().to_string();
         let s = servers.clone();
         assert!(
@@ -270,20 +290,15 @@ fn a_stalled_kafka_broker_recovers_with_nothing_lost_or_doubled() {
             );
             tokio::time::sleep(Duration::from_millis(250)).await;
         }
-        tokio::time::sleep(Duration::from_secs(3)).await;
-        assert_eq!(
-            counter(&url, &counter_key).await,
-            N as i64,
-            "exactly one effect per input"
-        );
-        let s = servers.clone();
-        let o = output.clone();
-        let (records, ids) = blocking(move || distinct_outputs(&s, &o)).await;
-        assert_eq!(
-            ids.len(),
+        exactly_once(
             N,
-            "one distinct output per input ({records} records)"
-        );
+            &url,
+            &counter_key,
+            &servers,
+            &output,
+            Duration::from_secs(3),
+        )
+        .await;
         member.shutdown().await;
     });
     drop(kafka);

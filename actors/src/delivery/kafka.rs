@@ -141,19 +141,20 @@ impl Shared {
                 let mut worker =
                     PartitionWorker::new(policy, producer, store, factory, stop.clone());
                 worker.assigned(&topic, partition);
-                // Rebuild the stage from everything before `until`, what it has not seen.
-                let warm_up = async |worker: &mut PartitionWorker, until: i64| {
+                // Rebuild the stage from what it has not seen before `committed`, and from
+                // up to `past` records after it that were handled but not committed.
+                let warm_up = async |worker: &mut PartitionWorker, committed: i64, past: i64| {
                     let from = worker.warm_up_from(&topic, partition);
-                    if until <= from {
+                    if past == 0 && committed <= from {
                         return;
                     }
                     let (servers, source) = (servers.clone(), topic.clone());
-                    let before = tokio::task::spawn_blocking(move || {
-                        read_partition(&servers, &source, partition, from, until)
+                    let read = tokio::task::spawn_blocking(move || {
+                        read_partition(&servers, &source, partition, from, committed, past)
                     })
                     .await;
-                    match before {
-                        Ok(Ok(records)) => worker.warm_up(&records).await,
+                    match read {
+                        Ok(Ok(records)) => worker.warm_up_past(&records, committed).await,
                         Ok(Err(e)) => tracing::error!(%topic, partition, error = %e, "cannot read the partition to rebuild the stage; carrying on without its history"),
                         Err(e) => tracing::error!(error = %e, "warm-up task failed"),
                     }
@@ -163,17 +164,7 @@ impl Shared {
                     if worker.warms_up()
                         && let Some(committed) = committed
                     {
-                        let from = worker.warm_up_from(&topic, partition);
-                        let (servers, source) = (servers.clone(), topic.clone());
-                        let read = tokio::task::spawn_blocking(move || {
-                            read_past_commit(&servers, &source, partition, from, committed)
-                        })
-                        .await;
-                        match read {
-                            Ok(Ok(records)) => worker.warm_up_past(&records, committed).await,
-                            Ok(Err(e)) => tracing::error!(%topic, partition, error = %e, "cannot read the partition to rebuild the stage; carrying on without its history"),
-                            Err(e) => tracing::error!(error = %e, "warm-up task failed"),
-                        }
+                        warm_up(&mut worker, committed, PAST_COMMIT).await;
                     }
                 }
                 let mut warmed = !worker.warms_up();
@@ -185,7 +176,7 @@ impl Shared {
                     // it and was not rebuilt at assignment is rebuilt now.
                     if !warmed {
                         warmed = true;
-                        warm_up(&mut worker, record.offset).await;
+                        warm_up(&mut worker, record.offset, 0).await;
                     }
                     busy.store(true, Ordering::Release);
                     let outcome = worker.process(&record).await;
@@ -488,20 +479,34 @@ fn hold(
     }
 }
 
-/// The records of a partition from `from` up to (not including) `until`, read outside the
-/// consumer group.
+/// Records a member may have handled without committing them: at most this many past the
+/// committed offset are read at assignment to look for them (a commit interval's worth).
+const PAST_COMMIT: i64 = 10_000;
+
+/// The records of a partition from `from` up to (not including) `committed`, and up to
+/// `past` more after it (as many as there are), read outside the consumer group.
 fn read_partition(
     servers: &str,
     topic: &TopicName,
     partition: i32,
     from: i64,
-    until: i64,
+    committed: i64,
+    past: i64,
 ) -> KafkaResult<Vec<Record>> {
     let consumer: BaseConsumer = crate::kafka::client_config(servers, "alpha-panda-warm-up")
         .set("enable.auto.commit", "false")
         .set("group.id", "alpha-panda-warm-up")
         .create()?;
     let name = topic.to_string();
+    let until = if past > 0 {
+        let (_, high) = consumer.fetch_watermarks(&name, partition, Duration::from_secs(10))?;
+        high.min(committed + past).max(committed)
+    } else {
+        committed
+    };
+    if until <= from {
+        return Ok(Vec::new());
+    }
     let mut tpl = TopicPartitionList::new();
     tpl.add_partition_offset(&name, partition, Offset::Offset(from))?;
     consumer.assign(&tpl)?;
@@ -525,31 +530,6 @@ fn read_partition(
         }
     }
     Ok(out)
-}
-
-/// Records a member may have handled without committing them: at most this many past the
-/// committed offset are read at assignment to look for them (a commit interval's worth).
-const PAST_COMMIT: i64 = 10_000;
-
-/// The records of a partition from `from` to `committed`, and up to [`PAST_COMMIT`] after
-/// it (as many as there are).
-fn read_past_commit(
-    servers: &str,
-    topic: &TopicName,
-    partition: i32,
-    from: i64,
-    committed: i64,
-) -> KafkaResult<Vec<Record>> {
-    let probe: BaseConsumer = crate::kafka::client_config(servers, "alpha-panda-warm-up")
-        .set("group.id", "alpha-panda-warm-up")
-        .create()?;
-    let (_, high) =
-        probe.fetch_watermarks(&topic.to_string(), partition, Duration::from_secs(10))?;
-    let until = high.min(committed + PAST_COMMIT).max(committed);
-    if until <= from {
-        return Ok(Vec::new());
-    }
-    read_partition(servers, topic, partition, from, until)
 }
 
 fn to_record(msg: &rdkafka::message::BorrowedMessage<'_>, topic: TopicName) -> Record {

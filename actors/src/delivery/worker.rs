@@ -243,8 +243,17 @@ impl PartitionWorker {
                 replay: true,
             })
             .await;
-        let Ok(Ok(handled)) = reply else {
-            return;
+        let handled = match reply {
+            Ok(Ok(handled)) => handled,
+            // The stage's state misses this record: say which, and why.
+            Ok(Err(e)) => {
+                tracing::warn!(stage = %self.policy.stage, topic = %record.topic, partition = record.partition, offset = record.offset, error = %e, "a replayed record failed; the stage's state does not include it");
+                return;
+            }
+            Err(e) => {
+                tracing::warn!(stage = %self.policy.stage, topic = %record.topic, partition = record.partition, offset = record.offset, error = %e, "the stage actor was gone during a replay; its state does not include this record");
+                return;
+            }
         };
         if handled.owed.is_empty() {
             return;

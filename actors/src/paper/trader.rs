@@ -252,13 +252,6 @@ impl PaperTrader {
                 self.pruned.insert(token, dropped.at);
             }
         }
-        for ((_, t), changes) in self.changes.iter_mut() {
-            if *t == token {
-                while changes.front().is_some_and(|c| c.at < horizon) {
-                    changes.pop_front();
-                }
-            }
-        }
         out.extend(self.release(token, |t| t <= at, live));
         out
     }
@@ -546,6 +539,17 @@ impl PaperTrader {
         }
     }
 
+    /// Notes what a resting order's settlement changed, dropping changes older than the
+    /// tick window (no order that old can still be placed).
+    fn record_change(&mut self, holding: Holding, change: Change) {
+        let horizon = Timestamp(change.at.0 - chrono::Duration::seconds(TICK_WINDOW_SECS));
+        let changes = self.changes.entry(holding).or_default();
+        while changes.front().is_some_and(|c| c.at < horizon) {
+            changes.pop_front();
+        }
+        changes.push_back(change);
+    }
+
     /// Applies a fill or a cancellation: holdings, cash, blocks; emits `order_filled` or
     /// `order_failed`.
     fn settle(&mut self, open: Open, event: PaperEvent, live: bool) -> Emission {
@@ -589,11 +593,14 @@ impl PaperTrader {
                     Side::Sell => notional - fees,
                 };
                 if rested {
-                    self.changes.entry(holding).or_default().push_back(Change {
-                        at,
-                        held: signed,
-                        sells_released: if side == Side::Sell { qty } else { 0 },
-                    });
+                    self.record_change(
+                        holding,
+                        Change {
+                            at,
+                            held: signed,
+                            sells_released: if side == Side::Sell { qty } else { 0 },
+                        },
+                    );
                 }
                 let fill_price = Price::new(price)
                     .unwrap_or_else(|e| unreachable!("a fill price comes from a valid price: {e}"));
@@ -622,11 +629,14 @@ impl PaperTrader {
             }
             PaperEvent::Cancelled { reason, .. } => {
                 if rested && o.side() == Side::Sell {
-                    self.changes.entry(holding).or_default().push_back(Change {
-                        at,
-                        held: 0,
-                        sells_released: qty,
-                    });
+                    self.record_change(
+                        holding,
+                        Change {
+                            at,
+                            held: 0,
+                            sells_released: qty,
+                        },
+                    );
                 }
                 self.failed(o, reason, at, live)
             }
