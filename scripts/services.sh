@@ -1,15 +1,14 @@
 #!/usr/bin/env bash
 # Installs what the tests need and starts the services, reusing what is already there.
 # Source it (`. scripts/services.sh`): it exports
-#   ALPHA_PANDA_TEST_KAFKA     host:port of a Tansu broker started for this run (memory storage)
+#   ALPHA_PANDA_TEST_KAFKA     host:port of an Apache Kafka broker started for this run
 #   ALPHA_PANDA_TEST_REDIS     redis:// URL of a running redis-server
 #   ALPHA_PANDA_TEST_DATABASE  postgres:// URL of a running PostgreSQL (trust auth)
-#   TANSU_BIN                  the Tansu binary, for tests that start their own broker
 #   PROMTOOL_BIN               Prometheus' promtool, to check the /metrics exposition
-# and stops the Tansu broker it started when the calling shell exits.
+# and stops the broker it started (and removes its data) when the calling shell exits.
+# Tests that start brokers of their own run `scripts/kafka.sh run`; it is installed here.
 # Everything listens on 127.0.0.1 only.
 
-TANSU_VERSION=0.6.0
 STATE_DIR="${ALPHA_PANDA_STATE_DIR:-$PWD/.test-services}"
 mkdir -p "$STATE_DIR"
 export PATH="$HOME/.cargo/bin:$PATH"
@@ -62,29 +61,21 @@ ensure_build_tools() {
   fi
 }
 
-ensure_tansu() {
-  if have tansu && tansu --version 2>/dev/null | grep -q " $TANSU_VERSION"; then
-    TANSU_BIN=$(command -v tansu)
-  else
-    log "installing Tansu $TANSU_VERSION from crates.io (about 9 minutes the first time)"
-    cargo install --locked tansu --version "$TANSU_VERSION" --features dynostore,postgres >&2 || return 1
-    TANSU_BIN="$HOME/.cargo/bin/tansu"
-  fi
-  export TANSU_BIN
+# Apache Kafka from Maven Central (scripts/kafka.sh): Java and Maven from Debian if missing.
+ensure_kafka() {
+  have java || apt_install openjdk-17-jre-headless || return 1
+  have mvn || apt_install maven || return 1
+  bash scripts/kafka.sh install >/dev/null || return 1
   if [ -n "${ALPHA_PANDA_TEST_KAFKA:-}" ]; then
     log "reusing Kafka at $ALPHA_PANDA_TEST_KAFKA"; return 0
   fi
-  local port; port=$(free_port)
-  "$TANSU_BIN" broker --listener-url "tcp://127.0.0.1:$port" \
-    --advertised-listener-url "tcp://127.0.0.1:$port" \
-    --storage-engine memory://tansu/ >"$STATE_DIR/tansu-$port.log" 2>&1 &
-  TANSU_PID=$!
-  trap 'kill $TANSU_PID 2>/dev/null' EXIT
-  if ! wait_port 127.0.0.1 "$port" 20; then
-    log "Tansu did not start; its log:"; cat "$STATE_DIR/tansu-$port.log" >&2; return 1
-  fi
-  export ALPHA_PANDA_TEST_KAFKA="127.0.0.1:$port"
-  log "Tansu $TANSU_VERSION on $ALPHA_PANDA_TEST_KAFKA (pid $TANSU_PID)"
+  local dir="$STATE_DIR/kafka-$$" started
+  rm -rf "$dir"
+  started=$(bash scripts/kafka.sh start "$dir") || return 1
+  KAFKA_PID=${started#* }
+  trap 'kill $KAFKA_PID 2>/dev/null; sleep 1; kill -9 $KAFKA_PID 2>/dev/null; rm -rf "'"$dir"'"' EXIT
+  export ALPHA_PANDA_TEST_KAFKA=${started% *}
+  log "Apache Kafka on $ALPHA_PANDA_TEST_KAFKA (pid $KAFKA_PID, log $dir/kafka.log)"
 }
 
 ensure_redis() {
@@ -139,4 +130,4 @@ ensure_promtool() {
   export PROMTOOL_BIN
 }
 
-ensure_build_tools && ensure_tansu && ensure_redis && ensure_postgres && ensure_promtool
+ensure_build_tools && ensure_kafka && ensure_redis && ensure_postgres && ensure_promtool

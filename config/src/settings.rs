@@ -91,9 +91,7 @@ pub struct KafkaSettings {
     pub group_prefix: String,
     /// Producer `linger.ms`.
     pub linger_ms: u32,
-    /// Most records in one produce batch (librdkafka `batch.num.messages`). Set 1 for
-    /// Tansu 0.6: its high watermark counts batches, not records, and a consumer that
-    /// resumes inside a multi-record batch waits for ever.
+    /// Most records in one produce batch (librdkafka `batch.num.messages`).
     pub max_batch_records: u32,
     /// Consumer `session.timeout.ms` (also `max.poll.interval.ms`): how long the group
     /// waits for a silent member before giving its partitions to others. Longer rides out

@@ -145,7 +145,7 @@ fn services(s: &Settings) -> Result<(), Failure> {
         return fail(
             "kafka.max_batch_records",
             s.kafka.max_batch_records,
-            "expected 1 to 1000000 (1 for Tansu 0.6)",
+            "expected 1 to 1000000",
         );
     }
     if s.portfolio.snapshot_interval_secs > 86_400 {

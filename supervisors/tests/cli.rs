@@ -356,7 +356,7 @@ fn backtest_of_the_golden_tick_file_gives_the_hand_computed_fills() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
-/// The same golden tick file through the daemon over Kafka (its own Tansu) and Redis, with
+/// The same golden tick file through the daemon over Kafka (its own Apache Kafka) and Redis, with
 /// `feed = none` and the ticks produced by the test: exactly the backtest's fills.
 #[test]
 fn the_daemon_over_kafka_gives_the_golden_fills_too() {
@@ -368,7 +368,6 @@ fn the_daemon_over_kafka_gives_the_golden_fills_too() {
         .args(["run", "--config"])
         .arg(format!("{fixtures}/config.toml"))
         .env("ALPHA_PANDA__KAFKA__BOOTSTRAP_SERVERS", &kafka.servers)
-        .env("ALPHA_PANDA__KAFKA__MAX_BATCH_RECORDS", "1")
         .env("ALPHA_PANDA__KAFKA__GROUP_PREFIX", &group_prefix)
         .env("ALPHA_PANDA__REDIS__URL", alpha_panda_tests::redis_url())
         .env("ALPHA_PANDA__FEED", "none")
@@ -390,9 +389,7 @@ fn the_daemon_over_kafka_gives_the_golden_fills_too() {
     .unwrap();
     let rt = tokio::runtime::Runtime::new().unwrap();
     rt.block_on(async {
-        let producer =
-            alpha_panda_actors::delivery::EventProducer::kafka(&kafka.servers, "golden-feed", 1, 1)
-                .unwrap();
+        let producer = alpha_panda_tests::producer(&kafka.servers, "golden-feed");
         for tick in ticks {
             let env = alpha_panda_core::EventEnvelope::root(
                 alpha_panda_core::EventBroker::Shared,

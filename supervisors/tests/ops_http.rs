@@ -1,4 +1,4 @@
-//! The admin API and the metrics exposition (issue 5), over Tansu and redis-server:
+//! The admin API and the metrics exposition (issue 5), over Apache Kafka and redis-server:
 //! - admin routes answer 401 without or with a wrong token, 403 when no token is
 //!   configured, 200 with the right one;
 //! - pausing the paper execution stage holds 100 validated signals in Kafka (no orders);
@@ -12,7 +12,7 @@ use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use alpha_panda_actors::delivery::{EventProducer, Output};
+use alpha_panda_actors::delivery::Output;
 use alpha_panda_actors::http::{self, View};
 use alpha_panda_actors::stages::Counters;
 use alpha_panda_actors::store::{RedisStore, Store};
@@ -87,7 +87,6 @@ fn admin_routes_need_the_token_and_a_paused_trader_holds_its_signals_until_resum
     let env = |k: &str, v: &str| (k.to_owned(), v.to_owned());
     let base = vec![
         env("ALPHA_PANDA__KAFKA__BOOTSTRAP_SERVERS", &servers),
-        env("ALPHA_PANDA__KAFKA__MAX_BATCH_RECORDS", "1"),
         env("ALPHA_PANDA__REDIS__URL", &redis),
     ];
     let mut with_token = base.clone();
@@ -104,7 +103,7 @@ fn admin_routes_need_the_token_and_a_paused_trader_holds_its_signals_until_resum
         )
         .await
         .unwrap();
-        let producer = EventProducer::kafka(&servers, "ops", 1, 1).unwrap();
+        let producer = alpha_panda_tests::producer(&servers, "ops");
         let store = Store::Redis(RedisStore::connect(&redis).await.unwrap());
         let a = Assembly::new(
             settings.clone(),
@@ -236,7 +235,6 @@ fn the_daemons_metrics_pass_promtool_and_have_every_family() {
     let _daemon = Daemon(
         daemon_command(env!("CARGO_BIN_EXE_alpha-panda"))
             .env("ALPHA_PANDA__KAFKA__BOOTSTRAP_SERVERS", &kafka.servers)
-            .env("ALPHA_PANDA__KAFKA__MAX_BATCH_RECORDS", "1")
             .env("ALPHA_PANDA__REDIS__URL", &redis)
             .env("ALPHA_PANDA__SYNTHETIC__TICKS_PER_SECOND", "20")
             .env("ALPHA_PANDA__HTTP__LISTEN", addr.to_string())

@@ -1,4 +1,4 @@
-//! Order-path meltdown (issue 5), over Tansu and redis-server: paper2's execution stage fails
+//! Order-path meltdown (issue 5), over Apache Kafka and redis-server: paper2's execution stage fails
 //! on every record. After more than five restarts in a minute paper2 is HALTED — in
 //! `/status`, in the metric and in readiness — while paper trades on. A restarted daemon
 //! keeps paper2 HALTED (nothing reaches its market) until an operator sets it ACTIVE.
@@ -10,7 +10,7 @@ use std::time::Duration;
 use actix::Actor;
 use alpha_panda_actors::delivery::stage::FnStage;
 use alpha_panda_actors::delivery::worker::StageFactory;
-use alpha_panda_actors::delivery::{Deliver, EventProducer, Output, StageError};
+use alpha_panda_actors::delivery::{Deliver, Output, StageError};
 use alpha_panda_actors::http::{self, View};
 use alpha_panda_actors::stages::Counters;
 use alpha_panda_actors::store::{RedisStore, Store};
@@ -26,7 +26,7 @@ use alpha_panda_topics::{TopicName, topics_for};
 const TOKEN: &str = "meltdown-test-token";
 
 async fn assemble(settings: &Arc<Settings>, servers: &str, redis: &str) -> Assembly {
-    let producer = EventProducer::kafka(servers, "ops", 1, 1).unwrap();
+    let producer = alpha_panda_tests::producer(servers, "ops");
     let store = Store::Redis(RedisStore::connect(redis).await.unwrap());
     let a = Assembly::new(
         settings.clone(),
@@ -93,7 +93,6 @@ fn a_failing_execution_stage_halts_its_broker_until_an_operator_sets_it_active()
     let servers = kafka.servers.clone();
     let settings = Arc::new(two_paper_brokers(&[
         ("ALPHA_PANDA__KAFKA__BOOTSTRAP_SERVERS", &servers),
-        ("ALPHA_PANDA__KAFKA__MAX_BATCH_RECORDS", "1"),
         ("ALPHA_PANDA__REDIS__URL", &redis),
         ("ALPHA_PANDA__ADMIN__TOKEN", TOKEN),
     ]));

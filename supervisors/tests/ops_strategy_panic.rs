@@ -1,4 +1,4 @@
-//! Supervision of strategies (issue 5), over Tansu and redis-server: a strategy that panics on
+//! Supervision of strategies (issue 5), over Apache Kafka and redis-server: a strategy that panics on
 //! one particular tick is rebuilt alone, three times, and then that tick goes to
 //! `market.ticks.dlq` for it; the other strategies' signals are exactly those of a run
 //! without the fault, and both brokers keep trading.
@@ -7,7 +7,7 @@ use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::Duration;
 
-use alpha_panda_actors::delivery::{EventProducer, Output};
+use alpha_panda_actors::delivery::Output;
 use alpha_panda_actors::metrics::metrics;
 use alpha_panda_actors::stages::Counters;
 use alpha_panda_actors::store::{RedisStore, Store};
@@ -41,7 +41,6 @@ fn a_strategy_that_panics_on_one_tick_restarts_alone_and_the_tick_reaches_the_dl
     let redis = fresh_redis_db(11);
     let settings = Arc::new(two_paper_brokers(&[
         ("ALPHA_PANDA__KAFKA__BOOTSTRAP_SERVERS", &kafka.servers),
-        ("ALPHA_PANDA__KAFKA__MAX_BATCH_RECORDS", "1"),
         ("ALPHA_PANDA__REDIS__URL", &redis),
     ]));
     let ticks = ticks::numbered(&settings, 300);
@@ -78,7 +77,7 @@ fn a_strategy_that_panics_on_one_tick_restarts_alone_and_the_tick_reaches_the_dl
         )
         .await
         .unwrap();
-        let producer = EventProducer::kafka(&kafka.servers, "ops", 1, 1).unwrap();
+        let producer = alpha_panda_tests::producer(&kafka.servers, "ops");
         let store = Store::Redis(RedisStore::connect(&redis).await.unwrap());
         let mut a = Assembly::new(
             settings.clone(),

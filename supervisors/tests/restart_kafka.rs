@@ -1,4 +1,4 @@
-//! Restart equivalence over Kafka: the daemon (its own Tansu, Redis, `feed = none`) is
+//! Restart equivalence over Kafka: the daemon (its own Apache Kafka, Redis, `feed = none`) is
 //! SIGKILLed in the middle of a replay and started again; the fills and every strategy's
 //! final positions and PnL equal those of an uninterrupted run of the same ticks. Two of
 //! the three strategies place LIMIT orders, so orders resting in the paper trader when it
@@ -8,7 +8,7 @@ use std::collections::BTreeSet;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use alpha_panda_actors::delivery::{EventProducer, Output};
+use alpha_panda_actors::delivery::Output;
 use alpha_panda_config::{Settings, load};
 use alpha_panda_core::events::PnlSnapshot;
 use alpha_panda_core::{EventData, EventEnvelope};
@@ -52,7 +52,6 @@ fn start(kafka: &PrivateKafka, redis: &str, prefix: &str) -> Daemon {
         .arg("--config")
         .arg(config_file())
         .env("ALPHA_PANDA__KAFKA__BOOTSTRAP_SERVERS", &kafka.servers)
-        .env("ALPHA_PANDA__KAFKA__MAX_BATCH_RECORDS", "1")
         // Killed on purpose: fail over quickly.
         .env("ALPHA_PANDA__KAFKA__SESSION_TIMEOUT_MS", "10000")
         .env("ALPHA_PANDA__KAFKA__INSTANCE_ID", "restart-test-daemon")
@@ -117,7 +116,7 @@ fn run(
     }
     let rt = tokio::runtime::Runtime::new().unwrap();
     rt.block_on(async {
-        let producer = EventProducer::kafka(&kafka.servers, "restart-feed", 1, 1).unwrap();
+        let producer = alpha_panda_tests::producer(&kafka.servers, "restart-feed");
         for env in ticks {
             producer
                 .send_all(&[Output {
@@ -147,8 +146,8 @@ fn run(
         daemon.0.wait().unwrap();
         daemon = start(&kafka, &redis, &prefix);
     }
-    // After a kill the group takes over only once the dead members' sessions expire
-    // (about 10 s on Tansu): wait for the expected number of fills first.
+    // After a kill the restarted daemon rejoins under its instance id, but a group that was
+    // rebalancing waits for its members: wait for the expected number of fills first.
     let deadline = Instant::now() + Duration::from_secs(180);
     while ids.len() < expect.unwrap_or(0) {
         if Instant::now() > deadline {

@@ -19,9 +19,28 @@ fn required_env(name: &str) -> String {
     })
 }
 
-/// `host:port` of the Tansu broker of this test run.
+/// `host:port` of the Kafka broker of this test run (`ALPHA_PANDA_TEST_KAFKA`).
 pub fn kafka_servers() -> String {
     required_env("ALPHA_PANDA_TEST_KAFKA")
+}
+
+/// Producer settings of the daemon's defaults (`kafka.linger_ms`, `kafka.max_batch_records`),
+/// so tests produce as a daemon would.
+pub fn producer_config(servers: &str, client_id: &str) -> rdkafka::ClientConfig {
+    let k = alpha_panda_config::KafkaSettings::default();
+    alpha_panda_actors::kafka::producer_config(servers, client_id, k.linger_ms, k.max_batch_records)
+}
+
+/// The runtime's event producer with the daemon's default settings.
+pub fn producer(servers: &str, client_id: &str) -> alpha_panda_actors::delivery::EventProducer {
+    let k = alpha_panda_config::KafkaSettings::default();
+    alpha_panda_actors::delivery::EventProducer::kafka(
+        servers,
+        client_id,
+        k.linger_ms,
+        k.max_batch_records,
+    )
+    .unwrap_or_else(|e| panic!("Kafka producer for {servers}: {e}"))
 }
 
 /// `redis://` URL of the test redis-server.
@@ -170,52 +189,83 @@ fn read_topic_blocking(topic: &TopicName, want: usize, timeout: Duration) -> Vec
     out
 }
 
-/// A Tansu broker of one test's own, on its own loopback port, for tests that need the
-/// shared topic names (`market.ticks`, `paper.*`) or want to stop the broker. Killed on drop.
+/// An Apache Kafka broker of one test's own (KRaft, one node, `scripts/kafka.sh run`), on its
+/// own loopback ports, for tests that need the shared topic names (`market.ticks`, `paper.*`)
+/// or want to stop, stall or restart the broker. Killed, and its log directory removed, on drop.
 pub struct PrivateKafka {
     pub servers: String,
     child: std::process::Child,
+    dir: std::path::PathBuf,
 }
 
 impl PrivateKafka {
-    /// The broker's process id (to stop and continue it).
+    /// The broker's process id: the JVM itself (to stop and continue it).
     pub fn pid(&self) -> u32 {
         self.child.id()
     }
 
     pub fn start() -> Self {
-        let bin = std::env::var("TANSU_BIN").unwrap_or_else(|_| "tansu".to_owned());
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .map(|a| a.port())
-            .unwrap_or_else(|e| panic!("no free port: {e}"));
-        let url = format!("tcp://127.0.0.1:{port}");
-        let child = std::process::Command::new(&bin)
-            .args([
-                "broker",
-                "--listener-url",
-                &url,
-                "--advertised-listener-url",
-                &url,
-            ])
-            .args(["--storage-engine", "memory://tansu/"])
+        let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../scripts/kafka.sh");
+        let dir = std::env::temp_dir().join(format!(
+            "alpha-panda-kafka-{}",
+            uuid::Uuid::now_v7().simple()
+        ));
+        std::fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("creating {}: {e}", dir.display()));
+        // Both ports are held until both are chosen, so they differ.
+        let (port, controller_port) = {
+            let bind = || {
+                std::net::TcpListener::bind("127.0.0.1:0")
+                    .unwrap_or_else(|e| panic!("no free port: {e}"))
+            };
+            let (a, b) = (bind(), bind());
+            let port = |l: &std::net::TcpListener| {
+                l.local_addr()
+                    .unwrap_or_else(|e| panic!("no free port: {e}"))
+                    .port()
+            };
+            (port(&a), port(&b))
+        };
+        let log_path = dir.join("kafka.log");
+        let log = std::fs::File::create(&log_path)
+            .unwrap_or_else(|e| panic!("creating {}: {e}", log_path.display()));
+        let child = std::process::Command::new("bash")
+            .arg(script)
+            .arg("run")
+            .arg(&dir)
+            .args([port.to_string(), controller_port.to_string()])
             .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
+            .stderr(log)
             .spawn()
-            .unwrap_or_else(|e| {
-                panic!("starting {bin} (set TANSU_BIN or run scripts/test.sh): {e}")
-            });
-        let deadline = std::time::Instant::now() + Duration::from_secs(20);
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(
-                std::time::Instant::now() < deadline,
-                "Tansu did not start on {port}"
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        Self {
+            .unwrap_or_else(|e| panic!("starting {script}: {e}"));
+        let mut kafka = Self {
             servers: format!("127.0.0.1:{port}"),
             child,
+            dir,
+        };
+        kafka.wait_started(&log_path);
+        kafka
+    }
+
+    fn wait_started(&mut self, log_path: &std::path::Path) {
+        // A JVM start on a loaded 2-core machine can take tens of seconds.
+        let deadline = std::time::Instant::now() + Duration::from_secs(120);
+        loop {
+            let log = std::fs::read_to_string(log_path).unwrap_or_default();
+            if log.contains("Kafka Server started") {
+                return;
+            }
+            let exited = self.child.try_wait().ok().flatten();
+            if exited.is_some() || std::time::Instant::now() >= deadline {
+                let tail: Vec<&str> = log.lines().rev().take(30).collect();
+                panic!(
+                    "Apache Kafka did not start on {} ({}; `bash scripts/kafka.sh install` \
+                     fetches it). Its log:\n{}",
+                    self.servers,
+                    exited.map_or("no start within 120 s".to_owned(), |s| s.to_string()),
+                    tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+                );
+            }
+            std::thread::sleep(Duration::from_millis(50));
         }
     }
 }
@@ -224,5 +274,6 @@ impl Drop for PrivateKafka {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
     }
 }

@@ -43,10 +43,9 @@ pub fn signal(broker: &BrokerName, i: usize) -> EventEnvelope {
 
 /// Produces `n` signals to `topic` on the test broker and waits for all acknowledgements.
 pub async fn produce(broker: &BrokerName, topic: &TopicName, n: usize) -> Vec<EventEnvelope> {
-    let producer: FutureProducer =
-        alpha_panda_actors::kafka::producer_config(&crate::kafka_servers(), "test-feeder", 5, 1)
-            .create()
-            .unwrap_or_else(|e| panic!("producer: {e}"));
+    let producer: FutureProducer = crate::producer_config(&crate::kafka_servers(), "test-feeder")
+        .create()
+        .unwrap_or_else(|e| panic!("producer: {e}"));
     let envs: Vec<EventEnvelope> = (0..n).map(|i| signal(broker, i)).collect();
     let name = topic.to_string();
     let mut pending = Vec::with_capacity(n);

@@ -1,4 +1,4 @@
-//! One harness over both transports, so the same delivery tests run against Kafka (Tansu +
+//! One harness over both transports, so the same delivery tests run against Kafka (Apache Kafka +
 //! Redis) and the in-process transport (+ the in-memory store).
 
 use std::time::Duration;
@@ -104,8 +104,7 @@ impl Bus {
 
     pub fn producer(&self) -> EventProducer {
         match self {
-            Bus::Kafka => EventProducer::kafka(&kafka_servers(), "conformance", 1, 1)
-                .unwrap_or_else(|e| panic!("{e}")),
+            Bus::Kafka => crate::producer(&kafka_servers(), "conformance"),
             Bus::InProcess(bus) => EventProducer::InProcess(bus.clone()),
         }
     }

@@ -1,4 +1,4 @@
-//! The delivery contract, run against both transports: Kafka (Tansu + Redis) and the
+//! The delivery contract, run against both transports: Kafka (Apache Kafka + Redis) and the
 //! in-process transport (+ in-memory store). Each scenario is written once.
 
 use std::collections::{BTreeSet, HashMap};

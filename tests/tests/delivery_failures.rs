@@ -1,4 +1,4 @@
-//! Failure classes over a real Tansu broker and redis-server: poison records go to the DLQ
+//! Failure classes over a real Apache Kafka broker and redis-server: poison records go to the DLQ
 //! and the partition goes on; transient failures are retried in place, then dead-lettered.
 
 use std::collections::HashMap;
@@ -10,7 +10,7 @@ use actix::Actor;
 use alpha_panda_actors::delivery::kafka::{ConsumerHandle, ConsumerSpec, start};
 use alpha_panda_actors::delivery::stage::FnStage;
 use alpha_panda_actors::delivery::worker::StageFactory;
-use alpha_panda_actors::delivery::{Backoff, Deliver, DeliveryPolicy, EventProducer, StageError};
+use alpha_panda_actors::delivery::{Backoff, Deliver, DeliveryPolicy, StageError};
 use alpha_panda_actors::store::{RedisStore, Store};
 use alpha_panda_core::events::ValueEncoding;
 use alpha_panda_core::{EventData, EventEnvelope, FailureClass};
@@ -61,7 +61,7 @@ fn run_stage(s: &Setup, tries: u32, factory: StageFactory) -> ConsumerHandle {
         client_id: "failure-test".into(),
         topics: vec![s.raw.clone()],
         policy,
-        producer: EventProducer::kafka(&kafka_servers(), "failure-test", 1, 1).unwrap(),
+        producer: alpha_panda_tests::producer(&kafka_servers(), "failure-test"),
         store: s.store.clone(),
         factory,
         arbiter: actix_rt::Arbiter::current(),
@@ -123,7 +123,7 @@ fn a_poison_record_goes_to_the_dlq_with_its_metadata_and_the_partition_goes_on()
         let s = setup().await;
         let key = "s0|738561";
         let producer: FutureProducer =
-            alpha_panda_actors::kafka::producer_config(&kafka_servers(), "poison", 1, 1)
+            alpha_panda_tests::producer_config(&kafka_servers(), "poison")
                 .create()
                 .unwrap();
         let (partition, offset) = producer
@@ -295,7 +295,7 @@ fn dlq_replay_republishes_once_and_the_record_is_processed_once() {
 
         // The cause is fixed; replay.
         broken.store(false, Ordering::SeqCst);
-        let producer = EventProducer::kafka(&kafka_servers(), "replay", 1, 1).unwrap();
+        let producer = alpha_panda_tests::producer(&kafka_servers(), "replay");
         let prefix = s.ns.group("ops");
         let dry = dlq_tools::replay(
             &kafka_servers(),

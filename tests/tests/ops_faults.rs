@@ -120,7 +120,7 @@ fn a_redis_outage_restarts_the_stage_with_backoff_shows_in_readiness_and_loses_n
         let control = Arc::new(Control::new(store.clone(), vec![broker.clone()]));
         let mut policy = DeliveryPolicy::new(ns.group("risk"), "risk", broker.as_str());
         policy.control = control.clone();
-        let producer = EventProducer::kafka(&servers, "ops-faults", 1, 1).unwrap();
+        let producer = alpha_panda_tests::producer(&servers, "ops-faults");
         let member = kafka::start(ConsumerSpec {
             servers: servers.clone(),
             client_id: "ops-faults".into(),
@@ -251,7 +251,7 @@ fn a_stalled_kafka_broker_recovers_with_nothing_lost_or_doubled() {
         .unwrap();
         let store = Store::Redis(RedisStore::connect(&url).await.unwrap());
         let policy = DeliveryPolicy::new(ns.group("risk"), "risk", broker.as_str());
-        let producer = EventProducer::kafka(&servers, "ops-faults", 1, 1).unwrap();
+        let producer = alpha_panda_tests::producer(&servers, "ops-faults");
         let member = kafka::start(ConsumerSpec {
             servers: servers.clone(),
             client_id: "ops-faults".into(),

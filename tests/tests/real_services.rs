@@ -1,11 +1,11 @@
-//! The first test over the real parts: envelopes through Tansu with the runtime's producer
+//! The first test over the real parts: envelopes through Apache Kafka with the runtime's producer
 //! and consumer settings, a consumer group resuming from committed offsets, Redis `SET NX PX`
 //! and a private PostgreSQL schema.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
-use alpha_panda_actors::kafka::{consumer_config, producer_config};
+use alpha_panda_actors::kafka::consumer_config;
 use alpha_panda_core::EventEnvelope;
 use alpha_panda_tests::{Namespace, kafka_servers, redis_url, signals};
 use alpha_panda_topics::{BrokerTopic, TopicName};
@@ -66,7 +66,7 @@ async fn a_second_group_member_resumes_after_the_committed_offsets() {
     ns.create_topics(std::slice::from_ref(&topic)).await;
     let topic_name = topic.to_string();
 
-    let producer: FutureProducer = producer_config(&servers, "test-producer", 5, 1)
+    let producer: FutureProducer = alpha_panda_tests::producer_config(&servers, "test-producer")
         .create()
         .expect("producer");
     let sent: Vec<EventEnvelope> = (0..RECORDS)

@@ -1,7 +1,8 @@
 //! The in-process transport: the same contract as Kafka, inside one process, for the
 //! embedded default and for backtests.
 //!
-//! - Topics are created explicitly (producing to an unknown topic is an error, as on Tansu);
+//! - Topics are created explicitly (producing to an unknown topic is an error, as on a Kafka
+//!   broker with `auto.create.topics.enable=false`);
 //!   each partition is an append-only log; a keyed record goes to partition
 //!   `fnv1a(key) % partitions`, so a key always lands on the same partition.
 //! - Consumer groups keep committed offsets per partition. Members of a group share the

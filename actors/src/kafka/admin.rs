@@ -1,5 +1,5 @@
-//! Creating and listing the runtime's topics. Tansu (and a locked-down Kafka) does not
-//! auto-create topics, so the runtime creates every topic it needs, idempotently.
+//! Creating and listing the runtime's topics. A production Kafka (and the test broker) does
+//! not auto-create topics, so the runtime creates every topic it needs, idempotently.
 
 use std::collections::BTreeMap;
 use std::fmt;

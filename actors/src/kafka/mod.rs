@@ -17,16 +17,16 @@ pub fn client_config(bootstrap_servers: &str, client_id: &str) -> ClientConfig {
     let mut c = ClientConfig::new();
     c.set("bootstrap.servers", bootstrap_servers)
         .set("client.id", client_id)
-        // Tansu and single-node Redpanda advertise loopback addresses; keep metadata fresh
-        // enough that a restarted broker is found again quickly.
+        // Keep metadata fresh enough that a restarted broker (or a moved partition leader)
+        // is found again quickly.
         .set("topic.metadata.refresh.interval.ms", "10000")
         .set("socket.keepalive.enable", "true");
     c
 }
 
 /// Settings of the shared producer: idempotent, `acks=all`, lz4 (DESIGN §3.4).
-/// `max_batch_records` is librdkafka's `batch.num.messages`; Tansu 0.6 needs 1 (see
-/// `kafka.max_batch_records` in docs/configuration.md).
+/// `max_batch_records` is librdkafka's `batch.num.messages` (docs/configuration.md says why
+/// each setting has its value).
 pub fn producer_config(
     bootstrap_servers: &str,
     client_id: &str,
@@ -50,10 +50,10 @@ pub fn consumer_config(bootstrap_servers: &str, client_id: &str, group_id: &str)
         .set("enable.auto.commit", "false")
         .set("enable.auto.offset.store", "false")
         .set("auto.offset.reset", "earliest")
-        // A member that stays silent this long loses its partitions. It must outlast a broker
-        // stall: after a session timeout librdkafka rejoins as a new member, and Tansu 0.6
-        // keeps the old one as group leader for ever (measured; docs/testing.md). Stages
-        // set it from `kafka.session_timeout_ms` (DeliveryPolicy::session_timeout).
+        // A member that stays silent this long loses its partitions: long enough to ride out
+        // a short broker stall without a rebalance, short enough that a crashed member's
+        // partitions move on. Stages set it from `kafka.session_timeout_ms`
+        // (DeliveryPolicy::session_timeout).
         .set("session.timeout.ms", "30000")
         .set("heartbeat.interval.ms", "1000")
         // Also the rebalance timeout: how long the coordinator waits for members (dead ones

@@ -1,6 +1,6 @@
 //! Throughput of the delivery bridge alone: consume → handle → produce → mark → commit.
 //!
-//! `bash scripts/bench.sh` runs it against a fresh Tansu and the test redis-server. It feeds
+//! `bash scripts/bench.sh` runs it against a fresh Apache Kafka and the test redis-server. It feeds
 //! N trading signals, runs the `validate` stage (one output and one store effect per input)
 //! and reports records per second from the first record handled to the last effect applied.
 //!
@@ -49,7 +49,7 @@ fn kafka(n: usize) {
             client_id: "bench".into(),
             topics: vec![raw],
             policy: DeliveryPolicy::new(ns.group("bench"), "risk", ns.broker.as_str()),
-            producer: EventProducer::kafka(&kafka_servers(), "bench", 5, 1).expect("producer"),
+            producer: alpha_panda_tests::producer(&kafka_servers(), "bench"),
             store: store.clone(),
             factory: validate_factory(counter.clone()),
             arbiter: actix_rt::Arbiter::current(),
@@ -68,7 +68,7 @@ fn kafka(n: usize) {
         let secs = started.elapsed().as_secs_f64();
         handle.shutdown().await;
         println!(
-            "bridge over kafka (Tansu, redis): {} records in {secs:.2} s = {:.0} records/s \
+            "bridge over kafka (Apache Kafka, redis): {} records in {secs:.2} s = {:.0} records/s \
              (consume → handle → produce acks=all → mark+effect → commit; 6 partitions; \
              feeding {n} took {feed_secs:.2} s = {:.0} records/s)",
             n - first,

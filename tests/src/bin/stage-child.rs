@@ -5,8 +5,8 @@
 
 use std::time::Duration;
 
+use alpha_panda_actors::delivery::DeliveryPolicy;
 use alpha_panda_actors::delivery::kafka::{ConsumerSpec, start};
-use alpha_panda_actors::delivery::{DeliveryPolicy, EventProducer};
 use alpha_panda_actors::store::{RedisStore, Store};
 use alpha_panda_core::BrokerName;
 use alpha_panda_tests::stages::validate_factory;
@@ -26,7 +26,7 @@ fn main() {
     let counter = var("CHILD_COUNTER");
     let system = actix_rt::System::new();
     system.block_on(async move {
-        let producer = EventProducer::kafka(&servers, "stage-child", 5, 1).expect("producer");
+        let producer = alpha_panda_tests::producer(&servers, "stage-child");
         let store = Store::Redis(
             RedisStore::connect(&var("ALPHA_PANDA_TEST_REDIS"))
                 .await
@@ -36,10 +36,8 @@ fn main() {
         policy.commit_interval = Duration::from_millis(200);
         // The test kills this process: let the group fail over quickly.
         policy.session_timeout = Duration::from_secs(10);
-        // Static membership, as docs/configuration.md recommends on Tansu: the restarted
-        // child takes the killed one's place at once. Under dynamic membership Tansu 0.6 can
-        // keep a killed leader in the group for ever, and the restarted child never gets a
-        // partition (seen in CI: stuck after the fourth kill).
+        // Static membership (`kafka.instance_id`): the restarted child takes the killed one's
+        // place at once, instead of waiting out the dead member's session.
         policy.instance_id = Some(format!("{}-child", policy.group));
         let handle = start(ConsumerSpec {
             servers: servers.clone(),
