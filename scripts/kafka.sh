@@ -90,7 +90,7 @@ start() { # DIR
   local bport cport pid i
   bport=$(free_port); cport=$(free_port)
   while [ "$cport" = "$bport" ]; do cport=$(free_port); done
-  bash "${BASH_SOURCE[0]}" run "$1" "$bport" "$cport" 2>"$1/kafka.log" &
+  bash "${BASH_SOURCE[0]}" run "$1" "$bport" "$cport" >/dev/null 2>"$1/kafka.log" &
   pid=$!
   for ((i = 0; i < 1200; i++)); do
     grep -q 'Kafka Server started' "$1/kafka.log" 2>/dev/null && { echo "127.0.0.1:$bport $pid"; return 0; }

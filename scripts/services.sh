@@ -5,6 +5,7 @@
 #   ALPHA_PANDA_TEST_REDIS     redis:// URL of a running redis-server
 #   ALPHA_PANDA_TEST_DATABASE  postgres:// URL of a running PostgreSQL (trust auth)
 #   PROMTOOL_BIN               Prometheus' promtool, to check the /metrics exposition
+#   CHROMIUM_BIN, CHROMEDRIVER_BIN  headless Chromium and its WebDriver, for page tests
 # and stops the broker it started (and removes its data) when the calling shell exits.
 # Tests that start brokers of their own run `scripts/kafka.sh run`; it is installed here.
 # Everything listens on 127.0.0.1 only.
@@ -130,4 +131,13 @@ ensure_promtool() {
   export PROMTOOL_BIN
 }
 
-ensure_build_tools && ensure_kafka && ensure_redis && ensure_postgres && ensure_promtool
+# Headless Chromium and its WebDriver, for tests of the pages the project shows a person
+# (Debian's chromium and chromium-driver).
+ensure_chromium() {
+  have chromium && have chromedriver || apt_install chromium chromium-driver || return 1
+  CHROMIUM_BIN=$(command -v chromium)
+  CHROMEDRIVER_BIN=$(command -v chromedriver)
+  export CHROMIUM_BIN CHROMEDRIVER_BIN
+}
+
+ensure_build_tools && ensure_kafka && ensure_redis && ensure_postgres && ensure_promtool && ensure_chromium
