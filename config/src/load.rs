@@ -55,6 +55,43 @@ pub enum ConfigError {
     },
 }
 
+impl ConfigError {
+    /// An invalid setting, with nothing secret in it: the value of a key that looks secret
+    /// (or that is unknown, so may be a misspelt secret) is never shown, not even inside the
+    /// deserializer's own words, and a URL shows no password.
+    fn invalid(key: String, value: Option<String>, problem: String, origin: Origin) -> Self {
+        let unknown = problem.starts_with("unknown field");
+        let (value, problem) = match value {
+            Some(v) if unknown || crate::mask::looks_secret(&key) => {
+                let problem = scrub(&problem, &v, crate::mask::MASK);
+                (Some(crate::mask::MASK.to_owned()), problem)
+            }
+            Some(v) => {
+                let masked = crate::mask::urls_in(&v);
+                let problem = scrub(&problem, &v, &masked);
+                (Some(masked), problem)
+            }
+            None => (None, problem),
+        };
+        ConfigError::Invalid {
+            key,
+            value,
+            problem,
+            origin,
+        }
+    }
+}
+
+/// `problem` with every rendering of the raw `value` (as TOML, quoted, or bare) replaced.
+fn scrub(problem: &str, value: &str, with: &str) -> String {
+    let bare = value.trim_matches('"');
+    let mut out = problem.replace(value, with);
+    if !bare.is_empty() {
+        out = out.replace(bare, with);
+    }
+    crate::mask::urls_in(&out)
+}
+
 fn invalid_message(key: &str, value: Option<&str>, problem: &str, origin: &Origin) -> String {
     let value = value.map(|v| format!(" = {v}")).unwrap_or_default();
     format!("invalid configuration `{key}`{value} (from {origin}): {problem}")
@@ -209,12 +246,12 @@ pub fn load(
                 .collect()
         };
         if path.iter().any(String::is_empty) {
-            return Err(ConfigError::Invalid {
-                key: path.join("."),
-                value: Some(raw),
-                problem: "empty key segment: use ALPHA_PANDA__SECTION__KEY".to_owned(),
-                origin: Origin::Env(name),
-            });
+            return Err(ConfigError::invalid(
+                path.join("."),
+                Some(raw),
+                "empty key segment: use ALPHA_PANDA__SECTION__KEY".to_owned(),
+                Origin::Env(name),
+            ));
         }
         layers.set(&path, env_value(&raw), Origin::Env(name));
     }
@@ -225,18 +262,11 @@ pub fn load(
         let problem = strip_location(&e.into_inner().to_string());
         let key = refine_key(&path, &problem);
         let value = lookup(&layers.root, &key).map(|v| v.to_string());
-        ConfigError::Invalid {
-            origin: layers.origin_of(&key),
-            key,
-            value,
-            problem,
-        }
+        ConfigError::invalid(key.clone(), value, problem, layers.origin_of(&key))
     })?;
-    validate::check(&settings).map_err(|(key, value, problem)| ConfigError::Invalid {
-        origin: layers.origin_of(&key),
-        key,
-        value,
-        problem,
+    validate::check(&settings).map_err(|(key, value, problem)| {
+        let origin = layers.origin_of(&key);
+        ConfigError::invalid(key, value, problem, origin)
     })?;
     Ok(settings)
 }

@@ -320,6 +320,80 @@ fn the_effective_configuration_masks_secrets_and_reloads_to_the_same_settings() 
     assert_eq!(load(Some(&f.0), env(&[])).unwrap(), s);
 }
 
+/// Each way a secret can reach an error message, from each layer: the message names the key
+/// and never the value.
+#[test]
+fn errors_never_show_the_value_of_a_secret_or_misspelt_key() {
+    let cases: Vec<(ConfigError, &str)> = vec![
+        // A misspelt secret key in the environment: unknown, so possibly secret.
+        (
+            load(None, env(&[("ALPHA_PANDA__ADMIN__TOKN", "tok-3f9a77c1d2")])).unwrap_err(),
+            "tok-3f9a77c1d2",
+        ),
+        // The same in a file.
+        (
+            load(
+                Some(&file("[admin]\ntokn = \"tok-3f9a77c1d2\"\n").0),
+                env(&[]),
+            )
+            .unwrap_err(),
+            "tok-3f9a77c1d2",
+        ),
+        // A secret of the wrong type: serde's own words would quote it.
+        (
+            load(
+                Some(&file("[brokers.zerodha.kite]\napi_secret = [\"s3cr3tval2\"]\n").0),
+                env(&[]),
+            )
+            .unwrap_err(),
+            "s3cr3tval2",
+        ),
+        (
+            load(
+                None,
+                env(&[(
+                    "ALPHA_PANDA__BROKERS__ZERODHA__KITE__API_SECRET",
+                    "[\"s3cr3tval\"]",
+                )]),
+            )
+            .unwrap_err(),
+            "s3cr3tval",
+        ),
+        // A URL whose password holds a `/`, refused for its scheme.
+        (
+            load(
+                None,
+                env(&[("ALPHA_PANDA__REDIS__URL", "http://u:pa/ss@h:1/0")]),
+            )
+            .unwrap_err(),
+            "pa/ss",
+        ),
+    ];
+    for (err, secret) in cases {
+        let shown = err.to_string();
+        assert!(!shown.contains(secret), "{secret} leaked: {shown}");
+        assert!(shown.contains("invalid configuration `"), "{shown}");
+    }
+    let (key, value, _, _) =
+        invalid(load(None, env(&[("ALPHA_PANDA__ADMIN__TOKN", "tok-3f9a77c1d2")])).unwrap_err());
+    assert_eq!(
+        (key.as_str(), value.as_deref()),
+        ("admin.tokn", Some(mask::MASK))
+    );
+}
+
+#[test]
+fn a_url_password_with_a_slash_is_masked_whole() {
+    assert_eq!(
+        mask::url("redis://u:pa/ss@h:6379/0"),
+        "redis://u:********@h:6379/0"
+    );
+    assert_eq!(
+        mask::url("postgres://ap:p@ss/w:rd@db.local/ap"),
+        "postgres://ap:********@db.local/ap"
+    );
+}
+
 #[test]
 fn url_masking_leaves_urls_without_passwords_alone() {
     assert_eq!(
