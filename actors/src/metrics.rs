@@ -12,6 +12,8 @@ use std::time::{Duration, Instant};
 use alpha_panda_core::{EventData, EventEnvelope};
 
 use crate::delivery::Output;
+use prometheus::core::Collector;
+use prometheus::proto::MetricType;
 use prometheus::{
     Encoder, GaugeVec, Histogram, HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts,
     Registry, TextEncoder,
@@ -234,12 +236,56 @@ impl Metrics {
     }
 
     /// Prometheus text exposition of every metric.
+    /// The exposition text. Every family is in it from the first scrape: one with no series
+    /// yet (consumer lag before its first sample, say) appears with its `# HELP` and
+    /// `# TYPE` lines, so dashboards and alerts built on the first scrape see it.
     pub fn render(&self) -> String {
         let mut buf = Vec::new();
         if let Err(e) = TextEncoder::new().encode(&self.registry.gather(), &mut buf) {
             tracing::error!(error = %e, "encoding metrics failed");
         }
-        String::from_utf8(buf).unwrap_or_default()
+        let mut text = String::from_utf8(buf).unwrap_or_default();
+        for family in self.collectors().iter().flat_map(|c| c.collect()) {
+            if family.get_metric().is_empty() {
+                let kind = match family.get_field_type() {
+                    MetricType::COUNTER => "counter",
+                    MetricType::GAUGE => "gauge",
+                    MetricType::HISTOGRAM => "histogram",
+                    MetricType::SUMMARY => "summary",
+                    MetricType::UNTYPED => "untyped",
+                };
+                let help = family.help().replace('\\', "\\\\").replace('\n', "\\n");
+                let name = family.name();
+                text.push_str(&format!("# HELP {name} {help}\n# TYPE {name} {kind}\n"));
+            }
+        }
+        text
+    }
+
+    /// Every family of the registry.
+    fn collectors(&self) -> [&dyn Collector; 20] {
+        [
+            &self.consumed,
+            &self.produced,
+            &self.retried,
+            &self.dead_lettered,
+            &self.handling,
+            &self.tick_to_signal,
+            &self.signal_to_fill,
+            &self.tick_to_fill,
+            &self.consumer_lag,
+            &self.partition_records,
+            &self.partition_rate,
+            &self.hot_partition,
+            &self.restarts,
+            &self.dedup_hits,
+            &self.orders,
+            &self.pnl,
+            &self.trading_state,
+            &self.degraded,
+            &self.paused,
+            &self.admin_actions,
+        ]
     }
 
     /// Makes a stage's series visible (at zero) before its first record, so dashboards and
@@ -413,6 +459,33 @@ impl PartitionRates {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A dashboard built on the first scrape sees every family, series or not: each metric
+    /// of docs/operations.md's table is declared by a registry that has recorded nothing.
+    #[test]
+    fn every_documented_family_is_on_the_first_scrape() {
+        let fresh = Metrics::new();
+        let text = fresh.render();
+        let docs = include_str!("../../docs/operations.md");
+        let table = docs
+            .split("## Metrics")
+            .nth(1)
+            .and_then(|t| t.split("\n## ").next())
+            .unwrap_or_default();
+        let names: Vec<&str> = table
+            .lines()
+            .filter_map(|l| l.strip_prefix("| `"))
+            .filter_map(|l| l.split('`').next())
+            .collect();
+        assert!(names.len() >= 20, "the docs table lists {names:?}");
+        for name in names {
+            let full = format!("alpha_panda_{name}");
+            assert!(
+                text.contains(&format!("# TYPE {full} ")),
+                "{full} is missing from a fresh scrape:\n{text}"
+            );
+        }
+    }
 
     #[test]
     fn a_partition_with_more_than_twice_its_fair_share_is_hot() {

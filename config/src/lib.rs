@@ -9,6 +9,6 @@ pub mod params;
 pub mod settings;
 mod validate;
 
-pub use load::{ConfigError, Origin, load, load_from_env};
+pub use load::{ConfigError, Origin, check_trading, load, load_from_env};
 pub use params::*;
 pub use settings::*;

@@ -271,6 +271,15 @@ pub fn load(
     Ok(settings)
 }
 
+/// Checks what only trading needs (`validate::trading`): the daemon calls it before it
+/// starts; administrative commands do not, so `topics ensure` with zerodha active needs no
+/// Kite credentials.
+pub fn check_trading(settings: &Settings) -> Result<(), ConfigError> {
+    // The only such check today is for a key left at its default (absent).
+    validate::trading(settings)
+        .map_err(|(key, value, problem)| ConfigError::invalid(key, value, problem, Origin::Default))
+}
+
 /// Loads from the process environment.
 pub fn load_from_env(file: Option<&Path>) -> Result<Settings, ConfigError> {
     load(file, std::env::vars())

@@ -10,12 +10,37 @@ use crate::settings::{BrokerKind, Feed, Settings};
 /// (key, value as written, problem).
 pub type Failure = (String, Option<String>, String);
 
+/// The most slippage the paper fill model takes: 10 %. More is a typo, and 10 000 bps or
+/// more would price a SELL at zero or below.
+pub const MAX_SLIPPAGE_BPS: u32 = 1_000;
+
 fn fail<T>(
     key: impl Into<String>,
     value: impl ToString,
     problem: impl Into<String>,
 ) -> Result<T, Failure> {
     Err((key.into(), Some(value.to_string()), problem.into()))
+}
+
+/// What only trading needs: credentials of the active live brokers. `run` checks it;
+/// commands that only administer (topics, DLQ, config check, backtest) do not.
+pub fn trading(s: &Settings) -> Result<(), Failure> {
+    for b in &s.active_brokers {
+        let Some(def) = s.brokers.get(b) else {
+            continue;
+        };
+        if def.kind == BrokerKind::Zerodha && def.kite.api_key.is_none() {
+            return Err((
+                format!("brokers.{b}.kite.api_key"),
+                None,
+                format!(
+                    "required while `{b}` (kind zerodha) is active: set it in the file or ALPHA_PANDA__BROKERS__{}__KITE__API_KEY",
+                    b.as_str().to_ascii_uppercase()
+                ),
+            ));
+        }
+    }
+    Ok(())
 }
 
 pub fn check(s: &Settings) -> Result<(), Failure> {
@@ -49,25 +74,15 @@ fn brokers(s: &Settings) -> Result<(), Failure> {
                 ),
             );
         };
-        if def.kind == BrokerKind::Zerodha && def.kite.api_key.is_none() {
-            return Err((
-                format!("brokers.{b}.kite.api_key"),
-                None,
-                format!(
-                    "required while `{b}` (kind zerodha) is active: set it in the file or ALPHA_PANDA__BROKERS__{}__KITE__API_KEY",
-                    b.as_str().to_ascii_uppercase()
-                ),
-            ));
-        }
     }
     for (name, def) in &s.brokers {
         let m = &def.fill_model;
         let key = |f: &str| format!("brokers.{name}.fill_model.{f}");
-        if m.slippage_bps.is_sign_negative() {
+        if m.slippage_bps.is_sign_negative() || m.slippage_bps > Decimal::from(MAX_SLIPPAGE_BPS) {
             return fail(
                 key("slippage_bps"),
                 m.slippage_bps,
-                "must be 0 or more basis points",
+                format!("must be 0 to {MAX_SLIPPAGE_BPS} basis points"),
             );
         }
         if m.starting_cash <= Decimal::ZERO {

@@ -112,9 +112,10 @@ fn a_bad_broker_name_is_refused_with_the_reason() {
 }
 
 #[test]
-fn active_brokers_come_from_the_environment_and_zerodha_needs_its_api_key() {
-    let (key, _, problem, _) =
-        invalid(load(None, env(&[("ACTIVE_BROKERS", "paper,zerodha")])).unwrap_err());
+fn active_brokers_come_from_the_environment_and_zerodha_needs_its_api_key_to_trade() {
+    // Administration (topics, DLQ, config check) needs no Kite credentials; trading does.
+    let admin_only = load(None, env(&[("ACTIVE_BROKERS", "paper,zerodha")])).unwrap();
+    let (key, _, problem, _) = invalid(alpha_panda_config::check_trading(&admin_only).unwrap_err());
     assert_eq!(key, "brokers.zerodha.kite.api_key");
     assert!(
         problem.contains("ALPHA_PANDA__BROKERS__ZERODHA__KITE__API_KEY"),
@@ -128,10 +129,28 @@ fn active_brokers_come_from_the_environment_and_zerodha_needs_its_api_key() {
         ]),
     )
     .unwrap();
+    alpha_panda_config::check_trading(&s).unwrap();
     assert_eq!(
         s.active_brokers,
         vec![BrokerName::paper(), BrokerName::zerodha()]
     );
+}
+
+#[test]
+fn slippage_is_bounded_so_a_sell_can_never_be_priced_at_zero() {
+    let (key, value, problem, _) = invalid(
+        load(
+            None,
+            env(&[(
+                "ALPHA_PANDA__BROKERS__PAPER__FILL_MODEL__SLIPPAGE_BPS",
+                "\"20000\"",
+            )]),
+        )
+        .unwrap_err(),
+    );
+    assert_eq!(key, "brokers.paper.fill_model.slippage_bps");
+    assert_eq!(value.as_deref(), Some("20000"));
+    assert!(problem.contains("0 to 1000"), "{problem}");
 }
 
 #[test]

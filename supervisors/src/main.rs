@@ -109,6 +109,9 @@ fn main() -> ExitCode {
         Command::Dlq { command } => dlq(&settings, command),
         Command::Backtest { ticks, out } => backtest(settings, &ticks, &out),
         Command::Run => {
+            if let Err(e) = alpha_panda_config::check_trading(&settings) {
+                return config_error(&e);
+            }
             if let Err(e) = init_logging(&settings) {
                 eprintln!("alpha-panda: {e}");
                 return ExitCode::from(EXIT_CONFIG);

@@ -238,6 +238,28 @@ fn topics_ensure_creates_the_missing_topics_once_and_list_shows_them() {
     assert_eq!(cols[1..], ["6", "6", "-1"], "{line}");
 }
 
+/// Administration needs no Kite credentials; only `run` (trading) does, and it says which key.
+#[test]
+fn zerodha_credentials_are_required_to_trade_but_not_to_administer() {
+    let admin = run(alpha_panda()
+        .args(["topics", "list"])
+        .env("ACTIVE_BROKERS", "paper,zerodha"));
+    let err = text(&admin.stderr);
+    assert!(!err.contains("api_key"), "{err}");
+    assert!(err.contains("kafka.bootstrap_servers"), "{err}");
+    let check = run(alpha_panda()
+        .args(["config", "check"])
+        .env("ACTIVE_BROKERS", "paper,zerodha"));
+    assert_eq!(check.status.code(), Some(0), "{}", text(&check.stderr));
+
+    let trade = run(alpha_panda()
+        .arg("run")
+        .env("ACTIVE_BROKERS", "paper,zerodha"));
+    assert_eq!(trade.status.code(), Some(2));
+    let err = text(&trade.stderr);
+    assert!(err.contains("brokers.zerodha.kite.api_key"), "{err}");
+}
+
 #[test]
 fn topics_without_kafka_configured_say_what_to_set() {
     let out = run(alpha_panda().args(["topics", "list"]));
