@@ -65,7 +65,7 @@ fn brokers(s: &Settings) -> Result<(), Failure> {
         if !seen.insert(b) {
             return fail("active_brokers", b, "listed twice");
         }
-        let Some(def) = s.brokers.get(b) else {
+        if !s.brokers.contains_key(b) {
             return fail(
                 "active_brokers",
                 b,
@@ -73,7 +73,7 @@ fn brokers(s: &Settings) -> Result<(), Failure> {
                     "no broker `{b}` is defined: add [brokers.{b}] with kind = \"paper\" or \"zerodha\" and an account"
                 ),
             );
-        };
+        }
     }
     for (name, def) in &s.brokers {
         let m = &def.fill_model;
