@@ -209,6 +209,35 @@ async fn transient_failures_are_retried_in_place(bus: Bus) {
     assert_eq!(c.effects().await, 11);
 }
 
+/// A business failure that a stage reports as an error instead of a domain event is not
+/// dropped with a log line: it reaches the DLQ with its class, once, and the rest goes on.
+async fn a_business_failure_without_an_event_is_dead_lettered(bus: Bus) {
+    let c = Case::new(bus).await;
+    let inputs = c.bus.feed(&c.ns.broker, &c.raw, 12).await;
+    let refused = inputs[5].id;
+    let fail: FailWhen = Arc::new(move |id, _| {
+        (id == refused).then(|| StageError::new(FailureClass::Business, "order refused"))
+    });
+    let m = c.member(Some(fail), Duration::ZERO);
+    c.wait_effects(11).await;
+    let dead = c.bus.read(&c.dlq, 1, Duration::from_secs(30)).await;
+    m.shutdown().await;
+    assert_eq!(dead.len(), 1, "{}", c.bus.name());
+    let env = EventEnvelope::decode(dead[0].3.as_deref().unwrap()).unwrap();
+    assert_eq!(env.causation_id, Some(refused));
+    let EventData::SystemError(e) = env.data else {
+        panic!("system_error expected")
+    };
+    assert_eq!(e.error_class, FailureClass::Business);
+    assert!(
+        e.error_message.contains("order refused"),
+        "{}",
+        e.error_message
+    );
+    assert_eq!(c.calls.lock().unwrap()[&refused], 1, "not retried");
+    assert_eq!(c.effects().await, 11);
+}
+
 async fn a_new_member_resumes_after_the_committed_offsets(bus: Bus) {
     const N: usize = 1_500;
     let c = Case::new(bus).await;
@@ -416,6 +445,7 @@ on_both!(
     every_input_has_one_output_and_one_effect,
     poison_is_dead_lettered_and_the_partition_goes_on,
     transient_failures_are_retried_in_place,
+    a_business_failure_without_an_event_is_dead_lettered,
     a_new_member_resumes_after_the_committed_offsets,
     members_split_partitions_and_hand_over_on_leaving,
     an_unfinished_record_is_redelivered_to_the_next_member,

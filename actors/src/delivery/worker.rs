@@ -609,10 +609,15 @@ impl PartitionWorker {
                     ));
                 }
                 FailureClass::Business => {
-                    // A business outcome should arrive as a domain event in `Handled`; an
-                    // error of this class is recorded and the record is done.
-                    tracing::warn!(stage = %self.policy.stage, event_id = %envelope.id, error = %err.message, "business failure without a domain event");
-                    return Ok(Handled::default());
+                    // A business outcome should arrive as a domain event in `Handled`
+                    // (a rejected signal, a failed order). One that arrives as an error
+                    // instead is not dropped: it goes to the DLQ with its class, so it is
+                    // seen, counted and can be replayed.
+                    return Err(Interrupt::DeadLetter(
+                        FailureClass::Business,
+                        err.message,
+                        attempts - 1,
+                    ));
                 }
                 FailureClass::Infrastructure => {
                     return Err(Interrupt::Infrastructure(err.message));
