@@ -1,10 +1,13 @@
 #!/usr/bin/env bash
-# The project's bench command: starts the test services (as scripts/test.sh does) and prints
-# throughput figures. Record them in docs/performance.md with the date and commit.
+# The project's bench command: starts the test services (as scripts/test.sh does: Apache
+# Kafka, redis-server) and prints throughput figures. Record them in docs/performance.md with the date and commit.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/services.sh || { echo "bench services could not be started" >&2; exit 1; }
-cargo build --release -p alpha-panda-tests --bin bench-bridge
+cargo build --release -p alpha-panda-tests --bin bench-broker --bin bench-bridge
+# The bare broker with the runtime's client settings: produce/s, consume/s, one-hop p50/p99
+# of a tick-sized record at a steady rate (one JSON line each).
+target/release/bench-broker "${BENCH_BROKER_RECORDS:-200000}" "${BENCH_HOP_RATE:-1000}" "${BENCH_HOP_SECONDS:-10}"
 for transport in kafka memory; do
   target/release/bench-bridge "$transport" "${BENCH_RECORDS:-20000}"
 done

@@ -3,7 +3,9 @@
 //!
 //! Replay gives each original a **new id**, derived from the DLQ record's id (so a replay
 //! that is interrupted and run again re-emits the same id, and downstream dedup absorbs it),
-//! makes the DLQ record its cause, and adds a `dlq_origin` header (`{dlq}/{partition}/{offset}`).
+//! makes the DLQ record its cause, and adds a `dlq_origin` header (`{dlq}/{partition}/{offset}`)
+//! and a `dlq_target_group` header naming the consumer group that dead-lettered it: only that
+//! group handles the replayed record, the other groups reading the topic step over it.
 //! Its progress is committed in the consumer group `{group_prefix}.dlq-replay`, one record at a
 //! time after the broker acknowledged the replayed record, so running it twice replays nothing
 //! twice.
@@ -19,8 +21,8 @@ use rdkafka::message::Header;
 use rdkafka::{Message, Offset, TopicPartitionList};
 use uuid::Uuid;
 
-use crate::delivery::EventProducer;
 use crate::delivery::producer::envelope_headers;
+use crate::delivery::{DLQ_TARGET_GROUP_HEADER, EventProducer};
 use crate::kafka::{KafkaFailure, REQUEST_TIMEOUT, consumer_config};
 
 /// One dead-letter record.
@@ -252,10 +254,15 @@ pub async fn replay(
                 Ok((topic, original)) => {
                     if !dry_run {
                         let origin = format!("{dlq}/{}/{}", entry.partition, entry.offset);
-                        let headers = envelope_headers(&original).insert(Header {
-                            key: "dlq_origin",
-                            value: Some(origin.as_str()),
-                        });
+                        let headers = envelope_headers(&original)
+                            .insert(Header {
+                                key: "dlq_origin",
+                                value: Some(origin.as_str()),
+                            })
+                            .insert(Header {
+                                key: DLQ_TARGET_GROUP_HEADER,
+                                value: Some(e.consumer_group.as_str()),
+                            });
                         producer
                             .send_raw(&topic, &original.key, &original.encode(), headers)
                             .await

@@ -363,3 +363,110 @@ fn dlq_replay_republishes_once_and_the_record_is_processed_once() {
         );
     });
 }
+
+/// Three consumer groups read one topic, as the strategy, trader and portfolio stages read
+/// `market.ticks`. Only the trader's group fails a record; replaying the DLQ delivers it to
+/// the trader's group alone: the other two handle it once, not twice.
+#[test]
+fn a_dlq_replay_reaches_only_the_group_that_failed() {
+    use alpha_panda_actors::dlq_tools;
+    use std::sync::atomic::AtomicBool;
+    actix_rt::System::new().block_on(async {
+        let s = setup().await;
+        let inputs = signals::produce(&s.ns.broker, &s.raw, 5).await;
+        let target: Uuid = inputs[2].id;
+        let broken = Arc::new(AtomicBool::new(true));
+        let counter_of = |stage: &str| format!("{}:test:{stage}:effects", s.ns.redis_prefix());
+        let start_group = |stage: &str, fail: Option<FailWhen>| {
+            let policy = DeliveryPolicy::new(s.ns.group(stage), stage, s.ns.broker.as_str());
+            let counter = counter_of(stage);
+            let fail = fail.unwrap_or_else(|| Arc::new(|_: &Deliver| None));
+            start(ConsumerSpec {
+                servers: kafka_servers(),
+                client_id: format!("replay-{stage}"),
+                topics: vec![s.raw.clone()],
+                policy,
+                producer: alpha_panda_tests::producer(&kafka_servers(), "replay-groups"),
+                store: s.store.clone(),
+                factory: failing_factory(counter, fail),
+                arbiter: actix_rt::Arbiter::current(),
+            })
+            .unwrap()
+        };
+        let b = broken.clone();
+        let trader_fails: FailWhen = Arc::new(move |d: &Deliver| {
+            let is_target = d.envelope.id == target || d.envelope.correlation_id == target;
+            (is_target && b.load(Ordering::SeqCst))
+                .then(|| StageError::poison("bad for the trader"))
+        });
+        let groups = [
+            start_group("strategy", None),
+            start_group("trader", Some(trader_fails)),
+            start_group("portfolio", None),
+        ];
+        let effects = |stage: &str| {
+            let (store, key) = (s.store.clone(), counter_of(stage));
+            async move {
+                store
+                    .get(&key)
+                    .await
+                    .unwrap()
+                    .map_or(0, |v| v.parse::<i64>().unwrap())
+            }
+        };
+        let wait = |stage: &'static str, want: i64| {
+            let effects = &effects;
+            async move {
+                let deadline = Instant::now() + Duration::from_secs(60);
+                while effects(stage).await < want {
+                    assert!(Instant::now() < deadline, "{stage} stuck below {want}");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            }
+        };
+        wait("strategy", 5).await;
+        wait("portfolio", 5).await;
+        wait("trader", 4).await;
+        assert_eq!(dlq_records(&s, 1).await.len(), 1);
+
+        broken.store(false, Ordering::SeqCst);
+        let producer = alpha_panda_tests::producer(&kafka_servers(), "replay");
+        let prefix = s.ns.group("ops");
+        for _ in 0..2 {
+            dlq_tools::replay(
+                &kafka_servers(),
+                "test",
+                &prefix,
+                &producer,
+                &s.dlq,
+                100,
+                false,
+            )
+            .await
+            .unwrap();
+        }
+        wait("trader", 5).await;
+        // Time for the other groups to reach the replayed record and step over it.
+        let end = read_topic(&s.raw, 6, Duration::from_secs(10)).await;
+        assert_eq!(end.len(), 6, "five records and one replay on the topic");
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        for g in groups {
+            g.shutdown().await;
+        }
+        assert_eq!(
+            effects("strategy").await,
+            5,
+            "the strategy saw the record once"
+        );
+        assert_eq!(
+            effects("portfolio").await,
+            5,
+            "the portfolio saw the record once"
+        );
+        assert_eq!(
+            effects("trader").await,
+            5,
+            "the trader handled the replay once"
+        );
+    });
+}

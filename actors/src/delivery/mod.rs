@@ -46,6 +46,20 @@ pub struct Record {
     pub headers: Vec<(String, Option<Vec<u8>>)>,
 }
 
+/// Header of a record replayed from a DLQ: the consumer group that dead-lettered it. Only
+/// that group handles the replayed record; every other group reading the topic steps over
+/// it (so a tick one stage failed is not handled twice by the stages that did not).
+pub const DLQ_TARGET_GROUP_HEADER: &str = "dlq_target_group";
+
+impl Record {
+    /// A DLQ replay addressed to another consumer group than `group`.
+    pub fn replayed_for_another_group(&self, group: &str) -> bool {
+        self.headers
+            .iter()
+            .any(|(k, v)| k == DLQ_TARGET_GROUP_HEADER && v.as_deref() != Some(group.as_bytes()))
+    }
+}
+
 /// How a consumer group processes its records.
 #[derive(Debug, Clone)]
 pub struct DeliveryPolicy {

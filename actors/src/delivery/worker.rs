@@ -29,6 +29,8 @@ pub enum Processed {
     Duplicate,
     /// Sent to the DLQ.
     DeadLettered { class: FailureClass, retries: u32 },
+    /// A DLQ replay addressed to another consumer group: not this group's to handle.
+    ForAnotherGroup,
 }
 
 /// The record was not finished because the partition is being revoked or the process is
@@ -233,6 +235,9 @@ impl PartitionWorker {
     /// what it owes to records handled live in this run (`Handled::owed`) is published,
     /// retried until the broker takes it or the partition stops.
     async fn replay(&self, record: &Record, envelope: EventEnvelope) {
+        if record.replayed_for_another_group(&self.policy.group) {
+            return;
+        }
         let reply = self
             .stage
             .send(Deliver {
@@ -310,7 +315,7 @@ impl PartitionWorker {
                     .dead_lettered
                     .with_label_values(&[record.topic.to_string().as_str(), &stage, class.as_str()])
                     .inc(),
-                Processed::Handled { .. } => {}
+                Processed::Handled { .. } | Processed::ForAnotherGroup => {}
             }
             // Status and degradation are for people: refresh them a few times a second,
             // not on every record.
@@ -468,6 +473,10 @@ impl PartitionWorker {
         record: &Record,
         cached: &mut Option<Handled>,
     ) -> Result<Processed, Interrupt> {
+        if record.replayed_for_another_group(&self.policy.group) {
+            tracing::debug!(stage = %self.policy.stage, topic = %record.topic, offset = record.offset, "a DLQ replay for another consumer group; stepped over");
+            return Ok(Processed::ForAnotherGroup);
+        }
         let envelope = match record.value.as_deref().map(EventEnvelope::decode) {
             Some(Ok(env)) => env,
             Some(Err(e)) => {
