@@ -8,7 +8,6 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
 
 use actix_web::dev::Server;
 use actix_web::{App, HttpRequest, HttpResponse, HttpServer, get, post, web};
@@ -31,6 +30,8 @@ pub struct View {
     /// The stages this process runs, as (namespace, stage): readiness wants partitions for
     /// each.
     pub stages: Vec<(String, String)>,
+    /// Kafka and store reachability, checked at most once a second.
+    pub services: crate::readiness::ServiceChecks,
 }
 
 #[get("/healthz")]
@@ -38,40 +39,14 @@ async fn healthz() -> HttpResponse {
     HttpResponse::Ok().json(json!({ "status": "ok" }))
 }
 
-/// One readiness check.
-fn check(ok: bool, reason: impl Into<String>) -> Value {
-    json!({ "ok": ok, "reason": reason.into() })
-}
+use crate::readiness::check;
 
 /// `GET /readyz`: 200 when every check passes, else 503; the body names each check and why.
 #[get("/readyz")]
 async fn readyz(view: web::Data<View>) -> HttpResponse {
-    let mut checks = serde_json::Map::new();
-    match view.settings.kafka.bootstrap_servers.clone() {
-        Some(servers) => {
-            let client_id = view.settings.kafka.client_id.clone();
-            let shown = servers.clone();
-            let result = web::block(move || {
-                crate::kafka::admin::ping(&servers, &client_id, Duration::from_secs(2))
-            })
-            .await;
-            let c = match result {
-                Ok(Ok(())) => check(true, format!("{shown} answers")),
-                Ok(Err(e)) => check(false, e.to_string()),
-                Err(e) => check(false, e.to_string()),
-            };
-            checks.insert("kafka".into(), c);
-        }
-        None => {
-            checks.insert("kafka".into(), check(true, "in-process transport"));
-        }
-    }
-    let store = match tokio::time::timeout(Duration::from_secs(2), view.store.ping()).await {
-        Ok(Ok(())) => check(true, format!("{} store answers", view.store.kind())),
-        Ok(Err(e)) => check(false, e.to_string()),
-        Err(_) => check(false, "the store did not answer within 2 s"),
-    };
-    checks.insert("redis".into(), store);
+    // Kafka and the store: cached, at most one check in flight (crate::readiness).
+    let mut checks: serde_json::Map<String, Value> =
+        view.services.current().await.into_iter().collect();
     let workers = view.control.workers();
     let missing: Vec<String> = view
         .stages

@@ -10,6 +10,7 @@ pub mod kafka;
 pub mod metrics;
 pub mod paper;
 pub mod portfolio;
+pub mod readiness;
 pub mod risk;
 pub mod stages;
 pub mod store;

@@ -90,6 +90,11 @@ async fn run_async(settings: Arc<Settings>) -> anyhow::Result<()> {
             store: store.clone(),
             control: a.control.clone(),
             stages: a.stages(),
+            services: alpha_panda_actors::readiness::ServiceChecks::services(
+                settings.kafka.bootstrap_servers.clone(),
+                &settings.kafka.client_id,
+                store.clone(),
+            ),
         },
     )
     .with_context(|| format!("cannot listen on http.listen = {}", settings.http.listen))?;

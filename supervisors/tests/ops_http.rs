@@ -33,10 +33,15 @@ fn serve(a: &Assembly, settings: Arc<Settings>) -> SocketAddr {
     let server = http::server(
         addr,
         View {
-            settings,
+            settings: settings.clone(),
             store: a.store.clone(),
             control: a.control.clone(),
             stages: a.stages(),
+            services: alpha_panda_actors::readiness::ServiceChecks::services(
+                settings.kafka.bootstrap_servers.clone(),
+                &settings.kafka.client_id,
+                a.store.clone(),
+            ),
         },
     )
     .unwrap();

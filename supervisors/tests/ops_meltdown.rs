@@ -47,6 +47,11 @@ fn serve(a: &Assembly) -> (SocketAddr, actix_web::dev::ServerHandle) {
             store: a.store.clone(),
             control: a.control.clone(),
             stages: a.stages(),
+            services: alpha_panda_actors::readiness::ServiceChecks::services(
+                a.settings.kafka.bootstrap_servers.clone(),
+                &a.settings.kafka.client_id,
+                a.store.clone(),
+            ),
         },
     )
     .unwrap();

@@ -24,16 +24,25 @@ pub fn kafka_servers() -> String {
     required_env("ALPHA_PANDA_TEST_KAFKA")
 }
 
-/// Producer settings of the daemon's defaults (`kafka.linger_ms`, `kafka.max_batch_records`),
-/// so tests produce as a daemon would.
+/// The daemon's Kafka settings as this process's environment sets them
+/// (`ALPHA_PANDA__KAFKA__LINGER_MS=1 target/release/bench-broker` measures another linger),
+/// else the defaults.
+fn kafka_settings() -> alpha_panda_config::KafkaSettings {
+    alpha_panda_config::load_from_env(None)
+        .map(|s| s.kafka)
+        .unwrap_or_default()
+}
+
+/// Producer settings of the daemon (`kafka.linger_ms`, `kafka.max_batch_records`), so tests
+/// produce as a daemon would.
 pub fn producer_config(servers: &str, client_id: &str) -> rdkafka::ClientConfig {
-    let k = alpha_panda_config::KafkaSettings::default();
+    let k = kafka_settings();
     alpha_panda_actors::kafka::producer_config(servers, client_id, k.linger_ms, k.max_batch_records)
 }
 
-/// The runtime's event producer with the daemon's default settings.
+/// The runtime's event producer with the daemon's settings.
 pub fn producer(servers: &str, client_id: &str) -> alpha_panda_actors::delivery::EventProducer {
-    let k = alpha_panda_config::KafkaSettings::default();
+    let k = kafka_settings();
     alpha_panda_actors::delivery::EventProducer::kafka(
         servers,
         client_id,

@@ -133,6 +133,11 @@ fn a_redis_outage_restarts_the_stage_with_backoff_shows_in_readiness_and_loses_n
         })
         .unwrap();
         let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+        let services = alpha_panda_actors::readiness::ServiceChecks::services(
+            settings.kafka.bootstrap_servers.clone(),
+            &settings.kafka.client_id,
+            store.clone(),
+        );
         let server = http::server(
             addr,
             View {
@@ -140,6 +145,7 @@ fn a_redis_outage_restarts_the_stage_with_backoff_shows_in_readiness_and_loses_n
                 store,
                 control: control.clone(),
                 stages: vec![(broker.clone(), "risk".to_owned())],
+                services,
             },
         )
         .unwrap();
