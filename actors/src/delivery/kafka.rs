@@ -446,7 +446,7 @@ pub fn start(spec: ConsumerSpec) -> Result<ConsumerHandle, KafkaError> {
 fn hold(
     consumer: &BaseConsumer<BridgeContext>,
     pause: bool,
-    waiting: &HashMap<PartitionKey, VecDeque<Record>>,
+    waiting: &HashMap<PartitionKey, (Arc<AtomicBool>, VecDeque<Record>)>,
     stage: &str,
 ) {
     let assignment = match consumer.assignment() {
@@ -552,7 +552,9 @@ fn to_record(msg: &rdkafka::message::BorrowedMessage<'_>, topic: TopicName) -> R
 }
 
 fn poll_loop(consumer: BaseConsumer<BridgeContext>, shared: Arc<Shared>, stop: Arc<AtomicBool>) {
-    let mut waiting: HashMap<PartitionKey, VecDeque<Record>> = HashMap::new();
+    // Records held back while a partition's worker queue is full, with the slot (one
+    // assignment of the partition) they were fetched for.
+    let mut waiting: HashMap<PartitionKey, (Arc<AtomicBool>, VecDeque<Record>)> = HashMap::new();
     let mut last_commit = Instant::now();
     let mut stored = false;
     // Whether the operator's pause is applied to the consumer.
@@ -566,11 +568,16 @@ fn poll_loop(consumer: BaseConsumer<BridgeContext>, shared: Arc<Shared>, stop: A
             hold(&consumer, held, &waiting, &p.stage);
         }
         // Hand paused partitions' records over as their queues drain.
-        waiting.retain(|key, queue| {
+        waiting.retain(|key, (owner, queue)| {
             let slots = shared.slots();
             let Some(slot) = slots.get(key) else {
                 return false; // revoked: the records will be redelivered to the new owner
             };
+            if !Arc::ptr_eq(owner, &slot.stop) {
+                // Revoked and assigned again within one poll: the new assignment reads from
+                // its own start, so the old queue must not go ahead of it.
+                return false;
+            }
             while let Some(rec) = queue.pop_front() {
                 match slot.tx.try_send(rec) {
                     Ok(()) => {}
@@ -597,12 +604,21 @@ fn poll_loop(consumer: BaseConsumer<BridgeContext>, shared: Arc<Shared>, stop: A
             }
             Some(Ok(msg)) => {
                 let key = (msg.topic().to_owned(), msg.partition());
-                if let Some(queue) = waiting.get_mut(&key) {
+                let slots = shared.slots();
+                let current = slots.get(&key).map(|slot| &slot.stop);
+                // A queue left by an earlier assignment of this partition is dropped (see
+                // above): its records are redelivered from the new assignment's start.
+                if waiting
+                    .get(&key)
+                    .is_some_and(|(owner, _)| current.is_none_or(|c| !Arc::ptr_eq(owner, c)))
+                {
+                    waiting.remove(&key);
+                }
+                if let Some((_, queue)) = waiting.get_mut(&key) {
                     if let Some(topic) = shared.topics.get(&key.0) {
                         queue.push_back(to_record(&msg, topic.clone()));
                     }
                 } else {
-                    let slots = shared.slots();
                     if let (Some(slot), Some(topic)) = (slots.get(&key), shared.topics.get(&key.0))
                     {
                         match slot.tx.try_send(to_record(&msg, topic.clone())) {
@@ -613,8 +629,9 @@ fn poll_loop(consumer: BaseConsumer<BridgeContext>, shared: Arc<Shared>, stop: A
                                 if let Err(e) = consumer.pause(&tpl) {
                                     tracing::warn!(topic = %key.0, partition = key.1, error = %e, "pause failed");
                                 }
+                                let owner = slot.stop.clone();
                                 drop(slots);
-                                waiting.insert(key, VecDeque::from([rec]));
+                                waiting.insert(key, (owner, VecDeque::from([rec])));
                             }
                             Err(tmpsc::error::TrySendError::Closed(_)) => {}
                         }
