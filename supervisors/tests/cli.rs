@@ -64,7 +64,7 @@ fn config_check_prints_the_effective_settings_with_secrets_masked() {
     let out = run(alpha_panda()
         .args(["config", "check", "--config"])
         .arg(&file)
-        .env("ALPHA_PANDA__ADMIN__TOKEN", "topsecret"));
+        .env("ALPHA_PANDA__ADMIN__TOKEN", "topsecret-topsecret-topsecret"));
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
     let shown = text(&out.stdout);
     assert!(
@@ -523,7 +523,7 @@ fn the_daemon_replays_a_tick_file_into_the_golden_portfolio() {
 
 #[test]
 fn json_logs_carry_each_records_ids_and_never_a_secret() {
-    const ADMIN: &str = "admin-secret-4f1c9";
+    const ADMIN: &str = "admin-secret-4f1c9-0123456789";
     const KITE: &str = "kite-secret-77ab2";
     let mut child = alpha_panda()
         .arg("run")

@@ -140,6 +140,7 @@ fn a_redis_outage_restarts_the_stage_with_backoff_shows_in_readiness_and_loses_n
                 store,
                 control: control.clone(),
                 stages: vec![(broker.clone(), "risk".to_owned())],
+                console: Default::default(),
             },
         )
         .unwrap();
