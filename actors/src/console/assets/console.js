@@ -329,6 +329,14 @@ async function act(action, body) {
   } catch (e) {
     actionMessage = { text: `${action} failed: ${e.message}`, kind: "error" };
   }
+  const shown = actionMessage;
+  // An action's answer stays 10 s, unless another replaces it.
+  setTimeout(() => {
+    if (actionMessage === shown) {
+      actionMessage = null;
+      refreshMessage();
+    }
+  }, 10000);
   refreshMessage();
   await poll();
 }
