@@ -46,6 +46,47 @@ fn config_check_names_a_misspelt_environment_key_and_exits_2() {
 }
 
 #[test]
+fn the_daemon_refuses_to_start_with_an_admin_token_shorter_than_24_characters() {
+    let mut child = alpha_panda()
+        .arg("run")
+        .env(
+            "ALPHA_PANDA__HTTP__LISTEN",
+            format!("127.0.0.1:{}", free_port()),
+        )
+        .env("ALPHA_PANDA__ADMIN__TOKEN", "guessable-token")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("the binary runs");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("the daemon started with a 15-character admin token");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let mut err = String::new();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut err)
+        .unwrap();
+    assert_eq!(status.code(), Some(2), "{err}");
+    assert!(err.contains("`admin.token`"), "names the key: {err}");
+    assert!(err.contains("at least 24"), "says what is expected: {err}");
+    assert!(
+        !err.contains("guessable-token"),
+        "never shows the token: {err}"
+    );
+}
+
+#[test]
 fn config_check_refuses_a_bad_broker_name_with_the_reason() {
     let out = run(alpha_panda()
         .args(["config", "check"])
