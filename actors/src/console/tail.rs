@@ -9,6 +9,7 @@
 //! When Kafka cannot be reached the reader says why in the book (`reader_error`, shown by
 //! the page) and tries again every 5 s.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
@@ -197,6 +198,11 @@ impl Reader<'_> {
             }
         }
         consumer.assign(&tpl).map_err(at("an assignment"))?;
+        let brokers: HashMap<String, &str> = self
+            .topics
+            .iter()
+            .map(|(t, b)| (t.to_string(), b.as_str()))
+            .collect();
         self.console.book().set_reader_error(None);
         let mut last_dlq: Option<Instant> = None;
         while !self.stop.load(Ordering::Relaxed) {
@@ -216,12 +222,7 @@ impl Reader<'_> {
                 continue;
             };
             let msg = msg.map_err(at("a fetch"))?;
-            let Some(broker) = self
-                .topics
-                .iter()
-                .find(|(t, _)| t.to_string() == msg.topic())
-                .map(|(_, b)| b)
-            else {
+            let Some(broker) = brokers.get(msg.topic()) else {
                 continue;
             };
             if let Some(Ok(env)) = msg.payload().map(EventEnvelope::decode) {
