@@ -1,10 +1,13 @@
 //! The operations HTTP server (DESIGN §3.7, docs/operations.md): liveness, readiness,
 //! metrics, status, positions, and the admin commands that steer the daemon.
 //!
-//! Admin routes need `Authorization: Bearer <admin.token>`, compared in constant time; with
-//! no token configured they answer 403 and do nothing. Every admin command is logged with
-//! the caller's address (target `alpha_panda::audit`) and counted in
-//! `alpha_panda_admin_actions_total`.
+//! Admin routes need `Authorization: Bearer <admin.token>`; with no token configured they
+//! answer 403 and do nothing. The token is compared as SHA-256 digests (fixed size, no early
+//! exit), so neither its bytes nor its length show in the answer's timing. Routes that show
+//! positions and PnL (`/status`, `/portfolio/{broker}`, the console's data) need the same
+//! token when one is configured; `/healthz`, `/readyz` and `/metrics` stay open for probes
+//! and Prometheus. Every admin command is logged with the caller's address (target
+//! `alpha_panda::audit`) and counted in `alpha_panda_admin_actions_total`.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -15,7 +18,9 @@ use alpha_panda_config::Settings;
 use alpha_panda_core::{BrokerName, TradingState};
 use serde::Deserialize;
 use serde_json::{Value, json};
+use sha2::{Digest, Sha256};
 
+use crate::console::{Console, assets};
 use crate::control::{Control, Pause};
 use crate::metrics::metrics;
 use crate::stages::portfolio_key;
@@ -32,6 +37,62 @@ pub struct View {
     pub stages: Vec<(String, String)>,
     /// Kafka and store reachability, checked at most once a second.
     pub services: crate::readiness::ServiceChecks,
+    /// The console's equity curves, latest fills and rejections, DLQ counts.
+    pub console: Console,
+}
+
+/// `GET /`: the operator console (docs/operations.md, "Console").
+#[get("/")]
+async fn console_page() -> HttpResponse {
+    HttpResponse::Ok()
+        .content_type("text/html; charset=utf-8")
+        .body(assets::INDEX_HTML)
+}
+
+#[get("/console.css")]
+async fn console_css() -> HttpResponse {
+    HttpResponse::Ok()
+        .content_type("text/css; charset=utf-8")
+        .body(assets::CONSOLE_CSS)
+}
+
+#[get("/console.js")]
+async fn console_js() -> HttpResponse {
+    HttpResponse::Ok()
+        .content_type("text/javascript; charset=utf-8")
+        .body(assets::CONSOLE_JS)
+}
+
+#[get("/favicon.svg")]
+async fn favicon() -> HttpResponse {
+    HttpResponse::Ok()
+        .content_type("image/svg+xml")
+        .body(assets::FAVICON_SVG)
+}
+
+/// `GET /console/data`: per broker the equity curve of each strategy, the latest fills and
+/// rejections; the records held in each DLQ topic; the symbols of the instruments the
+/// daemon knows. Read rule of `/status`.
+#[get("/console/data")]
+async fn console_data(req: HttpRequest, view: web::Data<View>) -> HttpResponse {
+    if let Err(r) = authorize_read(&req, &view) {
+        return r;
+    }
+    let body = serde_json::to_value(&*view.console.book());
+    let instruments: serde_json::Map<String, Value> = view
+        .settings
+        .synthetic
+        .instruments
+        .iter()
+        .map(|i| (i.instrument_token.0.to_string(), json!(i.symbol)))
+        .collect();
+    match body {
+        Ok(mut body) => {
+            body["instruments"] = Value::Object(instruments);
+            HttpResponse::Ok().json(body)
+        }
+        Err(e) => HttpResponse::InternalServerError().json(json!({ "error": e.to_string() })),
+    }
 }
 
 #[get("/healthz")]
@@ -101,7 +162,10 @@ async fn metrics_route() -> HttpResponse {
 /// `GET /status`: the actor tree (per broker, per stage, per partition: state, restarts,
 /// last error, next offset and consumer lag), pauses, trading states and degradations.
 #[get("/status")]
-async fn status(view: web::Data<View>) -> HttpResponse {
+async fn status(req: HttpRequest, view: web::Data<View>) -> HttpResponse {
+    if let Err(r) = authorize_read(&req, &view) {
+        return r;
+    }
     let lags = view.control.lags();
     let mut tree: serde_json::Map<String, Value> = serde_json::Map::new();
     for ((ns, stage, topic, partition), w) in view.control.workers() {
@@ -158,7 +222,14 @@ async fn status(view: web::Data<View>) -> HttpResponse {
 /// `GET /portfolio/{broker}`: each configured strategy's latest PnL snapshot (null before
 /// its first fill).
 #[get("/portfolio/{broker}")]
-async fn portfolio(view: web::Data<View>, broker: web::Path<String>) -> HttpResponse {
+async fn portfolio(
+    req: HttpRequest,
+    view: web::Data<View>,
+    broker: web::Path<String>,
+) -> HttpResponse {
+    if let Err(r) = authorize_read(&req, &view) {
+        return r;
+    }
     let Some(broker) = BrokerName::new(broker.into_inner())
         .ok()
         .filter(|b| view.settings.active_brokers.contains(b))
@@ -184,17 +255,48 @@ async fn portfolio(view: web::Data<View>, broker: web::Path<String>) -> HttpResp
     HttpResponse::Ok().json(json!({ "broker": broker.as_str(), "strategies": strategies }))
 }
 
-/// Equal-length byte strings compared without an early exit.
+/// Whether `given` is the secret `expected`. Both are hashed to 32-byte SHA-256 digests
+/// first and the digests compared without an early exit: the time taken depends on neither
+/// the bytes nor the length of either.
 fn same_secret(given: &[u8], expected: &[u8]) -> bool {
-    if given.len() != expected.len() {
-        return false;
-    }
-    given
-        .iter()
-        .zip(expected)
+    let (g, e) = (Sha256::digest(given), Sha256::digest(expected));
+    g.iter()
+        .zip(e.iter())
         .fold(0u8, |acc, (a, b)| acc | (a ^ b))
         == 0
 }
+
+/// The bearer token of a request, or "" without one.
+fn bearer(req: &HttpRequest) -> &str {
+    req.headers()
+        .get(actix_web::http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .unwrap_or("")
+}
+
+/// The configured admin token, if any.
+fn admin_token(view: &View) -> Option<&str> {
+    view.settings
+        .admin
+        .token
+        .as_deref()
+        .filter(|t| !t.is_empty())
+}
+
+/// Lets a read of positions or PnL through, or answers 401 for it: open without a
+/// configured token, else the admin token is required.
+pub(crate) fn authorize_read(req: &HttpRequest, view: &View) -> Result<(), HttpResponse> {
+    match admin_token(view) {
+        Some(expected) if !same_secret(bearer(req).as_bytes(), expected.as_bytes()) => {
+            Err(HttpResponse::Unauthorized().json(json!({ "error": WRONG_TOKEN })))
+        }
+        _ => Ok(()),
+    }
+}
+
+/// The refusal of a request without the right token, as the API words it.
+const WRONG_TOKEN: &str = "missing or wrong bearer token";
 
 /// Lets an admin command through, or answers for it: 403 without a configured token, 401
 /// without the right one.
@@ -211,30 +313,18 @@ fn authorize(req: &HttpRequest, view: &View, action: &str) -> Result<(), HttpRes
             .inc();
         HttpResponse::build(code).json(json!({ "error": why }))
     };
-    let Some(expected) = view
-        .settings
-        .admin
-        .token
-        .as_deref()
-        .filter(|t| !t.is_empty())
-    else {
+    let Some(expected) = admin_token(view) else {
         return Err(refuse(
             actix_web::http::StatusCode::FORBIDDEN,
             "admin commands are disabled: set admin.token",
         ));
     };
-    let given = req
-        .headers()
-        .get(actix_web::http::header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .unwrap_or("");
-    if same_secret(given.as_bytes(), expected.as_bytes()) {
+    if same_secret(bearer(req).as_bytes(), expected.as_bytes()) {
         Ok(())
     } else {
         Err(refuse(
             actix_web::http::StatusCode::UNAUTHORIZED,
-            "missing or wrong bearer token",
+            WRONG_TOKEN,
         ))
     }
 }
@@ -424,11 +514,19 @@ async fn strategy_switch(
     }
 }
 
-/// Binds the server; it runs once awaited (or spawned) on an actix system.
-pub fn server(listen: SocketAddr, view: View) -> std::io::Result<Server> {
-    Ok(HttpServer::new(move || {
-        App::new()
-            .app_data(web::Data::new(view.clone()))
+/// Every route, its security headers and its error handling, on `view`.
+pub fn routes(cfg: &mut web::ServiceConfig, view: View) {
+    cfg.service(
+        web::scope("")
+            .wrap(
+                actix_web::middleware::DefaultHeaders::new()
+                    .add(("Content-Security-Policy", assets::CONTENT_SECURITY_POLICY))
+                    .add(("X-Content-Type-Options", "nosniff"))
+                    .add(("X-Frame-Options", "DENY"))
+                    .add(("Referrer-Policy", "no-referrer"))
+                    .add(("Cache-Control", "no-store")),
+            )
+            .app_data(web::Data::new(view))
             .app_data(web::JsonConfig::default().error_handler(|e, _| {
                 let why = e.to_string();
                 actix_web::error::InternalError::from_response(
@@ -437,6 +535,11 @@ pub fn server(listen: SocketAddr, view: View) -> std::io::Result<Server> {
                 )
                 .into()
             }))
+            .service(console_page)
+            .service(console_css)
+            .service(console_js)
+            .service(console_data)
+            .service(favicon)
             .service(healthz)
             .service(readyz)
             .service(metrics_route)
@@ -445,23 +548,44 @@ pub fn server(listen: SocketAddr, view: View) -> std::io::Result<Server> {
             .service(pause)
             .service(resume)
             .service(trading_state)
-            .service(strategy_switch)
-    })
-    .workers(1)
-    .disable_signals()
-    .bind(listen)?
-    .run())
+            .service(strategy_switch),
+    );
+}
+
+/// Binds the server; it runs once awaited (or spawned) on an actix system.
+pub fn server(listen: SocketAddr, view: View) -> std::io::Result<Server> {
+    Ok(
+        HttpServer::new(move || App::new().configure(|c| routes(c, view.clone())))
+            .workers(1)
+            .disable_signals()
+            .bind(listen)?
+            .run(),
+    )
 }
 
 #[cfg(test)]
 mod tests {
     use super::same_secret;
 
+    use proptest::prelude::*;
+
     #[test]
     fn secrets_match_only_when_equal() {
         assert!(same_secret(b"s3cret", b"s3cret"));
         assert!(!same_secret(b"s3cres", b"s3cret"));
         assert!(!same_secret(b"s3cre", b"s3cret"));
+        assert!(!same_secret(b"s3crets", b"s3cret"));
         assert!(!same_secret(b"", b"s3cret"));
+    }
+
+    proptest! {
+        #[test]
+        fn any_two_byte_strings_match_exactly_when_they_are_equal(
+            a in proptest::collection::vec(any::<u8>(), 0..64),
+            b in proptest::collection::vec(any::<u8>(), 0..64),
+        ) {
+            prop_assert_eq!(same_secret(&a, &b), a == b);
+            prop_assert!(same_secret(&a, &a));
+        }
     }
 }

@@ -1,5 +1,6 @@
 //! Alpha Panda's actors and the adapters they use (Kafka, Redis, HTTP).
 
+pub mod console;
 pub mod control;
 pub mod delivery;
 pub mod dlq_tools;

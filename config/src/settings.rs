@@ -164,7 +164,9 @@ impl Default for HttpSettings {
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct AdminSettings {
-    /// Bearer token for `/admin/*`. Absent: admin routes answer 403.
+    /// Bearer token for `/admin/*` and, when set, for the read routes that show positions
+    /// and PnL (`/status`, `/portfolio/{broker}`, the console's data). At least 24
+    /// characters. Absent: admin routes answer 403 and read routes are open.
     #[serde(
         skip_serializing_if = "Option::is_none",
         deserialize_with = "de::opt_lenient_string"

@@ -45,6 +45,7 @@ pub fn trading(s: &Settings) -> Result<(), Failure> {
 
 pub fn check(s: &Settings) -> Result<(), Failure> {
     brokers(s)?;
+    admin(s)?;
     services(s)?;
     feed(s)?;
     strategies(s)?;
@@ -105,6 +106,27 @@ fn brokers(s: &Settings) -> Result<(), Failure> {
                     "a charge cannot be negative",
                 );
             }
+        }
+    }
+    Ok(())
+}
+
+/// The shortest admin token accepted: a bearer token guards trading, so one a person could
+/// guess or brute-force over HTTP is refused at start.
+pub const MIN_ADMIN_TOKEN_CHARS: usize = 24;
+
+fn admin(s: &Settings) -> Result<(), Failure> {
+    if let Some(token) = &s.admin.token {
+        let chars = token.chars().count();
+        if chars < MIN_ADMIN_TOKEN_CHARS {
+            // The value is a secret: the failure names the key and the length, never the token.
+            return Err((
+                "admin.token".to_owned(),
+                None,
+                format!(
+                    "the admin token has {chars} characters; at least {MIN_ADMIN_TOKEN_CHARS} are required (e.g. `openssl rand -hex 16`), or leave it unset to disable admin commands"
+                ),
+            ));
         }
     }
     Ok(())

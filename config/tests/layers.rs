@@ -174,7 +174,7 @@ slippage_bps = 2.5
             ("ALPHA_PANDA__KAFKA__LINGER_MS", "1"),
             ("ALPHA_PANDA__FEED__REPLAY", f.0.to_str().unwrap()),
             ("ALPHA_PANDA__STRATEGIES__0__ENABLED", "false"),
-            ("ALPHA_PANDA__ADMIN__TOKEN", "12345"),
+            ("ALPHA_PANDA__ADMIN__TOKEN", "123456789012345678901234"),
             ("UNRELATED", "ignored"),
         ]),
     )
@@ -204,7 +204,7 @@ slippage_bps = 2.5
     );
     assert!(!s.strategies[0].enabled);
     assert!(s.strategies[1].enabled);
-    assert_eq!(s.admin.token.as_deref(), Some("12345"));
+    assert_eq!(s.admin.token.as_deref(), Some("123456789012345678901234"));
 }
 
 #[test]
@@ -300,11 +300,34 @@ fn syntax_errors_name_the_file() {
 }
 
 #[test]
+fn an_admin_token_shorter_than_24_characters_is_refused_naming_the_key_but_not_the_token() {
+    let err = load(
+        None,
+        env(&[("ALPHA_PANDA__ADMIN__TOKEN", "twenty-three-characters")]),
+    )
+    .unwrap_err();
+    let shown = err.to_string();
+    let (key, value, problem, origin) = invalid(err);
+    assert_eq!(key, "admin.token");
+    assert_eq!(value, None, "the token itself is never shown");
+    assert!(problem.contains("23 characters"), "{problem}");
+    assert!(problem.contains("at least 24"), "{problem}");
+    assert_eq!(origin, Origin::Env("ALPHA_PANDA__ADMIN__TOKEN".to_owned()));
+    assert!(!shown.contains("twenty-three-characters"), "{shown}");
+    let ok = load(
+        None,
+        env(&[("ALPHA_PANDA__ADMIN__TOKEN", "twenty-four-characters!!")]),
+    )
+    .unwrap();
+    assert_eq!(ok.admin.token.as_deref(), Some("twenty-four-characters!!"));
+}
+
+#[test]
 fn the_effective_configuration_masks_secrets_and_reloads_to_the_same_settings() {
     let s = load(
         None,
         env(&[
-            ("ALPHA_PANDA__ADMIN__TOKEN", "s3cret-token"),
+            ("ALPHA_PANDA__ADMIN__TOKEN", "s3cret-token-of-24-chars!"),
             (
                 "ALPHA_PANDA__REDIS__URL",
                 "redis://:hunter2@127.0.0.1:6379/0",
@@ -321,7 +344,12 @@ fn the_effective_configuration_masks_secrets_and_reloads_to_the_same_settings() 
     )
     .unwrap();
     let shown = mask::effective_toml(&s);
-    for secret in ["s3cret-token", "hunter2", "pgpass", "kitesecret"] {
+    for secret in [
+        "s3cret-token-of-24-chars!",
+        "hunter2",
+        "pgpass",
+        "kitesecret",
+    ] {
         assert!(!shown.contains(secret), "{secret} leaked:\n{shown}");
     }
     assert!(

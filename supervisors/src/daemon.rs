@@ -4,12 +4,15 @@
 //! strategy stage (shared by all brokers) turns them into signals; per active broker a risk
 //! stage, a trader (the paper simulator; a live Zerodha trader is not built yet) and a
 //! portfolio stage follow. Every stage consumes through the delivery bridge. The operations
-//! HTTP server serves `/healthz` and `/portfolio/{broker}`. SIGTERM/SIGINT stop the feed,
+//! HTTP server serves the operator console, `/healthz`, `/status`, `/portfolio/{broker}` and
+//! the admin commands; a console reader follows the snapshot, fill, rejection and DLQ
+//! topics for the console (outside every consumer group). SIGTERM/SIGINT stop the feed,
 //! drain every stage (in-flight records finish, offsets are committed) and exit 0.
 
 use std::sync::Arc;
 use std::time::Duration;
 
+use alpha_panda_actors::console::{Console, Limits, tail};
 use alpha_panda_actors::delivery::{EventProducer, Output, inprocess};
 use alpha_panda_actors::feed::SyntheticFeed;
 use alpha_panda_actors::http::{self, View};
@@ -83,6 +86,19 @@ async fn run_async(settings: Arc<Settings>) -> anyhow::Result<()> {
     let counters = Arc::new(Counters::default());
     let members = a.start_stages(&counters)?;
 
+    let console = Console::new(Limits::default());
+    let console_reader = match &a.transport {
+        Transport::InProcess(bus) => {
+            tail::spawn_inprocess(bus.clone(), &settings.active_brokers, console.clone())
+        }
+        Transport::Kafka(servers) => tail::spawn_kafka(
+            servers.clone(),
+            settings.kafka.client_id.clone(),
+            format!("{}.console", settings.kafka.group_prefix),
+            &settings.active_brokers,
+            console.clone(),
+        ),
+    };
     let server = http::server(
         settings.http.listen,
         View {
@@ -95,6 +111,7 @@ async fn run_async(settings: Arc<Settings>) -> anyhow::Result<()> {
                 &settings.kafka.client_id,
                 store.clone(),
             ),
+            console,
         },
     )
     .with_context(|| format!("cannot listen on http.listen = {}", settings.http.listen))?;
@@ -156,6 +173,7 @@ async fn run_async(settings: Arc<Settings>) -> anyhow::Result<()> {
         m.shutdown().await;
     }
     http_handle.stop(true).await;
+    console_reader.shutdown().await;
     tracing::info!("alpha-panda stopped");
     Ok(())
 }

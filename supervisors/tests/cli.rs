@@ -46,6 +46,47 @@ fn config_check_names_a_misspelt_environment_key_and_exits_2() {
 }
 
 #[test]
+fn the_daemon_refuses_to_start_with_an_admin_token_shorter_than_24_characters() {
+    let mut child = alpha_panda()
+        .arg("run")
+        .env(
+            "ALPHA_PANDA__HTTP__LISTEN",
+            format!("127.0.0.1:{}", free_port()),
+        )
+        .env("ALPHA_PANDA__ADMIN__TOKEN", "guessable-token")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("the binary runs");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("the daemon started with a 15-character admin token");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let mut err = String::new();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut err)
+        .unwrap();
+    assert_eq!(status.code(), Some(2), "{err}");
+    assert!(err.contains("`admin.token`"), "names the key: {err}");
+    assert!(err.contains("at least 24"), "says what is expected: {err}");
+    assert!(
+        !err.contains("guessable-token"),
+        "never shows the token: {err}"
+    );
+}
+
+#[test]
 fn config_check_refuses_a_bad_broker_name_with_the_reason() {
     let out = run(alpha_panda()
         .args(["config", "check"])
@@ -64,7 +105,7 @@ fn config_check_prints_the_effective_settings_with_secrets_masked() {
     let out = run(alpha_panda()
         .args(["config", "check", "--config"])
         .arg(&file)
-        .env("ALPHA_PANDA__ADMIN__TOKEN", "topsecret"));
+        .env("ALPHA_PANDA__ADMIN__TOKEN", "topsecret-topsecret-topsecret"));
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
     let shown = text(&out.stdout);
     assert!(
@@ -545,7 +586,7 @@ fn the_daemon_replays_a_tick_file_into_the_golden_portfolio() {
 
 #[test]
 fn json_logs_carry_each_records_ids_and_never_a_secret() {
-    const ADMIN: &str = "admin-secret-4f1c9";
+    const ADMIN: &str = "admin-secret-4f1c9-0123456789";
     const KITE: &str = "kite-secret-77ab2";
     let mut child = alpha_panda()
         .arg("run")

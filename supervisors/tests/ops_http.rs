@@ -21,12 +21,12 @@ use alpha_panda_core::events::ValidatedSignal;
 use alpha_panda_core::{BrokerName, EventBroker, EventData, EventEnvelope};
 use alpha_panda_supervisors::pipeline::{Assembly, Transport};
 use alpha_panda_tests::ops::{
-    Daemon, daemon_command, free_port, fresh_redis_db, get_json, http, read_envelopes,
+    Daemon, daemon_command, free_port, fresh_redis_db, get_json, get_json_as, http, read_envelopes,
 };
 use alpha_panda_tests::{PrivateKafka, eventually, signals};
 use alpha_panda_topics::{BrokerTopic, TopicName, topics_for};
 
-const TOKEN: &str = "ops-http-test-token";
+const TOKEN: &str = "ops-http-test-token-0123456789";
 
 fn serve(a: &Assembly, settings: Arc<Settings>) -> SocketAddr {
     let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
@@ -42,6 +42,7 @@ fn serve(a: &Assembly, settings: Arc<Settings>) -> SocketAddr {
                 &settings.kafka.client_id,
                 a.store.clone(),
             ),
+            console: Default::default(),
         },
     )
     .unwrap();
@@ -147,7 +148,31 @@ fn admin_routes_need_the_token_and_a_paused_trader_holds_its_signals_until_resum
             a.control.pauses().is_empty(),
             "refused commands change nothing"
         );
-        let (code, body) = post(addr, "/admin/pause", Some("ops-http-test-token"), pause).await;
+        assert_eq!(
+            post(addr, "/admin/pause", Some("ops-http-test-token"), pause)
+                .await
+                .0,
+            401,
+            "a prefix of the token"
+        );
+        // Positions, PnL and the actor tree need the token when one is configured; probes
+        // and Prometheus do not.
+        for path in ["/status", "/portfolio/paper", "/console/data"] {
+            let (code, body) = call(move || http(addr, "GET", path, None, None)).await;
+            assert_eq!(code, 401, "{path} without the token: {body}");
+            assert!(body.contains("missing or wrong bearer token"), "{body}");
+            let (code, _) = call(move || http(addr, "GET", path, Some("wrong"), None)).await;
+            assert_eq!(code, 401, "{path} with a wrong token");
+            let (code, body) = call(move || http(addr, "GET", path, Some(TOKEN), None)).await;
+            assert_eq!(code, 200, "{path} with the token: {body}");
+            let (code, _) = call(move || http(open, "GET", path, None, None)).await;
+            assert_eq!(code, 200, "{path} is open without a configured token");
+        }
+        for path in ["/healthz", "/metrics", "/"] {
+            let (code, _) = call(move || http(addr, "GET", path, None, None)).await;
+            assert_eq!(code, 200, "{path} stays open");
+        }
+        let (code, body) = post(addr, "/admin/pause", Some(TOKEN), pause).await;
         assert_eq!(code, 200, "{body}");
         assert!(a.control.stage_paused("paper", "trader"));
         // Bad input names what is wrong.
@@ -184,7 +209,7 @@ fn admin_routes_need_the_token_and_a_paused_trader_holds_its_signals_until_resum
         }
         tokio::time::sleep(Duration::from_secs(5)).await;
         assert_eq!(placed(&servers).len(), 0, "a paused trader places nothing");
-        let (_, status) = call(move || get_json(addr, "/status")).await;
+        let (_, status) = call(move || get_json_as(addr, "/status", TOKEN)).await;
         assert_eq!(status["paused"][0]["stage"], "trader", "{status}");
 
         // Resume: exactly 100 orders, one per signal.

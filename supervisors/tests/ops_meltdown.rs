@@ -18,12 +18,12 @@ use alpha_panda_config::Settings;
 use alpha_panda_core::{BrokerName, EventData, EventEnvelope, TradingState};
 use alpha_panda_supervisors::pipeline::{Assembly, Member, Transport};
 use alpha_panda_tests::ops::{
-    free_port, fresh_redis_db, get_json, http, read_envelopes, two_paper_brokers,
+    free_port, fresh_redis_db, get_json, get_json_as, http, read_envelopes, two_paper_brokers,
 };
 use alpha_panda_tests::{PrivateKafka, eventually, ticks};
 use alpha_panda_topics::{TopicName, topics_for};
 
-const TOKEN: &str = "meltdown-test-token";
+const TOKEN: &str = "meltdown-test-token-0123456789";
 
 async fn assemble(settings: &Arc<Settings>, servers: &str, redis: &str) -> Assembly {
     let producer = alpha_panda_tests::producer(servers, "ops");
@@ -52,6 +52,7 @@ fn serve(a: &Assembly) -> (SocketAddr, actix_web::dev::ServerHandle) {
                 &a.settings.kafka.client_id,
                 a.store.clone(),
             ),
+            console: Default::default(),
         },
     )
     .unwrap();
@@ -138,7 +139,7 @@ fn a_failing_execution_stage_halts_its_broker_until_an_operator_sets_it_active()
         .await
         .expect("paper2 is halted after repeated restarts");
 
-        let (code, status) = call(move || get_json(addr, "/status")).await;
+        let (code, status) = call(move || get_json_as(addr, "/status", TOKEN)).await;
         assert_eq!(code, 200);
         assert_eq!(status["brokers"]["paper2"]["trading_state"], "HALTED", "{status}");
         assert!(status["brokers"]["paper2"]["degraded"]["trader"].as_str().is_some_and(|r| r.contains("paper2 execution is down")), "{status}");
@@ -168,7 +169,7 @@ fn a_failing_execution_stage_halts_its_broker_until_an_operator_sets_it_active()
         assert_eq!(a.control.trading_state("paper2", None), TradingState::Halted);
         let members = a.start_stages(&Arc::new(Counters::default())).unwrap();
         let (addr, handle) = serve(&a);
-        let (_, status) = call(move || get_json(addr, "/status")).await;
+        let (_, status) = call(move || get_json_as(addr, "/status", TOKEN)).await;
         assert_eq!(status["brokers"]["paper2"]["trading_state"], "HALTED");
         let before = count(&servers, "paper.orders.filled", is_fill);
         feed(&a, &thirds[2][..thirds[2].len() / 2]).await;

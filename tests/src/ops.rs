@@ -116,6 +116,15 @@ pub fn get_json(addr: SocketAddr, path: &str) -> (u16, serde_json::Value) {
     )
 }
 
+/// GET with the admin token, returning parsed JSON.
+pub fn get_json_as(addr: SocketAddr, path: &str, token: &str) -> (u16, serde_json::Value) {
+    let (code, body) = http(addr, "GET", path, Some(token), None);
+    (
+        code,
+        serde_json::from_str(&body).unwrap_or_else(|e| panic!("{path}: {e}: {body}")),
+    )
+}
+
 /// A redis-server of the test's own, on a private port, with an append-only file fsynced on
 /// every write, so stopping and starting it loses nothing.
 pub struct PrivateRedis {

@@ -146,6 +146,7 @@ fn a_redis_outage_restarts_the_stage_with_backoff_shows_in_readiness_and_loses_n
                 control: control.clone(),
                 stages: vec![(broker.clone(), "risk".to_owned())],
                 services,
+                console: Default::default(),
             },
         )
         .unwrap();

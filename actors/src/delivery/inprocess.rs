@@ -158,6 +158,33 @@ impl InProcessBus {
             .collect()
     }
 
+    /// Up to `max` records of one partition from offset `from`, as (offset, record): a
+    /// reader that is not a consumer group member (the console) follows a topic with it.
+    pub fn read_from(
+        &self,
+        topic: &TopicName,
+        partition: i32,
+        from: i64,
+        max: usize,
+    ) -> Vec<(i64, StoredRecord)> {
+        let st = self.state();
+        let Some(records) = st
+            .topics
+            .get(&topic.to_string())
+            .and_then(|l| l.partitions.get(usize::try_from(partition).ok()?))
+        else {
+            return Vec::new();
+        };
+        let start = usize::try_from(from.max(0)).unwrap_or(usize::MAX);
+        records
+            .iter()
+            .enumerate()
+            .skip(start)
+            .take(max)
+            .map(|(o, r)| (o as i64, r.clone()))
+            .collect()
+    }
+
     /// The next offset of each partition.
     pub fn end_offsets(&self, topic: &TopicName) -> Vec<i64> {
         let st = self.state();
