@@ -89,7 +89,9 @@ pub struct KafkaSettings {
     pub client_id: String,
     /// Consumer groups are `{group_prefix}.{broker}.{stage}`.
     pub group_prefix: String,
-    /// Producer `linger.ms`.
+    /// Producer `linger.ms`: how long a record may wait for others to share its produce
+    /// request. 0 by default: the stages await each record's ack, so any linger is added
+    /// to every hop (docs/configuration.md has the measurements).
     pub linger_ms: u32,
     /// Most records in one produce batch (librdkafka `batch.num.messages`).
     pub max_batch_records: u32,
@@ -111,7 +113,7 @@ impl Default for KafkaSettings {
             bootstrap_servers: None,
             client_id: "alpha-panda".to_owned(),
             group_prefix: "alpha-panda".to_owned(),
-            linger_ms: 5,
+            linger_ms: 0,
             max_batch_records: 10_000,
             session_timeout_ms: 30_000,
             instance_id: None,
