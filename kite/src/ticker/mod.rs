@@ -1,0 +1,2 @@
+//! KiteTicker.
+pub mod packet;
