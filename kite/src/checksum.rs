@@ -26,7 +26,12 @@ pub fn postback_checksum(order_id: &str, order_timestamp: &str, api_secret: &str
 }
 
 /// True when `given` is the postback checksum of this order (constant time in the length).
-pub fn verify_postback(order_id: &str, order_timestamp: &str, api_secret: &str, given: &str) -> bool {
+pub fn verify_postback(
+    order_id: &str,
+    order_timestamp: &str,
+    api_secret: &str,
+    given: &str,
+) -> bool {
     let want = postback_checksum(order_id, order_timestamp, api_secret);
     want.len() == given.len()
         && want
@@ -61,10 +66,25 @@ mod tests {
     #[test]
     fn a_postback_checksum_verifies_and_a_changed_one_does_not() {
         let sum = postback_checksum("220303000308932", "2022-03-03 09:24:25", "s3cr3t");
-        assert!(verify_postback("220303000308932", "2022-03-03 09:24:25", "s3cr3t", &sum));
+        assert!(verify_postback(
+            "220303000308932",
+            "2022-03-03 09:24:25",
+            "s3cr3t",
+            &sum
+        ));
         let mut bad = sum.clone();
         bad.replace_range(0..1, if sum.starts_with('0') { "1" } else { "0" });
-        assert!(!verify_postback("220303000308932", "2022-03-03 09:24:25", "s3cr3t", &bad));
-        assert!(!verify_postback("220303000308932", "2022-03-03 09:24:25", "s3cr3t", "ab"));
+        assert!(!verify_postback(
+            "220303000308932",
+            "2022-03-03 09:24:25",
+            "s3cr3t",
+            &bad
+        ));
+        assert!(!verify_postback(
+            "220303000308932",
+            "2022-03-03 09:24:25",
+            "s3cr3t",
+            "ab"
+        ));
     }
 }

@@ -44,7 +44,10 @@ impl std::fmt::Debug for KiteConfig {
         f.debug_struct("KiteConfig")
             .field("api_url", &self.api_url)
             .field("api_key", &self.api_key)
-            .field("access_token", &self.access_token.as_deref().map(crate::mask))
+            .field(
+                "access_token",
+                &self.access_token.as_deref().map(crate::mask),
+            )
             .field("timeout", &self.timeout)
             .finish_non_exhaustive()
     }
@@ -110,7 +113,10 @@ impl KiteClient {
             base: base.into(),
             api_key: config.api_key.into(),
             access_token: Arc::new(RwLock::new(config.access_token)),
-            limiter: Arc::new(RateLimiter::new(config.orders_per_minute, config.orders_per_day)),
+            limiter: Arc::new(RateLimiter::new(
+                config.orders_per_minute,
+                config.orders_per_day,
+            )),
         })
     }
 
@@ -153,11 +159,7 @@ impl KiteClient {
         if !query.is_empty() {
             req = req.query(query);
         }
-        let token = self
-            .access_token
-            .read()
-            .map(|t| t.clone())
-            .unwrap_or(None);
+        let token = self.access_token.read().map(|t| t.clone()).unwrap_or(None);
         if let Some(token) = token {
             req = req.header("Authorization", format!("token {}:{}", self.api_key, token));
         }
@@ -200,7 +202,13 @@ impl KiteClient {
             ("checksum", &checksum),
         ])?;
         let session: Session = self
-            .call(EndpointClass::Other, Method::POST, "/session/token", &[], Some(body))
+            .call(
+                EndpointClass::Other,
+                Method::POST,
+                "/session/token",
+                &[],
+                Some(body),
+            )
             .await?;
         self.set_access_token(Some(session.access_token.clone()));
         Ok(session)
@@ -229,8 +237,14 @@ impl KiteClient {
 
     /// `GET /user/profile`.
     pub async fn profile(&self) -> Result<Profile, KiteError> {
-        self.call(EndpointClass::Other, Method::GET, "/user/profile", &[], None)
-            .await
+        self.call(
+            EndpointClass::Other,
+            Method::GET,
+            "/user/profile",
+            &[],
+            None,
+        )
+        .await
     }
 
     /// `POST /orders/{variety}`. Checked first ([`PlaceOrder::validate`]), then counted
@@ -238,12 +252,10 @@ impl KiteClient {
     pub async fn place_order(&self, order: &PlaceOrder) -> Result<OrderIdReply, KiteError> {
         order.validate()?;
         let path = format!("/orders/{}", order.variety);
-        self.limiter
-            .place_order()
-            .map_err(|e| KiteError::Refused {
-                route: format!("POST {path}"),
-                reason: e.to_string(),
-            })?;
+        self.limiter.place_order().map_err(|e| KiteError::Refused {
+            route: format!("POST {path}"),
+            reason: e.to_string(),
+        })?;
         let body = form(order)?;
         self.call(EndpointClass::Order, Method::POST, &path, &[], Some(body))
             .await
@@ -305,20 +317,38 @@ impl KiteClient {
 
     /// `GET /portfolio/positions`.
     pub async fn positions(&self) -> Result<Positions, KiteError> {
-        self.call(EndpointClass::Other, Method::GET, "/portfolio/positions", &[], None)
-            .await
+        self.call(
+            EndpointClass::Other,
+            Method::GET,
+            "/portfolio/positions",
+            &[],
+            None,
+        )
+        .await
     }
 
     /// `GET /portfolio/holdings`.
     pub async fn holdings(&self) -> Result<Vec<Holding>, KiteError> {
-        self.call(EndpointClass::Other, Method::GET, "/portfolio/holdings", &[], None)
-            .await
+        self.call(
+            EndpointClass::Other,
+            Method::GET,
+            "/portfolio/holdings",
+            &[],
+            None,
+        )
+        .await
     }
 
     /// `GET /user/margins`.
     pub async fn margins(&self) -> Result<Margins, KiteError> {
-        self.call(EndpointClass::Other, Method::GET, "/user/margins", &[], None)
-            .await
+        self.call(
+            EndpointClass::Other,
+            Method::GET,
+            "/user/margins",
+            &[],
+            None,
+        )
+        .await
     }
 
     /// `GET /user/margins/{segment}` (`equity` or `commodity`).
@@ -376,11 +406,7 @@ impl KiteClient {
             .http
             .get(format!("{}{}", self.base, path))
             .header("X-Kite-Version", "3");
-        let token = self
-            .access_token
-            .read()
-            .map(|t| t.clone())
-            .unwrap_or(None);
+        let token = self.access_token.read().map(|t| t.clone()).unwrap_or(None);
         if let Some(token) = token {
             req = req.header("Authorization", format!("token {}:{}", self.api_key, token));
         }
@@ -397,7 +423,11 @@ impl KiteClient {
 
 /// An id placed in a URL path must be a plain token.
 fn path_segment(s: &str) -> Result<&str, KiteError> {
-    if s.is_empty() || !s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-') {
+    if s.is_empty()
+        || !s
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+    {
         return Err(KiteError::Invalid(format!(
             "{s:?} is not a valid id for a URL path (letters, digits, '_' and '-')"
         )));

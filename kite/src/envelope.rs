@@ -76,8 +76,12 @@ mod tests {
 
     #[test]
     fn a_success_envelope_yields_its_data() {
-        let v: bool = decode("DELETE /session/token", 200, br#"{"status":"success","data":true}"#)
-            .unwrap_or_else(|e| panic!("{e}"));
+        let v: bool = decode(
+            "DELETE /session/token",
+            200,
+            br#"{"status":"success","data":true}"#,
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
         assert!(v);
     }
 
@@ -111,8 +115,12 @@ mod tests {
             #[allow(dead_code)]
             order_id: String,
         }
-        let err = decode::<Id>("POST /orders/regular", 200, br#"{"status":"success","data":{"order_id":5}}"#)
-            .err();
+        let err = decode::<Id>(
+            "POST /orders/regular",
+            200,
+            br#"{"status":"success","data":{"order_id":5}}"#,
+        )
+        .err();
         match err {
             Some(KiteError::Decode { message, .. }) => {
                 assert!(message.contains("order_id"), "{message}")

@@ -131,15 +131,20 @@ impl KiteError {
 
     /// True for a `TokenException` (or a bare 403): the session is gone and the broker halts.
     pub fn is_token_error(&self) -> bool {
-        matches!(self, Self::Api { error_type: ErrorType::Token, .. })
-            || matches!(
-                self,
-                Self::Api {
-                    status: 403,
-                    error_type: ErrorType::General | ErrorType::Other(_),
-                    ..
-                }
-            )
+        matches!(
+            self,
+            Self::Api {
+                error_type: ErrorType::Token,
+                ..
+            }
+        ) || matches!(
+            self,
+            Self::Api {
+                status: 403,
+                error_type: ErrorType::General | ErrorType::Other(_),
+                ..
+            }
+        )
     }
 
     /// True when the request may have reached Kite although no reply was read: an order

@@ -84,7 +84,9 @@ impl WindowLimit {
             return Duration::ZERO;
         }
         match self.times.front() {
-            Some(first) => self.window.saturating_sub(now.saturating_duration_since(*first)),
+            Some(first) => self
+                .window
+                .saturating_sub(now.saturating_duration_since(*first)),
             None => Duration::ZERO,
         }
     }
@@ -240,7 +242,10 @@ mod tests {
         assert_eq!(caps.try_place(t0, before), Err(CapExceeded::PerMinute(2)));
         let t1 = t0 + Duration::from_secs(61);
         assert_eq!(caps.try_place(t1, before), Ok(()));
-        assert_eq!(caps.try_place(t1 + Duration::from_secs(61), before), Err(CapExceeded::PerDay(3)));
+        assert_eq!(
+            caps.try_place(t1 + Duration::from_secs(61), before),
+            Err(CapExceeded::PerDay(3))
+        );
         assert_eq!(caps.try_place(t1 + Duration::from_secs(122), after), Ok(()));
     }
 

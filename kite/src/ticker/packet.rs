@@ -140,7 +140,9 @@ pub enum FrameError {
     Empty,
     #[error("binary message of {len} bytes is too short for its packet count")]
     NoCount { len: usize },
-    #[error("packet {index} of {count}: its length field at byte {at} runs past the end ({len} bytes)")]
+    #[error(
+        "packet {index} of {count}: its length field at byte {at} runs past the end ({len} bytes)"
+    )]
     LengthPastEnd {
         index: usize,
         count: usize,
@@ -256,7 +258,11 @@ pub fn parse_packet(b: &[u8]) -> Option<Packet> {
     match b.len() {
         8 => Some(base),
         28 | 32 => Some(Packet {
-            mode: if b.len() == 28 { Mode::Quote } else { Mode::Full },
+            mode: if b.len() == 28 {
+                Mode::Quote
+            } else {
+                Mode::Full
+            },
             tradable: false,
             ohlc: Some(Ohlc {
                 high: p(8),
@@ -265,7 +271,11 @@ pub fn parse_packet(b: &[u8]) -> Option<Packet> {
                 close: p(20),
             }),
             index_change: Some(price(i32_at(b, 24) as i64, d)),
-            exchange_timestamp: if b.len() == 32 { nonzero(u32_at(b, 28)) } else { None },
+            exchange_timestamp: if b.len() == 32 {
+                nonzero(u32_at(b, 28))
+            } else {
+                None
+            },
             ..base
         }),
         44 | 184 => {

@@ -23,9 +23,10 @@ fn frame(packets: &[Vec<u8>]) -> Vec<u8> {
 
 fn only(bytes: &[u8]) -> Packet {
     match parse_frame(bytes) {
-        Ok(Frame::Packets { mut packets, skipped: 0 }) if packets.len() == 1 => {
-            packets.remove(0)
-        }
+        Ok(Frame::Packets {
+            mut packets,
+            skipped: 0,
+        }) if packets.len() == 1 => packets.remove(0),
         other => panic!("expected one packet, got {other:?}"),
     }
 }
@@ -143,7 +144,10 @@ fn a_full_packet_carries_times_open_interest_and_five_levels_each_side() {
     let p = only(&frame(&[b]));
     assert_eq!(p.mode, Mode::Full);
     assert_eq!(p.last_trade_time, Some(1_623_145_552));
-    assert_eq!((p.oi, p.oi_day_high, p.oi_day_low), (Some(10), Some(20), Some(5)));
+    assert_eq!(
+        (p.oi, p.oi_day_high, p.oi_day_low),
+        (Some(10), Some(20), Some(5))
+    );
     assert_eq!(p.exchange_timestamp, Some(1_623_145_556));
     let (bids, asks) = p.depth.unwrap_or_else(|| panic!("no depth"));
     assert_eq!(
@@ -166,7 +170,11 @@ fn a_full_packet_carries_times_open_interest_and_five_levels_each_side() {
 
 #[test]
 fn one_message_carries_several_packets_of_different_kinds() {
-    let f = frame(&[words(&[INFY, 100]), words(&quote_words()), words(&[USDINR, 10_000_000])]);
+    let f = frame(&[
+        words(&[INFY, 100]),
+        words(&quote_words()),
+        words(&[USDINR, 10_000_000]),
+    ]);
     match parse_frame(&f) {
         Ok(Frame::Packets { packets, skipped }) => {
             assert_eq!(skipped, 0);
@@ -225,7 +233,10 @@ fn malformed_messages_are_rejected_with_what_and_where() {
     );
     let mut f = frame(&[words(&[INFY, 100])]);
     f.push(7);
-    assert_eq!(parse_frame(&f), Err(FrameError::Trailing { count: 1, extra: 1 }));
+    assert_eq!(
+        parse_frame(&f),
+        Err(FrameError::Trailing { count: 1, extra: 1 })
+    );
 }
 
 fn arb_packet() -> impl Strategy<Value = Packet> {

@@ -63,7 +63,8 @@ pub const MAX_TAG_LEN: usize = 20;
 
 /// Checks a tag the way Kite does: 1 to 20 ASCII letters and digits.
 pub fn check_tag(tag: &str) -> Result<(), KiteError> {
-    if tag.is_empty() || tag.len() > MAX_TAG_LEN || !tag.bytes().all(|b| b.is_ascii_alphanumeric()) {
+    if tag.is_empty() || tag.len() > MAX_TAG_LEN || !tag.bytes().all(|b| b.is_ascii_alphanumeric())
+    {
         return Err(KiteError::Invalid(format!(
             "order tag {tag:?} must be 1 to {MAX_TAG_LEN} ASCII letters or digits"
         )));
@@ -146,9 +147,13 @@ impl PlaceOrder {
             return Err(KiteError::Invalid("order quantity must be positive".into()));
         }
         if matches!(self.order_type, OrderType::Limit | OrderType::Sl) && self.price.is_none() {
-            return Err(KiteError::Invalid(format!("a {} order needs a price", self.order_type)));
+            return Err(KiteError::Invalid(format!(
+                "a {} order needs a price",
+                self.order_type
+            )));
         }
-        if matches!(self.order_type, OrderType::Sl | OrderType::SlM) && self.trigger_price.is_none() {
+        if matches!(self.order_type, OrderType::Sl | OrderType::SlM) && self.trigger_price.is_none()
+        {
             return Err(KiteError::Invalid(format!(
                 "a {} order needs a trigger_price",
                 self.order_type
@@ -356,19 +361,35 @@ mod tests {
 
     #[test]
     fn orders_missing_what_their_type_needs_are_refused_with_the_field_named() {
-        let mut o = PlaceOrder::new(Exchange::Nse, "INFY", TransactionType::Sell, OrderType::Sl, 1, Product::Cnc);
+        let mut o = PlaceOrder::new(
+            Exchange::Nse,
+            "INFY",
+            TransactionType::Sell,
+            OrderType::Sl,
+            1,
+            Product::Cnc,
+        );
         o.price = Some(d("10"));
-        let e = o.validate().err().map(|e| e.to_string()).unwrap_or_default();
+        let e = o
+            .validate()
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
         assert!(e.contains("trigger_price"), "{e}");
         o.trigger_price = Some(d("10.5"));
         o.market_protection = Some(0);
-        let e = o.validate().err().map(|e| e.to_string()).unwrap_or_default();
+        let e = o
+            .validate()
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
         assert!(e.contains("market_protection"), "{e}");
     }
 
     #[test]
     fn unknown_order_statuses_are_kept_verbatim() {
-        let s: OrderStatus = serde_json::from_str("\"AMO REQ RECEIVED\"").unwrap_or_else(|e| panic!("{e}"));
+        let s: OrderStatus =
+            serde_json::from_str("\"AMO REQ RECEIVED\"").unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(s, OrderStatus::Other("AMO REQ RECEIVED".into()));
         assert!(!s.is_final());
         assert!(OrderStatus::parse("REJECTED").is_final());
@@ -377,7 +398,11 @@ mod tests {
     #[test]
     fn wire_enums_parse_their_wire_strings_and_name_the_choices_otherwise() {
         assert_eq!("SL-M".parse::<OrderType>().ok(), Some(OrderType::SlM));
-        let e = "XYZ".parse::<Exchange>().err().map(|e| e.to_string()).unwrap_or_default();
+        let e = "XYZ"
+            .parse::<Exchange>()
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
         assert!(e.contains("NSE") && e.contains("XYZ"), "{e}");
     }
 }
