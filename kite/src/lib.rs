@@ -12,6 +12,7 @@ pub mod client;
 pub mod envelope;
 pub mod error;
 pub mod limits;
+pub mod sim;
 pub mod ticker;
 pub mod types;
 

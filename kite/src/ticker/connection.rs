@@ -119,8 +119,17 @@ fn ticker_url(config: &TickerConfig, token: &str) -> String {
         ("access_token", token),
     ])
     .unwrap_or_default();
-    let sep = if config.url.contains('?') { '&' } else { '?' };
-    format!("{}{sep}{q}", config.url)
+    let mut url = config.url.clone();
+    let after_scheme = url.split_once("://").map(|(_, rest)| rest).unwrap_or(&url);
+    if !after_scheme.contains('/') {
+        // A request needs a path: `wss://ws.kite.trade` → `wss://ws.kite.trade/`.
+        match url.find('?') {
+            Some(q) => url.insert(q, '/'),
+            None => url.push('/'),
+        }
+    }
+    let sep = if url.contains('?') { '&' } else { '?' };
+    format!("{url}{sep}{q}")
 }
 
 /// Runs the connection until `events` is closed.
@@ -321,7 +330,7 @@ mod tests {
         let c = TickerConfig::new("wss://ws.kite.trade", "key1");
         assert_eq!(
             ticker_url(&c, "t/ok"),
-            "wss://ws.kite.trade?api_key=key1&access_token=t%2Fok"
+            "wss://ws.kite.trade/?api_key=key1&access_token=t%2Fok"
         );
     }
 }
