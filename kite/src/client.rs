@@ -151,7 +151,7 @@ impl KiteClient {
         body: Option<String>,
     ) -> Result<T, KiteError> {
         let route = format!("{method} {path}");
-        self.limiter.acquire(class).await;
+        let _permit = self.limiter.acquire(class).await;
         let mut req = self
             .http
             .request(method, format!("{}{}", self.base, path))
@@ -401,7 +401,7 @@ impl KiteClient {
             None => "/instruments".to_owned(),
         };
         let route = format!("GET {path}");
-        self.limiter.acquire(EndpointClass::Other).await;
+        let _permit = self.limiter.acquire(EndpointClass::Other).await;
         let mut req = self
             .http
             .get(format!("{}{}", self.base, path))

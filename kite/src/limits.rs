@@ -3,7 +3,11 @@
 //! Contract: every call belongs to an [`EndpointClass`] with Kite's documented rate
 //! (orders 10/s, quote 1/s, historical 3/s, others 10/s). Each class is a sliding-window
 //! limit: never more than `n` requests in any window of one second — stricter than a token
-//! bucket of the same rate, which would allow a burst of `2n` across a window boundary.
+//! bucket of the same rate, which would allow a burst of `2n` across a window boundary. A
+//! request holds its place from when it is sent until its reply (or failure) and is then
+//! stamped with the time of the reply, so however the network delays requests, Kite can
+//! never receive more than `n` in one second: whatever time Kite saw a request, it lies
+//! between its start and its stamp.
 //! [`OrderCaps`] refuses an order placement once the configured orders per minute (sliding)
 //! or per IST trading day are used, before Kite would. The logic is pure: time is passed in,
 //! so it is tested without sleeping; [`RateLimiter`] is the shared async shell.
@@ -55,7 +59,10 @@ impl EndpointClass {
 pub struct WindowLimit {
     max: usize,
     window: Duration,
+    /// Finished requests, stamped when they finished (in order).
     times: VecDeque<Instant>,
+    /// Started, not finished: each counts as inside every window.
+    pending: usize,
 }
 
 impl WindowLimit {
@@ -64,6 +71,7 @@ impl WindowLimit {
             max,
             window,
             times: VecDeque::with_capacity(max),
+            pending: 0,
         }
     }
 
@@ -77,31 +85,51 @@ impl WindowLimit {
         }
     }
 
-    /// How long until one more event fits; zero when it fits now.
+    /// How long until one more request fits; zero when it fits now.
     pub fn wait(&mut self, now: Instant) -> Duration {
         self.expire(now);
-        if self.times.len() < self.max {
+        let used = self.times.len() + self.pending;
+        if used < self.max {
             return Duration::ZERO;
         }
-        match self.times.front() {
-            Some(first) => self
+        // This many finished requests must leave the window first.
+        let must_expire = used - self.max + 1;
+        match self.times.get(must_expire - 1) {
+            Some(t) => self
                 .window
-                .saturating_sub(now.saturating_duration_since(*first)),
-            None => Duration::ZERO,
+                .saturating_sub(now.saturating_duration_since(*t)),
+            // Requests in flight hold the places: look again shortly.
+            None => Duration::from_millis(10),
         }
     }
 
-    /// Takes a place now, or says how long to wait.
-    pub fn try_take(&mut self, now: Instant) -> Result<(), Duration> {
+    /// Starts a request now (it holds a place until [`WindowLimit::finish`]), or says how
+    /// long to wait.
+    pub fn try_begin(&mut self, now: Instant) -> Result<(), Duration> {
+        if self.max == 0 {
+            return Err(self.window);
+        }
         let w = self.wait(now);
-        if w.is_zero() && self.max > 0 {
-            self.times.push_back(now);
+        if w.is_zero() {
+            self.pending += 1;
             Ok(())
-        } else if self.max == 0 {
-            Err(self.window)
         } else {
             Err(w)
         }
+    }
+
+    /// Finishes a started request at `now`.
+    pub fn finish(&mut self, now: Instant) {
+        self.pending = self.pending.saturating_sub(1);
+        let stamp = self.times.back().map_or(now, |last| now.max(*last));
+        self.times.push_back(stamp);
+    }
+
+    /// Starts and finishes an instantaneous event now, or says how long to wait.
+    pub fn try_take(&mut self, now: Instant) -> Result<(), Duration> {
+        self.try_begin(now)?;
+        self.finish(now);
+        Ok(())
     }
 }
 
@@ -185,18 +213,42 @@ impl RateLimiter {
         caps.try_place(Instant::now(), Utc::now())
     }
 
-    /// Waits until a request of `class` may go.
-    pub async fn acquire(&self, class: EndpointClass) {
+    /// Waits until a request of `class` may go; the request holds its place until the
+    /// permit is dropped (after its reply).
+    pub async fn acquire(&self, class: EndpointClass) -> Permit<'_> {
         loop {
             let wait = {
                 let mut c = self.classes.lock().unwrap_or_else(|p| p.into_inner());
-                match c[class.index()].try_take(Instant::now()) {
-                    Ok(()) => return,
+                match c[class.index()].try_begin(Instant::now()) {
+                    Ok(()) => {
+                        return Permit {
+                            limiter: self,
+                            class,
+                        };
+                    }
                     Err(w) => w,
                 }
             };
             tokio::time::sleep(wait.max(Duration::from_millis(1))).await;
         }
+    }
+}
+
+/// A started request; dropping it finishes the request at that moment.
+#[derive(Debug)]
+pub struct Permit<'a> {
+    limiter: &'a RateLimiter,
+    class: EndpointClass,
+}
+
+impl Drop for Permit<'_> {
+    fn drop(&mut self) {
+        let mut c = self
+            .limiter
+            .classes
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        c[self.class.index()].finish(Instant::now());
     }
 }
 
@@ -247,6 +299,25 @@ mod tests {
             Err(CapExceeded::PerDay(3))
         );
         assert_eq!(caps.try_place(t1 + Duration::from_secs(122), after), Ok(()));
+    }
+
+    #[test]
+    fn a_request_in_flight_holds_its_place_and_counts_from_when_it_finished() {
+        let t0 = Instant::now();
+        let ms = Duration::from_millis;
+        let mut w = WindowLimit::new(2, Duration::from_secs(1));
+        assert_eq!(w.try_begin(t0), Ok(()));
+        assert_eq!(w.try_begin(t0), Ok(()));
+        // Both in flight for five seconds: nothing else may start.
+        assert!(w.try_begin(t0 + ms(5000)).is_err());
+        w.finish(t0 + ms(5000));
+        // One finished at 5.0 s and one still in flight: still full.
+        assert!(w.try_begin(t0 + ms(5500)).is_err());
+        w.finish(t0 + ms(5600));
+        // Stamped 5.0 s and 5.6 s: one place frees at 6.0 s, the other at 6.6 s.
+        assert!(w.try_begin(t0 + ms(5900)).is_err());
+        assert_eq!(w.try_begin(t0 + ms(6000)), Ok(()));
+        assert_eq!(w.try_begin(t0 + ms(6100)), Err(ms(500)));
     }
 
     proptest! {
