@@ -11,6 +11,7 @@ pub mod checksum;
 pub mod client;
 pub mod envelope;
 pub mod error;
+pub mod intent;
 pub mod limits;
 pub mod sim;
 pub mod ticker;
