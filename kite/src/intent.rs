@@ -10,7 +10,11 @@
 //! by reading the order book and matching the tag ([`resolve`]), never by sending again
 //! blindly. Prices of LIMIT/SL orders are rounded to the instrument's tick size (a BUY down,
 //! a SELL up: never worse than the strategy asked), quantities down to the lot size.
-//! [`transition`] is the life cycle table; anything else is refused.
+//! [`transition`] is the life cycle table; anything else is refused. [`Progress`] turns an
+//! order's updates and trades into what the trader emits — one ack, one fill per Kite trade
+//! (partial fills), one failure for REJECTED or CANCELLED — each once, whatever order and
+//! how often updates arrive (WebSocket and polling both deliver them), with event ids
+//! derived from the intent ([`event_id`]).
 
 use rust_decimal::Decimal;
 use uuid::Uuid;
@@ -147,6 +151,85 @@ pub fn round_quantity(quantity: u64, lot_size: u64) -> Option<u64> {
     (q > 0).then_some(q)
 }
 
+/// What the trader emits for an intent.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Step {
+    /// Kite accepted the order (`order_ack`).
+    Ack { broker_order_id: String },
+    /// One Kite trade (`order_filled`).
+    Fill {
+        trade_id: String,
+        quantity: u64,
+        price: Decimal,
+    },
+    /// The order's filled quantity grew: read `GET /orders/{id}/trades` for the fills.
+    FetchTrades { broker_order_id: String },
+    /// REJECTED, or CANCELLED with nothing left to fill (`order_failed`).
+    Failed { reason: String },
+}
+
+/// The deterministic id of an emitted event: `what` is `ack`, `failed` or `fill:{trade_id}`.
+pub fn event_id(intent: Uuid, what: &str) -> Uuid {
+    alpha_panda_core::ids::child_id(intent, &format!("{STAGE}:{what}"), 0)
+}
+
+/// What has been emitted for one intent so far.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Progress {
+    acked: bool,
+    failed: bool,
+    filled_seen: u64,
+    trades: std::collections::BTreeSet<String>,
+}
+
+impl Progress {
+    /// An order update (WebSocket text message, postback or a row of the order history).
+    pub fn on_order(&mut self, o: &Order) -> Vec<Step> {
+        use crate::types::order::OrderStatus as S;
+        let mut out = Vec::new();
+        let accepted = matches!(
+            o.status,
+            S::Open | S::Complete | S::TriggerPending | S::Update
+        ) || (o.status == S::Cancelled && o.filled_quantity > 0);
+        if accepted && !self.acked {
+            self.acked = true;
+            out.push(Step::Ack {
+                broker_order_id: o.order_id.clone(),
+            });
+        }
+        if o.filled_quantity > self.filled_seen {
+            self.filled_seen = o.filled_quantity;
+            out.push(Step::FetchTrades {
+                broker_order_id: o.order_id.clone(),
+            });
+        }
+        if matches!(o.status, S::Rejected | S::Cancelled) && !self.failed {
+            self.failed = true;
+            let reason = o
+                .status_message
+                .clone()
+                .unwrap_or_else(|| o.status.as_str().to_owned());
+            out.push(Step::Failed {
+                reason: format!("{}: {reason}", o.status.as_str()),
+            });
+        }
+        out
+    }
+
+    /// The order's trades (`GET /orders/{id}/trades`): a fill for each trade not seen yet.
+    pub fn on_trades(&mut self, trades: &[crate::types::order::Trade]) -> Vec<Step> {
+        trades
+            .iter()
+            .filter(|t| self.trades.insert(t.trade_id.clone()))
+            .map(|t| Step::Fill {
+                trade_id: t.trade_id.clone(),
+                quantity: t.quantity,
+                price: t.average_price,
+            })
+            .collect()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use proptest::prelude::*;
@@ -235,6 +318,83 @@ mod tests {
             }
         );
         assert_eq!(resolve("apz", &book), Resolution::NotPlaced);
+    }
+
+    fn order(status: &str, filled: u64, msg: Option<&str>) -> Order {
+        let mut o: Order = serde_json::from_value(serde_json::json!({
+            "order_id": "26001", "status": status, "variety": "regular", "exchange": "NSE",
+            "tradingsymbol": "TCS", "instrument_token": 2953217, "order_type": "LIMIT",
+            "transaction_type": "BUY", "validity": "DAY", "product": "MIS", "quantity": 5,
+            "price": 3500, "filled_quantity": filled
+        }))
+        .unwrap_or_else(|e| panic!("{e}"));
+        o.status_message = msg.map(str::to_owned);
+        o
+    }
+
+    fn trade(id: &str, qty: u64) -> crate::types::order::Trade {
+        serde_json::from_value(serde_json::json!({
+            "trade_id": id, "order_id": "26001", "exchange": "NSE", "tradingsymbol": "TCS",
+            "instrument_token": 2953217, "product": "MIS", "average_price": 3499.5,
+            "quantity": qty, "transaction_type": "BUY"
+        }))
+        .unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    #[test]
+    fn updates_become_one_ack_one_fill_per_trade_and_nothing_twice() {
+        let mut p = Progress::default();
+        assert_eq!(
+            p.on_order(&order("PUT ORDER REQ RECEIVED", 0, None)),
+            vec![]
+        );
+        let ack = Step::Ack {
+            broker_order_id: "26001".into(),
+        };
+        assert_eq!(p.on_order(&order("OPEN", 0, None)), vec![ack]);
+        assert_eq!(p.on_order(&order("OPEN", 0, None)), vec![]);
+        let fetch = Step::FetchTrades {
+            broker_order_id: "26001".into(),
+        };
+        assert_eq!(p.on_order(&order("OPEN", 2, None)), vec![fetch.clone()]);
+        assert_eq!(p.on_trades(&[trade("t1", 2)]).len(), 1);
+        assert_eq!(p.on_order(&order("COMPLETE", 5, None)), vec![fetch]);
+        let fills = p.on_trades(&[trade("t1", 2), trade("t2", 3)]);
+        assert_eq!(
+            fills,
+            vec![Step::Fill {
+                trade_id: "t2".into(),
+                quantity: 3,
+                price: d("3499.5")
+            }]
+        );
+        // The same updates again (polling after the WebSocket): nothing new.
+        assert_eq!(p.on_order(&order("COMPLETE", 5, None)), vec![]);
+        assert_eq!(p.on_trades(&[trade("t1", 2), trade("t2", 3)]), vec![]);
+    }
+
+    #[test]
+    fn a_rejection_is_one_failure_with_kites_message() {
+        let mut p = Progress::default();
+        let steps = p.on_order(&order("REJECTED", 0, Some("Insufficient funds")));
+        assert_eq!(
+            steps,
+            vec![Step::Failed {
+                reason: "REJECTED: Insufficient funds".into()
+            }]
+        );
+        assert_eq!(
+            p.on_order(&order("REJECTED", 0, Some("Insufficient funds"))),
+            vec![]
+        );
+    }
+
+    #[test]
+    fn event_ids_are_stable_and_distinct_per_trade() {
+        let i = intent_id(Uuid::now_v7());
+        assert_eq!(event_id(i, "fill:t1"), event_id(i, "fill:t1"));
+        assert_ne!(event_id(i, "fill:t1"), event_id(i, "fill:t2"));
+        assert_ne!(event_id(i, "ack"), event_id(i, "failed"));
     }
 
     #[test]
