@@ -379,6 +379,27 @@ pub struct KiteSettings {
     pub api_url: String,
     /// KiteTicker WebSocket endpoint.
     pub ticker_url: String,
+    /// Order placements allowed per minute (sliding) before Kite's own cap; refused locally.
+    pub orders_per_minute: u32,
+    /// Order placements allowed per IST day; refused locally.
+    pub orders_per_day: u32,
+    /// Whole-request timeout of a REST call, in milliseconds.
+    pub request_timeout_ms: u64,
+    /// Instrument tokens the `kite` feed subscribes to.
+    pub ticker_instruments: Vec<u32>,
+    /// The mode of those subscriptions.
+    pub ticker_mode: TickerMode,
+    /// Seconds without any ticker message (data or heartbeat) before reconnecting.
+    pub ticker_read_timeout_secs: u64,
+}
+
+/// KiteTicker subscription modes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TickerMode {
+    Ltp,
+    Quote,
+    Full,
 }
 
 impl Default for KiteSettings {
@@ -389,6 +410,12 @@ impl Default for KiteSettings {
             access_token: None,
             api_url: "https://api.kite.trade".to_owned(),
             ticker_url: "wss://ws.kite.trade".to_owned(),
+            orders_per_minute: 200,
+            orders_per_day: 3000,
+            request_timeout_ms: 7000,
+            ticker_instruments: Vec::new(),
+            ticker_mode: TickerMode::Full,
+            ticker_read_timeout_secs: 10,
         }
     }
 }

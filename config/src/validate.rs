@@ -66,7 +66,7 @@ fn brokers(s: &Settings) -> Result<(), Failure> {
         if !seen.insert(b) {
             return fail("active_brokers", b, "listed twice");
         }
-        if !s.brokers.contains_key(b) {
+        let Some(def) = s.brokers.get(b) else {
             return fail(
                 "active_brokers",
                 b,
@@ -74,6 +74,9 @@ fn brokers(s: &Settings) -> Result<(), Failure> {
                     "no broker `{b}` is defined: add [brokers.{b}] with kind = \"paper\" or \"zerodha\" and an account"
                 ),
             );
+        };
+        if def.kind == BrokerKind::Zerodha {
+            kite(b.as_str(), &def.kite)?;
         }
     }
     for (name, def) in &s.brokers {
@@ -238,6 +241,40 @@ fn services(s: &Settings) -> Result<(), Failure> {
     Ok(())
 }
 
+fn kite(b: &str, k: &crate::settings::KiteSettings) -> Result<(), Failure> {
+    let key = |name: &str| format!("brokers.{b}.kite.{name}");
+    for (name, url, schemes) in [
+        ("api_url", &k.api_url, ["https://", "http://"]),
+        ("ticker_url", &k.ticker_url, ["wss://", "ws://"]),
+    ] {
+        if !schemes.iter().any(|p| url.starts_with(p)) {
+            return Err((
+                key(name),
+                Some(format!("{url:?}")),
+                format!(
+                    "expected a URL starting with {} or {}",
+                    schemes[0], schemes[1]
+                ),
+            ));
+        }
+    }
+    for (name, v) in [
+        ("orders_per_minute", u64::from(k.orders_per_minute)),
+        ("orders_per_day", u64::from(k.orders_per_day)),
+        ("request_timeout_ms", k.request_timeout_ms),
+        ("ticker_read_timeout_secs", k.ticker_read_timeout_secs),
+    ] {
+        if v == 0 {
+            return Err((
+                key(name),
+                Some("0".into()),
+                "expected a number above 0".into(),
+            ));
+        }
+    }
+    Ok(())
+}
+
 fn feed(s: &Settings) -> Result<(), Failure> {
     match &s.feed {
         Feed::Replay { file, .. } if !file.is_file() => fail(
@@ -256,6 +293,19 @@ fn feed(s: &Settings) -> Result<(), Failure> {
                 "feed",
                 "\"kite\"",
                 "the kite feed needs an active broker of kind zerodha",
+            )
+        }
+        Feed::Kite
+            if !s.active_brokers.iter().any(|b| {
+                s.brokers.get(b).is_some_and(|d| {
+                    d.kind == BrokerKind::Zerodha && !d.kite.ticker_instruments.is_empty()
+                })
+            }) =>
+        {
+            fail(
+                "feed",
+                "\"kite\"",
+                "the kite feed needs instruments: set brokers.NAME.kite.ticker_instruments = [TOKEN, …] on the active zerodha broker",
             )
         }
         Feed::Synthetic => {

@@ -486,3 +486,34 @@ fn strategy_params_are_checked_against_their_kind() {
         other => panic!("{other:?}"),
     }
 }
+
+#[test]
+fn the_kite_feed_needs_ticker_instruments_and_kite_limits_must_be_positive() {
+    let zerodha = [
+        ("ACTIVE_BROKERS", "paper,zerodha"),
+        ("ALPHA_PANDA__BROKERS__ZERODHA__KITE__API_KEY", "kitekey"),
+    ];
+    let f = file("feed = \"kite\"\n");
+    let (key, _, problem, _) = invalid(load(Some(&f.0), env(&zerodha)).unwrap_err());
+    assert_eq!(key, "feed");
+    assert!(problem.contains("ticker_instruments"), "{problem}");
+
+    let f = file(
+        "feed = \"kite\"\n[brokers.zerodha]\nkind = \"zerodha\"\naccount = \"zerodha_main\"\n\
+         [brokers.zerodha.kite]\nticker_instruments = [408065]\nticker_mode = \"ltp\"\n",
+    );
+    let s = load(Some(&f.0), env(&zerodha)).unwrap();
+    let k = &s.brokers[&BrokerName::zerodha()].kite;
+    assert_eq!(k.ticker_instruments, vec![408065]);
+    assert_eq!(k.ticker_mode, alpha_panda_config::TickerMode::Ltp);
+    assert_eq!((k.orders_per_minute, k.orders_per_day), (200, 3000));
+
+    let mut vars = zerodha.to_vec();
+    vars.push((
+        "ALPHA_PANDA__BROKERS__ZERODHA__KITE__ORDERS_PER_MINUTE",
+        "0",
+    ));
+    let (key, _, problem, _) = invalid(load(None, env(&vars)).unwrap_err());
+    assert_eq!(key, "brokers.zerodha.kite.orders_per_minute");
+    assert!(problem.contains("above 0"), "{problem}");
+}

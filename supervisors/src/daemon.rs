@@ -141,9 +141,12 @@ async fn run_async(settings: Arc<Settings>) -> anyhow::Result<()> {
                 producer.clone(),
             )))
         }
-        Feed::Kite => anyhow::bail!(
-            "feed = \"kite\" is not built yet: use \"synthetic\", \"none\" or {{ replay = \"FILE\" }}"
-        ),
+        Feed::Kite => Some(actix_rt::spawn(crate::kite::feed(
+            settings.clone(),
+            producer.clone(),
+            store.clone(),
+            a.control.clone(),
+        ))),
     };
     let stats = actix_rt::spawn(report(settings.clone(), store.clone(), counters.clone()));
     let snapshots = (settings.portfolio.snapshot_interval_secs > 0).then(|| {

@@ -2,4 +2,5 @@
 
 pub mod backtest;
 pub mod daemon;
+pub mod kite;
 pub mod pipeline;

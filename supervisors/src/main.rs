@@ -50,6 +50,31 @@ enum Command {
         #[command(subcommand)]
         command: ConfigCommand,
     },
+    /// Zerodha Kite Connect: the daily login of the active zerodha broker.
+    Kite {
+        #[command(subcommand)]
+        command: KiteCommand,
+    },
+    /// A Kite Connect simulator (REST and ticker) on loopback, to rehearse a live day.
+    KiteSim {
+        /// Address of both the REST API and the ticker.
+        #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:8765")]
+        listen: std::net::SocketAddr,
+        /// Milliseconds between the simulator's ticks.
+        #[arg(long, default_value_t = 1000)]
+        tick_ms: u64,
+    },
+}
+
+#[derive(Subcommand)]
+enum KiteCommand {
+    /// Print the address where the user logs in to Kite; it redirects with a request token.
+    LoginUrl,
+    /// Exchange a request token for an access token and store it (broker-prefixed) in Redis.
+    Session {
+        #[arg(long, value_name = "T")]
+        request_token: String,
+    },
 }
 
 #[derive(Subcommand)]
@@ -108,6 +133,8 @@ fn main() -> ExitCode {
         Command::Topics { command } => topics(&settings, command),
         Command::Dlq { command } => dlq(&settings, command),
         Command::Backtest { ticks, out } => backtest(settings, &ticks, &out),
+        Command::Kite { command } => kite(&settings, command),
+        Command::KiteSim { listen, tick_ms } => kite_sim(&settings, listen, tick_ms),
         Command::Run => {
             if let Err(e) = alpha_panda_config::check_trading(&settings) {
                 return config_error(&e);
@@ -198,6 +225,84 @@ fn backtest(
     }
     emit(&text);
     Ok(())
+}
+
+fn kite(s: &Settings, command: KiteCommand) -> anyhow::Result<()> {
+    use alpha_panda_supervisors::kite::{StoredSession, client, session_key, zerodha};
+    let (broker, kite) = zerodha(s).context(
+        "no active zerodha broker: set ACTIVE_BROKERS=paper,zerodha and brokers.zerodha.kite.api_key",
+    )?;
+    let kite_client = client(kite)?;
+    match command {
+        KiteCommand::LoginUrl => {
+            emit(&format!("{}\n", kite_client.login_url()));
+            Ok(())
+        }
+        KiteCommand::Session { request_token } => {
+            let secret = kite.api_secret.as_deref().context(
+                "brokers.NAME.kite.api_secret is not set (ALPHA_PANDA__BROKERS__ZERODHA__KITE__API_SECRET)",
+            )?;
+            let url = s.redis.url.as_deref().context(
+                "kite session stores the access token in Redis: set redis.url (the embedded store ends with this command)",
+            )?;
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
+            rt.block_on(async {
+                let session = kite_client
+                    .generate_session(&request_token, secret)
+                    .await
+                    .context("exchanging the request token")?;
+                let store = alpha_panda_actors::store::Store::Redis(
+                    alpha_panda_actors::store::RedisStore::connect(url).await?,
+                );
+                let stored = StoredSession {
+                    access_token: session.access_token.clone(),
+                    login_time: chrono::Utc::now(),
+                };
+                store
+                    .set(&session_key(broker.as_str()), &serde_json::to_string(&stored)?)
+                    .await?;
+                emit(&format!(
+                    "session of {} stored for broker {} under {} (access token {}); valid until 06:00 IST\n",
+                    session.user_id,
+                    broker.as_str(),
+                    session_key(broker.as_str()),
+                    alpha_panda_kite::mask(&session.access_token)
+                ));
+                anyhow::Ok(())
+            })
+        }
+    }
+}
+
+fn kite_sim(s: &Settings, listen: std::net::SocketAddr, tick_ms: u64) -> anyhow::Result<()> {
+    use alpha_panda_kite::sim::{SimConfig, Simulator};
+    let (key, secret) = alpha_panda_supervisors::kite::zerodha(s)
+        .map(|(_, k)| {
+            (
+                k.api_key.clone().unwrap_or_else(|| "simkey".into()),
+                k.api_secret.clone().unwrap_or_else(|| "simsecret".into()),
+            )
+        })
+        .unwrap_or_else(|| ("simkey".into(), "simsecret".into()));
+    let mut config = SimConfig::new(key.clone(), secret);
+    config.tick_interval = std::time::Duration::from_millis(tick_ms.max(1));
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    rt.block_on(async {
+        let sim = Simulator::start(listen, config)
+            .await
+            .with_context(|| format!("cannot listen on {listen}"))?;
+        emit(&format!(
+            "kite-sim on {addr} (api_key {key}): api_url = \"http://{addr}\", ticker_url = \"ws://{addr}\"\n\
+             request tokens: curl http://{addr}/connect/login\n",
+            addr = sim.addr()
+        ));
+        tokio::signal::ctrl_c().await?;
+        anyhow::Ok(())
+    })
 }
 
 fn kafka_servers(s: &Settings) -> anyhow::Result<&str> {

@@ -1,0 +1,308 @@
+//! Zerodha wiring: the Kite client and session of the active zerodha broker, and the
+//! `kite` feed.
+//!
+//! Contract: the access token lives in the store under `{broker}:kite:session` as JSON
+//! `{access_token, login_time}` (written by `alpha-panda kite session`), or in the setting
+//! `brokers.NAME.kite.access_token`; the store wins. It is never logged, only masked. A
+//! session from before the latest 06:00 IST has expired (Kite's daily expiry). The feed
+//! subscribes `ticker_instruments` in `ticker_mode` and publishes each packet as a
+//! `market_tick` on `market.ticks`, keyed by instrument, at the exchange time. It checks the
+//! store for a new session every 5 s. When the ticker refuses the token, or the session
+//! expires, the zerodha broker is set HALTED (its risk stage then refuses its signals) with a
+//! log line saying what to run; other brokers are not touched. Every ticker event is counted
+//! in `alpha_panda_kite_ticker_events_total{event}`.
+
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use alpha_panda_actors::control::Control;
+use alpha_panda_actors::delivery::{EventProducer, Output};
+use alpha_panda_actors::metrics::metrics;
+use alpha_panda_actors::store::Store;
+use alpha_panda_config::{BrokerKind, KiteSettings, Settings, TickerMode};
+use alpha_panda_core::{BrokerName, EventBroker, EventData, EventEnvelope, TradingState};
+use alpha_panda_kite::limits::ist;
+use alpha_panda_kite::ticker::connection::{TickerConfig, TickerEvent, run};
+use alpha_panda_kite::ticker::packet::Mode;
+use alpha_panda_kite::ticker::tick::to_market_tick;
+use alpha_panda_kite::{KiteClient, KiteConfig, mask};
+use alpha_panda_topics::{TopicName, keys};
+use chrono::{DateTime, Utc};
+use prometheus::{IntCounterVec, Opts};
+use serde::{Deserialize, Serialize};
+use tokio::sync::{mpsc, watch};
+
+/// A stored Kite session.
+#[derive(Clone, PartialEq, Serialize, Deserialize)]
+pub struct StoredSession {
+    pub access_token: String,
+    pub login_time: DateTime<Utc>,
+}
+
+impl std::fmt::Debug for StoredSession {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StoredSession")
+            .field("access_token", &mask(&self.access_token))
+            .field("login_time", &self.login_time)
+            .finish()
+    }
+}
+
+/// The store key of a broker's Kite session.
+pub fn session_key(broker: &str) -> String {
+    format!("{broker}:kite:session")
+}
+
+/// The latest 06:00 IST at or before `now`: sessions from before it have expired.
+pub fn last_expiry(now: DateTime<Utc>) -> DateTime<Utc> {
+    let local = now.with_timezone(&ist());
+    let six = local
+        .date_naive()
+        .and_hms_opt(6, 0, 0)
+        .and_then(|t| t.and_local_timezone(ist()).single())
+        .map(|t| t.with_timezone(&Utc))
+        .unwrap_or(now);
+    if six <= now {
+        six
+    } else {
+        six - chrono::Duration::days(1)
+    }
+}
+
+/// True when a session logged in at `login_time` is still valid at `now`.
+pub fn session_valid(login_time: DateTime<Utc>, now: DateTime<Utc>) -> bool {
+    login_time >= last_expiry(now)
+}
+
+/// The first active broker of kind zerodha.
+pub fn zerodha(settings: &Settings) -> Option<(BrokerName, &KiteSettings)> {
+    settings.active_brokers.iter().find_map(|b| {
+        settings
+            .brokers
+            .get(b)
+            .filter(|d| d.kind == BrokerKind::Zerodha)
+            .map(|d| (b.clone(), &d.kite))
+    })
+}
+
+/// A REST client for these settings (no access token yet).
+pub fn client(kite: &KiteSettings) -> anyhow::Result<KiteClient> {
+    let api_key = kite.api_key.clone().ok_or_else(|| {
+        anyhow::anyhow!("brokers.NAME.kite.api_key is not set for the zerodha broker")
+    })?;
+    let mut c = KiteConfig::new(kite.api_url.clone(), api_key);
+    c.timeout = Duration::from_millis(kite.request_timeout_ms);
+    c.orders_per_minute = kite.orders_per_minute as usize;
+    c.orders_per_day = kite.orders_per_day as usize;
+    Ok(KiteClient::new(c)?)
+}
+
+/// Reads the broker's session: the store's if valid, else the setting's.
+pub async fn current_token(
+    store: &Store,
+    broker: &str,
+    kite: &KiteSettings,
+) -> anyhow::Result<Option<String>> {
+    if let Some(raw) = store.get(&session_key(broker)).await? {
+        let s: StoredSession = serde_json::from_str(&raw).map_err(|e| {
+            anyhow::anyhow!(
+                "the stored session {} is unreadable: {e}",
+                session_key(broker)
+            )
+        })?;
+        if session_valid(s.login_time, Utc::now()) {
+            return Ok(Some(s.access_token));
+        }
+        return Ok(None);
+    }
+    Ok(kite.access_token.clone())
+}
+
+fn events() -> &'static IntCounterVec {
+    static C: OnceLock<IntCounterVec> = OnceLock::new();
+    C.get_or_init(|| {
+        let c = IntCounterVec::new(
+            Opts::new(
+                "alpha_panda_kite_ticker_events_total",
+                "KiteTicker events: ticks, heartbeat, malformed, skipped, connected, disconnected, token_rejected, order_update",
+            ),
+            &["event"],
+        )
+        .unwrap_or_else(|e| unreachable!("a valid metric: {e}"));
+        let _ = metrics().registry.register(Box::new(c.clone()));
+        c
+    })
+}
+
+fn mode(m: TickerMode) -> Mode {
+    match m {
+        TickerMode::Ltp => Mode::Ltp,
+        TickerMode::Quote => Mode::Quote,
+        TickerMode::Full => Mode::Full,
+    }
+}
+
+async fn halt(control: &Control, broker: &str, why: &str) {
+    tracing::error!(
+        broker,
+        why,
+        "zerodha HALTED: run `alpha-panda kite login-url`, log in, then `alpha-panda kite session --request-token T`; \
+         then set the broker ACTIVE again (docs/zerodha.md)"
+    );
+    if let Err(e) = control
+        .set_trading_state(broker, None, TradingState::Halted)
+        .await
+    {
+        tracing::error!(broker, error = %e, "cannot record the HALTED state");
+    }
+}
+
+/// Runs the `kite` feed until the process stops.
+pub async fn feed(
+    settings: Arc<Settings>,
+    producer: EventProducer,
+    store: Store,
+    control: Arc<Control>,
+) {
+    let Some((broker, kite)) = zerodha(&settings) else {
+        tracing::error!("feed = \"kite\" without an active zerodha broker");
+        return;
+    };
+    let broker = broker.as_str().to_owned();
+    let kite = kite.clone();
+    let mut cfg = TickerConfig::new(
+        kite.ticker_url.clone(),
+        kite.api_key.clone().unwrap_or_default(),
+    );
+    cfg.read_timeout = Duration::from_secs(kite.ticker_read_timeout_secs);
+    cfg.subscriptions = kite
+        .ticker_instruments
+        .iter()
+        .map(|t| (*t, mode(kite.ticker_mode)))
+        .collect();
+    let first = current_token(&store, &broker, &kite)
+        .await
+        .unwrap_or_else(|e| {
+            tracing::error!(broker, error = %e, "cannot read the Kite session");
+            None
+        });
+    if first.is_none() {
+        halt(&control, &broker, "no valid Kite session").await;
+    }
+    let (token_tx, token_rx) = watch::channel(first);
+    let watcher = {
+        let (store, broker, kite, control) =
+            (store.clone(), broker.clone(), kite.clone(), control.clone());
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(Duration::from_secs(5)).await;
+                let Ok(now) = current_token(&store, &broker, &kite).await else {
+                    continue;
+                };
+                let before = token_tx.borrow().clone();
+                if now != before {
+                    if now.is_none() {
+                        halt(&control, &broker, "the Kite session expired (06:00 IST)").await;
+                    } else {
+                        tracing::info!(broker, "a new Kite session: reconnecting the ticker");
+                    }
+                    if token_tx.send(now).is_err() {
+                        return;
+                    }
+                }
+            }
+        })
+    };
+    let (tx, mut rx) = mpsc::channel(1024);
+    let conn = tokio::spawn(run(cfg, token_rx, tx));
+    let counter = events();
+    while let Some(ev) = rx.recv().await {
+        match ev {
+            TickerEvent::Ticks { packets, received } => {
+                counter
+                    .with_label_values(&["ticks"])
+                    .inc_by(packets.len() as u64);
+                let received = alpha_panda_core::Timestamp(received.0);
+                let outputs: Vec<Output> = packets
+                    .iter()
+                    .filter_map(|p| to_market_tick(p, received))
+                    .map(|tick| Output {
+                        topic: TopicName::market_ticks(),
+                        envelope: EventEnvelope::root(
+                            EventBroker::Shared,
+                            "feed",
+                            keys::tick(tick.instrument_token),
+                            tick.timestamp,
+                            EventData::MarketTick(tick),
+                        ),
+                    })
+                    .collect();
+                if let Err(e) = producer.send_all(&outputs).await {
+                    tracing::warn!(error = %e, "publishing Kite ticks failed");
+                }
+            }
+            TickerEvent::Heartbeat => counter.with_label_values(&["heartbeat"]).inc(),
+            TickerEvent::Skipped(n) => counter.with_label_values(&["skipped"]).inc_by(n as u64),
+            TickerEvent::Malformed(why) => {
+                counter.with_label_values(&["malformed"]).inc();
+                tracing::warn!(error = %why, "malformed KiteTicker message dropped");
+            }
+            TickerEvent::Connected { attempt } => {
+                counter.with_label_values(&["connected"]).inc();
+                tracing::info!(
+                    attempt,
+                    instruments = kite.ticker_instruments.len(),
+                    "KiteTicker connected"
+                );
+            }
+            TickerEvent::Disconnected { reason, retry_in } => {
+                counter.with_label_values(&["disconnected"]).inc();
+                tracing::warn!(reason, retry_in = ?retry_in, "KiteTicker disconnected");
+            }
+            TickerEvent::TokenRejected { reason } => {
+                counter.with_label_values(&["token_rejected"]).inc();
+                halt(&control, &broker, &reason).await;
+            }
+            TickerEvent::Order(o) => {
+                counter.with_label_values(&["order_update"]).inc();
+                tracing::info!(order_id = o.order_id, status = o.status.as_str(), tag = ?o.tag, "Kite order update");
+            }
+            TickerEvent::ServerError(e) => tracing::warn!(error = e, "KiteTicker error message"),
+            TickerEvent::ServerMessage(m) => tracing::info!(message = m, "KiteTicker message"),
+        }
+    }
+    watcher.abort();
+    conn.abort();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn utc(s: &str) -> DateTime<Utc> {
+        DateTime::parse_from_rfc3339(s)
+            .map(|d| d.with_timezone(&Utc))
+            .unwrap_or_else(|e| panic!("{s}: {e}"))
+    }
+
+    #[test]
+    fn a_session_expires_at_the_next_six_am_ist() {
+        // 06:00 IST is 00:30 UTC.
+        let login = utc("2026-01-05T03:15:00Z"); // 08:45 IST
+        assert!(session_valid(login, utc("2026-01-05T20:00:00Z")));
+        assert!(session_valid(login, utc("2026-01-06T00:29:59Z")));
+        assert!(!session_valid(login, utc("2026-01-06T00:30:00Z")));
+        // Logged in at 05:00 IST: expires an hour later.
+        let early = utc("2026-01-05T23:30:00Z");
+        assert!(!session_valid(early, utc("2026-01-06T00:31:00Z")));
+    }
+
+    #[test]
+    fn a_stored_session_debug_line_masks_the_token() {
+        let s = StoredSession {
+            access_token: "verysecrettokenvalue".into(),
+            login_time: utc("2026-01-05T03:15:00Z"),
+        };
+        assert!(!format!("{s:?}").contains("verysecrettokenvalue"));
+    }
+}
