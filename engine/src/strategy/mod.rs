@@ -15,9 +15,9 @@ use alpha_panda_core::{
 };
 use alpha_panda_topics::{BrokerTopic, TopicName, keys};
 
-pub use kinds::{MeanReversion, Momentum, Rsi, SmaCrossover};
+pub use kinds::{EmaCrossover, MeanReversion, Momentum, Rsi, SmaCrossover};
 
-use crate::delivery::Output;
+use crate::Output;
 
 /// What a strategy wants to do on a tick. Holding is `None`, never a decision.
 #[derive(Debug, Clone, PartialEq)]
@@ -43,6 +43,7 @@ pub fn build(params: &StrategyParams) -> Box<dyn Strategy> {
         StrategyParams::MeanReversion(p) => Box::new(MeanReversion::new(p.clone())),
         StrategyParams::Rsi(p) => Box::new(Rsi::new(p.clone())),
         StrategyParams::SmaCrossover(p) => Box::new(SmaCrossover::new(p.clone())),
+        StrategyParams::EmaCrossover(p) => Box::new(EmaCrossover::new(p.clone())),
     }
 }
 
@@ -203,7 +204,7 @@ impl StrategySet {
                     Ok(d) => break d,
                     Err(payload) => {
                         panics += 1;
-                        let message = crate::delivery::stage::panic_message(payload.as_ref());
+                        let message = crate::panic_message(payload.as_ref());
                         let gave_up = panics >= MAX_STRATEGY_PANICS;
                         tracing::error!(strategy = %self.entries[i].id, instrument = %tick.instrument_token, panics, error = %message, "strategy panicked; rebuilding it");
                         self.rebuild(i);

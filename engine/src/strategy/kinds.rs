@@ -3,7 +3,9 @@
 
 use std::collections::{BTreeMap, HashMap};
 
-use alpha_panda_config::{MeanReversionParams, MomentumParams, RsiParams, SmaCrossoverParams};
+use alpha_panda_config::{
+    EmaCrossoverParams, MeanReversionParams, MomentumParams, RsiParams, SmaCrossoverParams,
+};
 use alpha_panda_core::events::MarketTick;
 use alpha_panda_core::{Decimal, InstrumentToken, Quantity, Side};
 use serde_json::Value;
@@ -210,6 +212,70 @@ impl Strategy for SmaCrossover {
     }
 }
 
+/// The fast and slow EMAs of one instrument and the ticks it has had.
+#[derive(Debug, Clone, Copy)]
+struct Emas {
+    fast: Decimal,
+    slow: Decimal,
+    ticks: usize,
+    last_side: Option<Side>,
+}
+
+pub struct EmaCrossover {
+    p: EmaCrossoverParams,
+    alpha_fast: Decimal,
+    alpha_slow: Decimal,
+    tracks: HashMap<InstrumentToken, Emas>,
+}
+
+impl EmaCrossover {
+    pub fn new(p: EmaCrossoverParams) -> Self {
+        let alpha = |n: usize| Decimal::TWO / Decimal::from(n as u64 + 1);
+        Self {
+            alpha_fast: alpha(p.fast),
+            alpha_slow: alpha(p.slow),
+            p,
+            tracks: HashMap::new(),
+        }
+    }
+}
+
+impl Strategy for EmaCrossover {
+    fn on_tick(&mut self, tick: &MarketTick) -> Option<Decision> {
+        let price = tick.last_price.get();
+        let t = self.tracks.entry(tick.instrument_token).or_insert(Emas {
+            fast: price,
+            slow: price,
+            ticks: 0,
+            last_side: None,
+        });
+        if t.ticks > 0 {
+            t.fast += self.alpha_fast * (price - t.fast);
+            t.slow += self.alpha_slow * (price - t.slow);
+        }
+        t.ticks = t.ticks.saturating_add(1);
+        if t.ticks < self.p.slow {
+            return None;
+        }
+        let want = match t.fast.cmp(&t.slow) {
+            std::cmp::Ordering::Greater => Side::Buy,
+            std::cmp::Ordering::Less => Side::Sell,
+            std::cmp::Ordering::Equal => return None,
+        };
+        if t.last_side == Some(want) {
+            return None;
+        }
+        t.last_side = Some(want);
+        let (fast, slow) = (t.fast, t.slow);
+        decision(
+            tick,
+            want,
+            self.p.quantity,
+            meta(&[("fast_ema", fast), ("slow_ema", slow)]),
+        )
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -256,6 +322,48 @@ mod tests {
         });
         let got = run(&mut s, 1, &[10, 10, 10, 12, 14, 14, 10, 8]);
         assert_eq!(got, vec![(3, Side::Buy), (6, Side::Sell)]);
+    }
+
+    #[test]
+    fn ema_crossover_waits_for_slow_ticks_then_follows_the_emas_by_hand() {
+        let mut e = EmaCrossover::new(EmaCrossoverParams {
+            fast: 1,
+            slow: 3,
+            quantity: 1,
+        });
+        // alpha fast = 1 (the price itself), alpha slow = 0.5, seeded at 10.
+        // 10: slow 10; 12: slow 11; 14: slow 12.5 (3rd tick: 14 > 12.5 → BUY);
+        // 13: slow 12.75, still BUY → nothing; 11: slow 11.875 < ... fast 11 → SELL;
+        // 12: slow 11.9375, fast 12 → BUY.
+        let got = run(&mut e, 1, &[10, 12, 14, 13, 11, 12]);
+        assert_eq!(got, vec![(2, Side::Buy), (4, Side::Sell), (5, Side::Buy)]);
+        // Nothing before `slow` ticks, even if the EMAs already differ.
+        let mut e = EmaCrossover::new(EmaCrossoverParams {
+            fast: 1,
+            slow: 3,
+            quantity: 1,
+        });
+        assert_eq!(run(&mut e, 2, &[10, 20]), vec![]);
+    }
+
+    #[test]
+    fn ema_crossover_seeds_each_instrument_with_its_own_first_price() {
+        let p = EmaCrossoverParams {
+            fast: 2,
+            slow: 4,
+            quantity: 1,
+        };
+        let mut interleaved = EmaCrossover::new(p.clone());
+        let mut alone = EmaCrossover::new(p);
+        let a = [100, 101, 103, 100, 97, 95, 99, 104];
+        let mut got = Vec::new();
+        for (i, price) in a.iter().enumerate() {
+            if let Some(d) = interleaved.on_tick(&tick(1, *price, i as i64)) {
+                got.push((i, d.side));
+            }
+            interleaved.on_tick(&tick(2, 5_000 - *price, i as i64));
+        }
+        assert_eq!(got, run(&mut alone, 1, &a));
     }
 
     #[test]
@@ -323,6 +431,7 @@ mod tests {
                 Box::new(MeanReversion::new(MeanReversionParams::default())),
                 Box::new(Rsi::new(RsiParams::default())),
                 Box::new(SmaCrossover::new(SmaCrossoverParams::default())),
+                Box::new(EmaCrossover::new(EmaCrossoverParams::default())),
             ]};
             for (mut a, mut b) in make().into_iter().zip(make()) {
                 let ra = run(a.as_mut(), 7, &prices);
