@@ -9,8 +9,12 @@
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 
 use alpha_panda_config::RiskSettings;
-use alpha_panda_core::events::TradingSignal;
-use alpha_panda_core::{Decimal, InstrumentToken, StrategyId, Timestamp};
+use alpha_panda_core::events::{RejectedSignal, TradingSignal, ValidatedSignal};
+use alpha_panda_core::{
+    BrokerName, Decimal, EventBroker, EventData, EventEnvelope, InstrumentToken, StrategyId,
+    Timestamp, TradingState,
+};
+use alpha_panda_topics::BrokerTopic;
 use chrono::{Datelike, FixedOffset, NaiveDate, NaiveTime, Weekday};
 use uuid::Uuid;
 
@@ -110,7 +114,71 @@ impl Verdict {
     }
 }
 
+/// What the risk stage emits for one signal: `signals.validated` or `signals.rejected`, as
+/// the signal's child.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RiskOutput {
+    pub topic: BrokerTopic,
+    pub envelope: EventEnvelope,
+}
+
+impl RiskOutput {
+    pub fn passed(&self) -> bool {
+        self.topic == BrokerTopic::SignalsValidated
+    }
+}
+
 impl RiskBook {
+    /// Handles a `trading_signal` (`signal_env`, whose payload is `signal`) on `broker`:
+    /// notes its price, evaluates every rule under `state`, reserves the order if it passes,
+    /// and returns the validated or rejected signal as the signal's child (stage `risk`,
+    /// ordinal 0, the signal's key and event time).
+    pub fn on_signal(
+        &mut self,
+        signal_env: &EventEnvelope,
+        signal: &TradingSignal,
+        broker: &BrokerName,
+        limits: &Limits,
+        state: TradingState,
+    ) -> RiskOutput {
+        self.on_price(signal.instrument_token, signal.price.get());
+        let verdict = self.evaluate_in(signal, limits, state);
+        let (topic, data) = if verdict.passed() {
+            (
+                BrokerTopic::SignalsValidated,
+                EventData::ValidatedSignal(ValidatedSignal {
+                    original_signal: signal.clone(),
+                    validated_quantity: signal.quantity,
+                    validated_price: signal.price,
+                    risk_checks: verdict.checks,
+                    timestamp: signal.timestamp,
+                }),
+            )
+        } else {
+            (
+                BrokerTopic::SignalsRejected,
+                EventData::RejectedSignal(RejectedSignal {
+                    original_signal: signal.clone(),
+                    rejection_reason: verdict.reasons.join("; "),
+                    risk_checks: verdict.checks,
+                    timestamp: signal.timestamp,
+                }),
+            )
+        };
+        let envelope = signal_env.child(
+            EventBroker::Broker(broker.clone()),
+            "risk",
+            0,
+            signal_env.key.clone(),
+            signal.timestamp,
+            data,
+        );
+        if topic == BrokerTopic::SignalsValidated {
+            self.reserve(signal, envelope.id);
+        }
+        RiskOutput { topic, envelope }
+    }
+
     pub fn on_price(&mut self, token: InstrumentToken, price: Decimal) {
         self.last_price.insert(token, price);
     }
@@ -254,9 +322,8 @@ impl RiskBook {
         &self,
         signal: &TradingSignal,
         limits: &Limits,
-        state: alpha_panda_core::TradingState,
+        state: TradingState,
     ) -> Verdict {
-        use alpha_panda_core::TradingState;
         let mut v = self.evaluate(signal, limits);
         let (ok, why) = match state {
             TradingState::Active => (true, String::new()),
@@ -322,7 +389,7 @@ impl RiskBook {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use alpha_panda_core::{OrderType, Price, Product, Quantity, Side, TradingState, Validity};
+    use alpha_panda_core::{OrderType, Price, Product, Quantity, Side, Validity};
 
     #[test]
     fn trading_states_refuse_what_they_forbid() {
