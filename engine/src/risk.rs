@@ -195,10 +195,11 @@ impl RiskBook {
     pub fn evaluate(&self, signal: &TradingSignal, limits: &Limits) -> Verdict {
         let mut checks = BTreeMap::new();
         let mut reasons = Vec::new();
-        let mut rule = |name: &str, ok: bool, why: String| {
+        // The reason is only written for a rule that fails.
+        let mut rule = |name: &str, ok: bool, why: &dyn Fn() -> String| {
             checks.insert(name.to_owned(), ok);
             if !ok {
-                reasons.push(format!("{name}: {why}"));
+                reasons.push(format!("{name}: {}", why()));
             }
         };
         let t = signal.timestamp;
@@ -207,20 +208,18 @@ impl RiskBook {
         let notional = price * Decimal::from(qty);
         let token = signal.instrument_token;
 
-        rule(
-            "kill_switch",
-            !limits.kill_switch,
-            "trading is switched off".into(),
-        );
+        rule("kill_switch", !limits.kill_switch, &|| {
+            "trading is switched off".into()
+        });
         rule(
             "allowed_instrument",
             limits.allowed_instruments.is_empty() || limits.allowed_instruments.contains(&token),
-            format!("{token} is not in allowed_instruments"),
+            &|| format!("{token} is not in allowed_instruments"),
         );
         rule(
             "market_hours",
             !limits.market_hours || market_open(t, &limits.holidays),
-            format!("NSE is closed at {t}"),
+            &|| format!("NSE is closed at {t}"),
         );
         let band_ok = match self.last_price.get(&token) {
             Some(last) if !last.is_zero() => {
@@ -228,28 +227,28 @@ impl RiskBook {
             }
             _ => true,
         };
-        rule(
-            "price_band",
-            band_ok,
+        rule("price_band", band_ok, &|| {
             format!(
                 "{price} is more than {}% from the last tick",
                 limits.price_band_pct
-            ),
-        );
+            )
+        });
         rule(
             "max_order_notional",
             notional <= limits.max_order_notional,
-            format!("{notional} exceeds {}", limits.max_order_notional),
+            &|| format!("{notional} exceeds {}", limits.max_order_notional),
         );
         let after =
             self.position(&signal.strategy_id, token) + signal.signal_type.sign() * qty as i64;
         rule(
             "max_position_per_instrument",
             after.unsigned_abs() <= limits.max_position_per_instrument,
-            format!(
-                "position would be {after}, limit {}",
-                limits.max_position_per_instrument
-            ),
+            &|| {
+                format!(
+                    "position would be {after}, limit {}",
+                    limits.max_position_per_instrument
+                )
+            },
         );
         let gross: Decimal = self
             .positions
@@ -263,21 +262,21 @@ impl RiskBook {
         rule(
             "max_gross_exposure",
             gross <= limits.max_gross_exposure,
-            format!(
-                "gross exposure would be {gross}, limit {}",
-                limits.max_gross_exposure
-            ),
+            &|| {
+                format!(
+                    "gross exposure would be {gross}, limit {}",
+                    limits.max_gross_exposure
+                )
+            },
         );
         let day = trading_day(t);
         let pnl = self.day_pnl.get(&day).copied().unwrap_or_default();
-        rule(
-            "max_daily_loss",
-            pnl >= -limits.max_daily_loss,
+        rule("max_daily_loss", pnl >= -limits.max_daily_loss, &|| {
             format!(
                 "today's PnL {pnl} is beyond the loss limit {}",
                 limits.max_daily_loss
-            ),
-        );
+            )
+        });
         let today = self
             .orders_per_day
             .get(&(signal.strategy_id.clone(), day))
@@ -286,10 +285,12 @@ impl RiskBook {
         rule(
             "max_orders_per_day",
             today < limits.max_orders_per_day,
-            format!(
-                "{today} orders already today, limit {}",
-                limits.max_orders_per_day
-            ),
+            &|| {
+                format!(
+                    "{today} orders already today, limit {}",
+                    limits.max_orders_per_day
+                )
+            },
         );
         let window_start = t.0 - chrono::Duration::seconds(1);
         let in_window = self
@@ -300,10 +301,12 @@ impl RiskBook {
         rule(
             "max_orders_per_second",
             in_window < limits.max_orders_per_second as usize,
-            format!(
-                "{in_window} orders in the last second, limit {}",
-                limits.max_orders_per_second
-            ),
+            &|| {
+                format!(
+                    "{in_window} orders in the last second, limit {}",
+                    limits.max_orders_per_second
+                )
+            },
         );
         Verdict { checks, reasons }
     }

@@ -16,9 +16,17 @@ use proptest::prelude::*;
 /// 2024-01-15 09:30 IST.
 const START_MS: i64 = 1_705_291_200_000;
 
+/// Settings as `--config` loads them: defaults, then the file.
 fn settings(toml_text: &str) -> Settings {
-    let s: Settings = toml::from_str(toml_text).unwrap();
-    alpha_panda_config::validate_settings(&s).unwrap();
+    static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let path = std::env::temp_dir().join(format!(
+        "ap-bt-config-{}-{}.toml",
+        std::process::id(),
+        N.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+    ));
+    std::fs::write(&path, toml_text).unwrap();
+    let s = alpha_panda_config::load(Some(&path), std::iter::empty()).unwrap();
+    let _ = std::fs::remove_file(&path);
     s
 }
 

@@ -212,25 +212,50 @@ impl Strategy for SmaCrossover {
     }
 }
 
+/// EMAs are kept in decimal fixed point: integers in units of 10^-12 (`i128`), so an update
+/// is integer arithmetic rather than 28-digit decimal arithmetic. `alpha = 2 / (n + 1)` to
+/// 12 decimal places, each step rounded toward zero to 12 places; prices with more than 12
+/// decimals are cut to 12.
+const EMA_SCALE: u32 = 12;
+const EMA_ONE: i128 = 1_000_000_000_000;
+
+fn to_fixed(d: Decimal) -> i128 {
+    let (m, s) = (d.mantissa(), d.scale());
+    if s <= EMA_SCALE {
+        m.saturating_mul(10i128.pow(EMA_SCALE - s))
+    } else {
+        m / 10i128.pow(s - EMA_SCALE)
+    }
+}
+
+fn from_fixed(v: i128) -> Decimal {
+    Decimal::try_from_i128_with_scale(v, EMA_SCALE).unwrap_or_default()
+}
+
+/// One step of an EMA in fixed point.
+fn ema_step(ema: i128, price: i128, alpha: i128) -> i128 {
+    ema.saturating_add(alpha.saturating_mul(price.saturating_sub(ema)) / EMA_ONE)
+}
+
 /// The fast and slow EMAs of one instrument and the ticks it has had.
 #[derive(Debug, Clone, Copy)]
 struct Emas {
-    fast: Decimal,
-    slow: Decimal,
+    fast: i128,
+    slow: i128,
     ticks: usize,
     last_side: Option<Side>,
 }
 
 pub struct EmaCrossover {
     p: EmaCrossoverParams,
-    alpha_fast: Decimal,
-    alpha_slow: Decimal,
+    alpha_fast: i128,
+    alpha_slow: i128,
     tracks: HashMap<InstrumentToken, Emas>,
 }
 
 impl EmaCrossover {
     pub fn new(p: EmaCrossoverParams) -> Self {
-        let alpha = |n: usize| Decimal::TWO / Decimal::from(n as u64 + 1);
+        let alpha = |n: usize| 2 * EMA_ONE / (n as i128 + 1);
         Self {
             alpha_fast: alpha(p.fast),
             alpha_slow: alpha(p.slow),
@@ -242,7 +267,7 @@ impl EmaCrossover {
 
 impl Strategy for EmaCrossover {
     fn on_tick(&mut self, tick: &MarketTick) -> Option<Decision> {
-        let price = tick.last_price.get();
+        let price = to_fixed(tick.last_price.get());
         let t = self.tracks.entry(tick.instrument_token).or_insert(Emas {
             fast: price,
             slow: price,
@@ -250,8 +275,8 @@ impl Strategy for EmaCrossover {
             last_side: None,
         });
         if t.ticks > 0 {
-            t.fast += self.alpha_fast * (price - t.fast);
-            t.slow += self.alpha_slow * (price - t.slow);
+            t.fast = ema_step(t.fast, price, self.alpha_fast);
+            t.slow = ema_step(t.slow, price, self.alpha_slow);
         }
         t.ticks = t.ticks.saturating_add(1);
         if t.ticks < self.p.slow {
@@ -266,7 +291,7 @@ impl Strategy for EmaCrossover {
             return None;
         }
         t.last_side = Some(want);
-        let (fast, slow) = (t.fast, t.slow);
+        let (fast, slow) = (from_fixed(t.fast), from_fixed(t.slow));
         decision(
             tick,
             want,
@@ -344,6 +369,23 @@ mod tests {
             quantity: 1,
         });
         assert_eq!(run(&mut e, 2, &[10, 20]), vec![]);
+    }
+
+    #[test]
+    fn ema_fixed_point_follows_decimal_arithmetic_to_12_places() {
+        assert_eq!(to_fixed(Decimal::new(250_005, 2)), 2_500_050_000_000_000);
+        assert_eq!(from_fixed(2_500_050_000_000_000), Decimal::new(250_005, 2));
+        // alpha 2/11 = 0.181818181818; 100 → 111: 100 + 0.181818181818 × 11 = 102.0
+        let alpha = 2 * EMA_ONE / 11;
+        let next = ema_step(
+            to_fixed(Decimal::from(100)),
+            to_fixed(Decimal::from(111)),
+            alpha,
+        );
+        assert_eq!(
+            from_fixed(next),
+            "101.999999999998".parse::<Decimal>().unwrap()
+        );
     }
 
     #[test]

@@ -139,7 +139,6 @@ impl TickReader {
                 .has_headers(false)
                 .flexible(true)
                 .comment(Some(b'#'))
-                .trim(csv::Trim::All)
                 .buffer_capacity(1 << 16)
                 .from_reader(raw);
             Format::Csv(Box::new(reader), csv::ByteRecord::new())
@@ -237,7 +236,9 @@ fn next_csv(
 
 fn parse_csv(path: &str, line: u64, record: &csv::ByteRecord) -> Parsed {
     let err = |column: usize, problem: String| row_error(path, line, column, problem);
-    if record.get(0) == Some(b"instrument_token".as_slice()) {
+    // Fields are trimmed here, not by the reader (its trimming copies every record).
+    let field = |i: usize| record.get(i).map(<[u8]>::trim_ascii);
+    if field(0) == Some(b"instrument_token".as_slice()) {
         return Ok(None);
     }
     if !(3..=4).contains(&record.len()) {
@@ -250,7 +251,7 @@ fn parse_csv(path: &str, line: u64, record: &csv::ByteRecord) -> Parsed {
         ));
     }
     let text = |i: usize| -> Result<&str, TickFileError> {
-        std::str::from_utf8(record.get(i).unwrap_or_default())
+        std::str::from_utf8(field(i).unwrap_or_default())
             .map_err(|_| err(i, "is not UTF-8".to_owned()))
     };
     let token = text(0)?;
@@ -266,7 +267,7 @@ fn parse_csv(path: &str, line: u64, record: &csv::ByteRecord) -> Parsed {
     let last_price = price
         .parse::<Price>()
         .map_err(|e| err(2, format!("{price:?}: {e}")))?;
-    let volume = match record.get(3) {
+    let volume = match field(3) {
         Some(v) if !v.is_empty() => {
             let v = text(3)?;
             Some(
