@@ -37,9 +37,9 @@ fn ticks(n: usize) -> Vec<MarketTick> {
             paise = (paise + (seed >> 33) as i64 % 11 - 5).max(100);
             MarketTick::new(
                 T,
-                Price::new(Decimal::new(paise, 2)).unwrap_or_else(|_| unreachable!()),
+                Price::new(Decimal::new(paise, 2)).expect("a valid constant"),
                 Timestamp::from_unix_millis(1_767_585_000_000 + 250 * i as i64)
-                    .unwrap_or_else(|_| unreachable!()),
+                    .expect("a valid constant"),
             )
         })
         .collect()
@@ -47,27 +47,26 @@ fn ticks(n: usize) -> Vec<MarketTick> {
 
 fn strategies(c: &mut Criterion) {
     let ts = ticks(4096);
-    let kinds: Vec<(&str, Box<dyn Fn() -> Box<dyn Strategy>>)> = vec![
+    let kinds: Vec<(&str, Box<dyn Strategy>)> = vec![
         (
             "momentum",
-            Box::new(|| Box::new(Momentum::new(MomentumParams::default()))),
+            Box::new(Momentum::new(MomentumParams::default())),
         ),
         (
             "mean_reversion",
-            Box::new(|| Box::new(MeanReversion::new(MeanReversionParams::default()))),
+            Box::new(MeanReversion::new(MeanReversionParams::default())),
         ),
-        ("rsi", Box::new(|| Box::new(Rsi::new(RsiParams::default())))),
+        ("rsi", Box::new(Rsi::new(RsiParams::default()))),
         (
             "sma_crossover",
-            Box::new(|| Box::new(SmaCrossover::new(SmaCrossoverParams::default()))),
+            Box::new(SmaCrossover::new(SmaCrossoverParams::default())),
         ),
         (
             "ema_crossover",
-            Box::new(|| Box::new(EmaCrossover::new(EmaCrossoverParams::default()))),
+            Box::new(EmaCrossover::new(EmaCrossoverParams::default())),
         ),
     ];
-    for (name, make) in kinds {
-        let mut s = make();
+    for (name, mut s) in kinds {
         let mut i = 0;
         c.bench_function(&format!("strategy_on_tick/{name}"), |b| {
             b.iter(|| {
@@ -80,10 +79,10 @@ fn strategies(c: &mut Criterion) {
 
 fn signal(side: Side, at: Timestamp, price: Price) -> TradingSignal {
     TradingSignal {
-        strategy_id: StrategyId::new("ema").unwrap_or_else(|_| unreachable!()),
+        strategy_id: StrategyId::new("ema").expect("a valid constant"),
         instrument_token: T,
         signal_type: side,
-        quantity: Quantity::new(10).unwrap_or_else(|_| unreachable!()),
+        quantity: Quantity::new(10).expect("a valid constant"),
         price,
         timestamp: at,
         confidence: None,
@@ -114,7 +113,7 @@ fn trader() -> PaperTrader {
     };
     PaperTrader::new(
         BrokerName::paper(),
-        AccountId::new("acc").unwrap_or_else(|_| unreachable!()),
+        AccountId::new("acc").expect("a valid constant"),
         model,
         [T],
     )

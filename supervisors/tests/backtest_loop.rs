@@ -130,6 +130,29 @@ proptest! {
     }
 }
 
+/// The comparison above on a fixed stream that trades: not vacuous.
+#[test]
+fn on_a_stream_that_trades_the_loop_and_the_pipeline_give_the_same_fills() {
+    let s = config(
+        &[
+            (0, 2, false, true),
+            (2, 3, true, true),
+            (1, 2, false, false),
+        ],
+        5,
+    );
+    let steps: Vec<(bool, i8, u16)> = (0..600)
+        .map(|i: i32| (i % 3 == 0, (((i * 37) % 81) - 40) as i8, 250))
+        .collect();
+    let rows = ticks(&steps);
+    let looped = run_loop(&s, rows.iter().copied()).unwrap();
+    let piped =
+        inprocess::run_in_process(s.clone(), rows.iter().map(|r| r.to_tick()).collect()).unwrap();
+    assert!(looped.fills.len() > 20, "{} fills", looped.fills.len());
+    assert_eq!(looped.fills, piped.fills);
+    assert_eq!(looped.summaries, piped.summaries);
+}
+
 fn alpha_panda() -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_alpha-panda"));
     c.env_clear()
