@@ -11,9 +11,43 @@ target/release/bench-broker "${BENCH_BROKER_RECORDS:-200000}" "${BENCH_HOP_RATE:
 for transport in kafka memory; do
   target/release/bench-bridge "$transport" "${BENCH_RECORDS:-20000}"
 done
-# The backtest on a 1 000 000-tick file (docs/performance.md, "Backtest").
-ticks="${BENCH_TICKS_FILE:-target/bench-ticks-1m.csv}"
-[ -f "$ticks" ] || python3 scripts/make_ticks.py "${BENCH_TICKS:-1000000}" "$ticks"
+# The backtest (docs/performance.md, "Backtest"): the reference file (the project's own
+# generator, its sha256 checked), the reference workload (bench/ema.toml), the default
+# config, and a 12-run sweep against 12 runs one after the other. One JSON line per figure.
+ticks="${BENCH_TICKS_FILE:-target/bench/ticks-1m.csv}"
+reference_sha=2b12425307e210d0597e75226f883492490596e5a8996814f6f6ee3d1e0d3c2d
+mkdir -p "$(dirname "$ticks")"
+[ -f "$ticks" ] || python3 scripts/make_ticks.py 1000000 "$ticks"
+if [ -z "${BENCH_TICKS_FILE:-}" ]; then
+  got="$(sha256sum "$ticks" | cut -d' ' -f1)"
+  [ "$got" = "$reference_sha" ] || { echo "$ticks: sha256 $got, expected $reference_sha" >&2; exit 1; }
+fi
 cargo build --release -p alpha-panda-supervisors
-out="$(mktemp -d)"
-/usr/bin/time -f "backtest wall %e s, peak RSS %M KB" target/release/alpha-panda backtest --ticks "$ticks" --out "$out" | tail -n 20
+bt_out="$(mktemp -d)"
+rows="$(grep -vc '^instrument_token' "$ticks")"
+# timed NAME ARGS…: runs alpha-panda ARGS… under /usr/bin/time and prints one JSON line.
+timed() {
+  local name="$1"; shift
+  local t; t="$(mktemp)"
+  /usr/bin/time -f "%e %M" -o "$t" target/release/alpha-panda "$@" >"$bt_out/$name.stdout"
+  read -r wall rss_kb <"$t"; rm -f "$t"
+  local fills; fills="$( [ -f "$bt_out/$name/fills.jsonl" ] && wc -l <"$bt_out/$name/fills.jsonl" || echo null)"
+  awk -v n="$name" -v w="$wall" -v r="$rss_kb" -v ticks="$rows" -v f="$fills" 'BEGIN {
+    printf "{\"bench\":\"%s\",\"ticks\":%d,\"wall_s\":%.2f,\"ticks_per_s\":%.0f,\"peak_rss_mib\":%.1f,\"fills\":%s}\n", n, ticks, w, ticks / (w > 0 ? w : 0.001), r / 1024, f }'
+  echo "$wall" >"$bt_out/$name.wall"
+}
+timed backtest_reference backtest --config bench/ema.toml --ticks "$ticks" --out "$bt_out/backtest_reference"
+timed backtest_default backtest --ticks "$ticks" --out "$bt_out/backtest_default"
+fasts=(5 10 15 20); slows=(30 40 50)
+timed backtest_sweep_12 backtest --config bench/ema.toml --ticks "$ticks" --out "$bt_out/backtest_sweep_12" \
+  --sweep "strategies.0.params.fast=$(IFS=,; echo "${fasts[*]}")" --sweep "strategies.0.params.slow=$(IFS=,; echo "${slows[*]}")"
+seq_start="$(date +%s.%N)"
+for f in "${fasts[@]}"; do for s in "${slows[@]}"; do
+  target/release/alpha-panda backtest --config bench/ema.toml --ticks "$ticks" --out "$bt_out/seq" \
+    --sweep "strategies.0.params.fast=$f" --sweep "strategies.0.params.slow=$s" >/dev/null
+done; done
+seq_end="$(date +%s.%N)"
+awk -v a="$seq_start" -v b="$seq_end" -v sw="$(cat "$bt_out/backtest_sweep_12.wall")" 'BEGIN {
+  printf "{\"bench\":\"backtest_sequential_12\",\"wall_s\":%.2f}\n", b - a
+  printf "{\"bench\":\"backtest_sweep_speedup\",\"runs\":12,\"speedup\":%.2f}\n", (b - a) / (sw > 0 ? sw : 0.001) }'
+rm -rf "$bt_out"

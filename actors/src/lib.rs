@@ -9,10 +9,10 @@ pub mod http;
 pub mod instruments;
 pub mod kafka;
 pub mod metrics;
-pub mod paper;
-pub mod portfolio;
 pub mod readiness;
-pub mod risk;
 pub mod stages;
 pub mod store;
-pub mod strategy;
+
+// The pure trading logic lives in `alpha-panda-engine` (shared with the backtest loop); the
+// actors reach it under its old paths.
+pub use alpha_panda_engine::{paper, portfolio, risk, strategy};

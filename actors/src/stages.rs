@@ -7,8 +7,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use actix::Actor;
-use alpha_panda_config::{BrokerKind, Settings};
-use alpha_panda_core::events::{PnlSnapshot, RejectedSignal, ValidatedSignal};
+use alpha_panda_config::Settings;
+use alpha_panda_core::events::PnlSnapshot;
 use alpha_panda_core::{BrokerName, EventBroker, EventData, StrategyId};
 use alpha_panda_topics::{BrokerTopic, TopicName, keys};
 
@@ -209,50 +209,16 @@ pub fn risk_factory(
             let limits = Limits::for_strategy(&settings.risk_for(&broker), &signal.strategy_id);
             let mut books = books.lock().unwrap_or_else(|p| p.into_inner());
             let book = books.entry(broker.clone()).or_default();
-            book.on_price(signal.instrument_token, signal.price.get());
             let state = if d.replay {
                 alpha_panda_core::TradingState::Active
             } else {
                 control.trading_state(broker.as_str(), Some(signal.strategy_id.as_str()))
             };
-            let verdict = book.evaluate_in(signal, &limits, state);
-            let eb = EventBroker::Broker(broker.clone());
-            let output = if verdict.passed() {
-                let data = EventData::ValidatedSignal(ValidatedSignal {
-                    original_signal: signal.clone(),
-                    validated_quantity: signal.quantity,
-                    validated_price: signal.price,
-                    risk_checks: verdict.checks,
-                    timestamp: signal.timestamp,
-                });
-                let env = d.envelope.child(
-                    eb,
-                    "risk",
-                    0,
-                    d.envelope.key.clone(),
-                    signal.timestamp,
-                    data,
-                );
-                book.reserve(signal, env.id);
-                out(&broker, BrokerTopic::SignalsValidated, env)
-            } else {
+            let decided = book.on_signal(&d.envelope, signal, &broker, &limits, state);
+            if !decided.passed() {
                 counters.rejections.fetch_add(1, Ordering::Relaxed);
-                let data = EventData::RejectedSignal(RejectedSignal {
-                    original_signal: signal.clone(),
-                    rejection_reason: verdict.reasons.join("; "),
-                    risk_checks: verdict.checks,
-                    timestamp: signal.timestamp,
-                });
-                let env = d.envelope.child(
-                    eb,
-                    "risk",
-                    0,
-                    d.envelope.key.clone(),
-                    signal.timestamp,
-                    data,
-                );
-                out(&broker, BrokerTopic::SignalsRejected, env)
-            };
+            }
+            let output = out(&broker, decided.topic, decided.envelope);
             Ok(Handled {
                 outputs: vec![output],
                 effects: Vec::new(),
@@ -285,22 +251,7 @@ pub fn paper_trader_factory(
     counters: Arc<Counters>,
     control: Arc<Control>,
 ) -> Result<StageFactory, String> {
-    let def = settings
-        .brokers
-        .get(&broker)
-        .filter(|b| b.kind == BrokerKind::Paper)
-        .ok_or_else(|| format!("{broker} is not a paper broker"))?;
-    let instruments = settings
-        .strategies
-        .iter()
-        .filter(|s| s.brokers.contains(&broker))
-        .flat_map(|s| s.instruments.iter().copied());
-    let trader = Arc::new(Mutex::new(PaperTrader::new(
-        broker.clone(),
-        def.account.clone(),
-        def.fill_model.clone(),
-        instruments,
-    )));
+    let trader = Arc::new(Mutex::new(PaperTrader::for_broker(&settings, &broker)?));
     Ok(Arc::new(move || {
         let trader = trader.clone();
         let counters = counters.clone();

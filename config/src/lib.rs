@@ -12,3 +12,5 @@ mod validate;
 pub use load::{ConfigError, Origin, check_trading, load, load_from_env};
 pub use params::*;
 pub use settings::*;
+/// The checks `load` runs after deserializing, for settings changed in code (backtest sweeps).
+pub use validate::{Failure, check as validate_settings};

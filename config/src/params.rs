@@ -99,12 +99,34 @@ impl Default for SmaCrossoverParams {
     }
 }
 
+/// `ema_crossover`: exponential moving averages, `alpha = 2 / (n + 1)`, each seeded with the
+/// instrument's first price; wants BUY while fast > slow and SELL while fast < slow, from the
+/// instrument's `slow`-th tick on, and signals when that view changes.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct EmaCrossoverParams {
+    pub fast: usize,
+    pub slow: usize,
+    pub quantity: u64,
+}
+
+impl Default for EmaCrossoverParams {
+    fn default() -> Self {
+        Self {
+            fast: 10,
+            slow: 30,
+            quantity: qty(),
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq)]
 pub enum StrategyParams {
     Momentum(MomentumParams),
     MeanReversion(MeanReversionParams),
     Rsi(RsiParams),
     SmaCrossover(SmaCrossoverParams),
+    EmaCrossover(EmaCrossoverParams),
 }
 
 impl StrategySettings {
@@ -136,6 +158,7 @@ impl StrategySettings {
             StrategyKind::MeanReversion => StrategyParams::MeanReversion(parse(p)?),
             StrategyKind::Rsi => StrategyParams::Rsi(parse(p)?),
             StrategyKind::SmaCrossover => StrategyParams::SmaCrossover(parse(p)?),
+            StrategyKind::EmaCrossover => StrategyParams::EmaCrossover(parse(p)?),
         };
         check(&params).map_err(|(k, m)| (k.to_owned(), m.to_owned()))?;
         Ok(params)
@@ -186,6 +209,14 @@ fn check(p: &StrategyParams) -> Result<(), (&'static str, &'static str)> {
             }
         }
         StrategyParams::SmaCrossover(s) => {
+            if s.fast < 1 || s.slow <= s.fast {
+                return Err(("fast", "need 1 <= fast < slow"));
+            }
+            if s.quantity == 0 {
+                return Err(("quantity", "must be at least 1"));
+            }
+        }
+        StrategyParams::EmaCrossover(s) => {
             if s.fast < 1 || s.slow <= s.fast {
                 return Err(("fast", "need 1 <= fast < slow"));
             }

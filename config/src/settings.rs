@@ -428,6 +428,7 @@ pub enum StrategyKind {
     MeanReversion,
     Rsi,
     SmaCrossover,
+    EmaCrossover,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

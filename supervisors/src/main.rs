@@ -4,6 +4,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use alpha_panda_config::{ConfigError, LogFormat, Settings, load_from_env, mask};
+use alpha_panda_supervisors::backtest::input::BadRows;
 use alpha_panda_topics::topics_for;
 use anyhow::Context;
 use clap::{Parser, Subcommand};
@@ -36,9 +37,16 @@ enum Command {
         /// CSV (instrument_token,timestamp,last_price[,volume]) or JSONL tick file.
         #[arg(long, value_name = "FILE")]
         ticks: PathBuf,
-        /// Where fills.jsonl and summary.json go.
+        /// Where fills.jsonl, summary.json and report.html (or sweep.json) go.
         #[arg(long, value_name = "DIR", default_value = "backtest-out")]
         out: PathBuf,
+        /// Skip rows that cannot be read (counted and reported) instead of stopping.
+        #[arg(long)]
+        skip_bad_rows: bool,
+        /// Run once per combination of values, in parallel: PATH=V1,V2,… (repeatable),
+        /// e.g. strategies.0.params.fast=5,10,20.
+        #[arg(long, value_name = "PATH=V1,V2,…")]
+        sweep: Vec<String>,
     },
     /// Dead-letter topics: inspect and replay.
     Dlq {
@@ -132,7 +140,23 @@ fn main() -> ExitCode {
         }
         Command::Topics { command } => topics(&settings, command),
         Command::Dlq { command } => dlq(&settings, command),
-        Command::Backtest { ticks, out } => backtest(settings, &ticks, &out),
+        Command::Backtest {
+            ticks,
+            out,
+            skip_bad_rows,
+            sweep,
+        } => {
+            let bad_rows = if skip_bad_rows {
+                BadRows::Skip
+            } else {
+                BadRows::Stop
+            };
+            if sweep.is_empty() {
+                backtest(settings, &ticks, &out, bad_rows)
+            } else {
+                backtest_sweep(&settings, &ticks, &out, bad_rows, &sweep)
+            }
+        }
         Command::Kite { command } => kite(&settings, command),
         Command::KiteSim { listen, tick_ms } => kite_sim(&settings, listen, tick_ms),
         Command::Run => {
@@ -186,15 +210,74 @@ fn init_logging(s: &Settings) -> Result<(), String> {
     Ok(())
 }
 
+fn backtest_sweep(
+    settings: &Settings,
+    ticks: &std::path::Path,
+    out: &std::path::Path,
+    bad_rows: BadRows,
+    sweep: &[String],
+) -> anyhow::Result<()> {
+    use alpha_panda_supervisors::backtest::sweep;
+    let axes = sweep
+        .iter()
+        .map(|a| a.parse::<sweep::Axis>())
+        .collect::<Result<Vec<_>, _>>()?;
+    let started = std::time::Instant::now();
+    let (rows, skipped) = sweep::read_all(ticks, bad_rows)?;
+    if skipped > 0 {
+        eprintln!("alpha-panda: skipped {skipped} bad rows");
+    }
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let runs = sweep::run(settings, &axes, &rows, threads)?;
+    let secs = started.elapsed().as_secs_f64();
+    std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
+    std::fs::write(
+        out.join("sweep.json"),
+        serde_json::to_string_pretty(&runs)? + "\n",
+    )?;
+    let mut text = format!(
+        "{} runs × {} ticks in {secs:.2} s ({:.0} ticks/s over all runs, {threads} threads) → {}\n\n{:>4} {:>12} {:>7}  params\n",
+        runs.len(),
+        rows.len(),
+        (runs.len() * rows.len()) as f64 / secs.max(1e-9),
+        out.join("sweep.json").display(),
+        "run",
+        "total_pnl",
+        "trades"
+    );
+    for r in &runs {
+        let params: Vec<String> = r.params.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        text += &format!(
+            "{:>4} {:>12} {:>7}  {}\n",
+            r.run,
+            r.total_pnl,
+            r.trades,
+            params.join(" ")
+        );
+    }
+    emit(&text);
+    Ok(())
+}
+
 fn backtest(
     settings: Settings,
     ticks: &std::path::Path,
     out: &std::path::Path,
+    bad_rows: BadRows,
 ) -> anyhow::Result<()> {
-    let report = alpha_panda_supervisors::backtest::run(settings, ticks, out)?;
+    let options = alpha_panda_supervisors::backtest::Options {
+        bad_rows,
+        ..Default::default()
+    };
+    let report = alpha_panda_supervisors::backtest::run(settings, ticks, out, &options)?;
     let secs = report.elapsed.as_secs_f64();
+    let skipped = if report.skipped_rows > 0 {
+        format!(", {} bad rows skipped", report.skipped_rows)
+    } else {
+        String::new()
+    };
     let mut text = format!(
-        "{} ticks in {secs:.2} s ({:.0} ticks/s), {} fills → {}\n\n{:<10} {:<20} {:>6} {:>12} {:>12} {:>10} {:>8} {:>12} {:>8}\n",
+        "{} ticks in {secs:.2} s ({:.0} ticks/s){skipped}, {} fills → {}\n\n{:<10} {:<20} {:>6} {:>12} {:>12} {:>10} {:>8} {:>12} {:>8}\n",
         report.ticks,
         report.ticks as f64 / secs.max(1e-9),
         report.fills.len(),

@@ -21,12 +21,9 @@ pub struct Deliver {
     pub replay: bool,
 }
 
-/// An event a stage emits, and the topic it goes to.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Output {
-    pub topic: TopicName,
-    pub envelope: EventEnvelope,
-}
+/// An event a stage emits, and the topic it goes to (the engine's type: the pure logic
+/// returns it too).
+pub use alpha_panda_engine::Output;
 
 /// What handling a record produced: events to publish and store writes to apply with the
 /// dedup mark. Both happen once per input, whatever crashes.
@@ -88,16 +85,7 @@ impl Classify for StageError {
     }
 }
 
-/// The text of a panic's payload.
-pub fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
-    if let Some(s) = payload.downcast_ref::<&str>() {
-        (*s).to_owned()
-    } else if let Some(s) = payload.downcast_ref::<String>() {
-        s.clone()
-    } else {
-        "(no message)".to_owned()
-    }
-}
+pub use alpha_panda_engine::panic_message;
 
 /// A stage actor around a plain function: for stages whose logic is a pure function of the
 /// record (and for tests of the delivery machinery).

@@ -15,9 +15,9 @@ use alpha_panda_core::{
 };
 use alpha_panda_topics::{BrokerTopic, TopicName, keys};
 
-pub use kinds::{MeanReversion, Momentum, Rsi, SmaCrossover};
+pub use kinds::{EmaCrossover, MeanReversion, Momentum, Rsi, SmaCrossover};
 
-use crate::delivery::Output;
+use crate::Output;
 
 /// What a strategy wants to do on a tick. Holding is `None`, never a decision.
 #[derive(Debug, Clone, PartialEq)]
@@ -43,6 +43,7 @@ pub fn build(params: &StrategyParams) -> Box<dyn Strategy> {
         StrategyParams::MeanReversion(p) => Box::new(MeanReversion::new(p.clone())),
         StrategyParams::Rsi(p) => Box::new(Rsi::new(p.clone())),
         StrategyParams::SmaCrossover(p) => Box::new(SmaCrossover::new(p.clone())),
+        StrategyParams::EmaCrossover(p) => Box::new(EmaCrossover::new(p.clone())),
     }
 }
 
@@ -179,21 +180,43 @@ impl StrategySet {
     /// decides to trade, one signal per broker where `emits(strategy, broker)` (enabled and
     /// not paused), as children of the tick. Ids are derived from the tick, the strategy and
     /// the broker's position in the strategy's list, so reprocessing the tick re-emits the
-    /// same ids.
+    /// same ids. [`decide`](Self::decide) then [`signals`](Self::signals).
     pub fn on_tick(
         &mut self,
         tick_env: &EventEnvelope,
         emits: &dyn Fn(&StrategyId, &BrokerName) -> bool,
     ) -> TickOutcome {
-        let mut outcome = TickOutcome::default();
         let EventData::MarketTick(tick) = &tick_env.data else {
-            return outcome;
+            return TickOutcome::default();
         };
-        let Some(indices) = self.by_instrument.get(&tick.instrument_token).cloned() else {
-            return outcome;
-        };
-        let out = &mut outcome.outputs;
-        for i in indices {
+        let decisions = self.decide(tick);
+        TickOutcome {
+            outputs: self.signals(tick_env, tick, decisions.decided, emits),
+            faults: decisions.faults,
+        }
+    }
+
+    /// What the strategies trading the tick's instrument decide on it, each isolated (a
+    /// strategy that panics is rebuilt and tries again, up to [`MAX_STRATEGY_PANICS`]).
+    /// Needs no envelope: a driver that only has the tick makes the tick's envelope when
+    /// there is something to emit.
+    pub fn decide(&mut self, tick: &MarketTick) -> Decisions {
+        let mut out = Decisions::default();
+        let count = self
+            .by_instrument
+            .get(&tick.instrument_token)
+            .map_or(0, Vec::len);
+        if count == 0 {
+            return out;
+        }
+        for k in 0..count {
+            let Some(&i) = self
+                .by_instrument
+                .get(&tick.instrument_token)
+                .and_then(|v| v.get(k))
+            else {
+                break;
+            };
             let mut panics = 0;
             let decision = loop {
                 let strategy = &mut self.entries[i].strategy;
@@ -203,11 +226,11 @@ impl StrategySet {
                     Ok(d) => break d,
                     Err(payload) => {
                         panics += 1;
-                        let message = crate::delivery::stage::panic_message(payload.as_ref());
+                        let message = crate::panic_message(payload.as_ref());
                         let gave_up = panics >= MAX_STRATEGY_PANICS;
                         tracing::error!(strategy = %self.entries[i].id, instrument = %tick.instrument_token, panics, error = %message, "strategy panicked; rebuilding it");
                         self.rebuild(i);
-                        outcome.faults.push(StrategyFault {
+                        out.faults.push(StrategyFault {
                             strategy: self.entries[i].id.clone(),
                             panics,
                             message,
@@ -219,8 +242,34 @@ impl StrategySet {
                     }
                 }
             };
-            let entry = &self.entries[i];
-            let Some(d) = decision else {
+            if let Some(decision) = decision {
+                out.decided.push(Decided { entry: i, decision });
+            }
+        }
+        let recent = self.recent.entry(tick.instrument_token).or_default();
+        if recent.len() == REBUILD_TICKS {
+            recent.pop_front();
+        }
+        recent.push_back(tick.clone());
+        out
+    }
+
+    /// The signals of what [`decide`](Self::decide) returned for `tick`, as children of its
+    /// envelope `tick_env`.
+    pub fn signals(
+        &self,
+        tick_env: &EventEnvelope,
+        tick: &MarketTick,
+        decided: Vec<Decided>,
+        emits: &dyn Fn(&StrategyId, &BrokerName) -> bool,
+    ) -> Vec<Output> {
+        let mut out = Vec::new();
+        for Decided {
+            entry: i,
+            decision: d,
+        } in decided
+        {
+            let Some(entry) = self.entries.get(i) else {
                 continue;
             };
             // A LIMIT order is priced the configured offset better than the tick.
@@ -266,12 +315,28 @@ impl StrategySet {
                 });
             }
         }
-        let recent = self.recent.entry(tick.instrument_token).or_default();
-        recent.push_back(tick.clone());
-        if recent.len() > REBUILD_TICKS {
-            recent.pop_front();
-        }
-        outcome
+        out
+    }
+}
+
+/// One strategy's decision on a tick (see [`StrategySet::decide`]).
+#[derive(Debug, Clone)]
+pub struct Decided {
+    entry: usize,
+    decision: Decision,
+}
+
+/// What the strategies decided on one tick, and the faults on the way.
+#[derive(Debug, Default)]
+pub struct Decisions {
+    pub decided: Vec<Decided>,
+    pub faults: Vec<StrategyFault>,
+}
+
+impl Decisions {
+    /// No strategy wants to trade.
+    pub fn is_empty(&self) -> bool {
+        self.decided.is_empty()
     }
 }
 

@@ -28,7 +28,9 @@
 use std::collections::{HashMap, HashSet, VecDeque};
 
 use alpha_panda_config::FillModel;
-use alpha_panda_core::events::{OrderAck, OrderFailed, OrderFilled, OrderPlaced, ValidatedSignal};
+use alpha_panda_core::events::{
+    MarketTick, OrderAck, OrderFailed, OrderFilled, OrderPlaced, ValidatedSignal,
+};
 use alpha_panda_core::{
     AccountId, BrokerName, Decimal, EventBroker, EventData, EventEnvelope, ExecutionMode,
     InstrumentToken, OrderId, OrderType, Price, Side, StrategyId, Timestamp,
@@ -155,6 +157,30 @@ impl PaperTrader {
         }
     }
 
+    /// The trader of a paper broker of `settings`, following the instruments of every
+    /// strategy that names the broker; an error if `broker` is not a configured paper broker.
+    pub fn for_broker(
+        settings: &alpha_panda_config::Settings,
+        broker: &BrokerName,
+    ) -> Result<Self, String> {
+        let def = settings
+            .brokers
+            .get(broker)
+            .filter(|b| b.kind == alpha_panda_config::BrokerKind::Paper)
+            .ok_or_else(|| format!("{broker} is not a paper broker"))?;
+        let instruments = settings
+            .strategies
+            .iter()
+            .filter(|s| s.brokers.contains(broker))
+            .flat_map(|s| s.instruments.iter().copied());
+        Ok(Self::new(
+            broker.clone(),
+            def.account.clone(),
+            def.fill_model.clone(),
+            instruments,
+        ))
+    }
+
     /// Orders resting in the book.
     pub fn resting(&self) -> usize {
         self.open.len()
@@ -220,11 +246,19 @@ impl PaperTrader {
         self.place(order, false)
     }
 
-    /// A tick of `market.ticks`, handled live or replayed.
+    /// A tick of `market.ticks` (an envelope whose payload is a `market_tick`), handled live
+    /// or replayed.
     pub fn on_tick(&mut self, envelope: &EventEnvelope, live: bool) -> Vec<Emission> {
-        let EventData::MarketTick(tick) = &envelope.data else {
-            return Vec::new();
-        };
+        match &envelope.data {
+            EventData::MarketTick(tick) => self.on_market_tick(tick, live),
+            _ => Vec::new(),
+        }
+    }
+
+    /// A tick, handled live or replayed: the resting orders it reaches settle and the
+    /// orders waiting for its time are placed. The tick's own envelope is not needed: the
+    /// trader's events are children of their validated signals.
+    pub fn on_market_tick(&mut self, tick: &MarketTick, live: bool) -> Vec<Emission> {
         let token = tick.instrument_token;
         if !self.instruments.contains(&token) {
             return Vec::new();
@@ -660,7 +694,7 @@ fn event_at(e: &PaperEvent) -> Timestamp {
 mod tests {
     use std::collections::BTreeMap;
 
-    use alpha_panda_core::events::{MarketTick, TradingSignal};
+    use alpha_panda_core::events::TradingSignal;
     use alpha_panda_core::{Product, Quantity, Validity};
     use proptest::prelude::*;
 

@@ -9,8 +9,12 @@
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 
 use alpha_panda_config::RiskSettings;
-use alpha_panda_core::events::TradingSignal;
-use alpha_panda_core::{Decimal, InstrumentToken, StrategyId, Timestamp};
+use alpha_panda_core::events::{RejectedSignal, TradingSignal, ValidatedSignal};
+use alpha_panda_core::{
+    BrokerName, Decimal, EventBroker, EventData, EventEnvelope, InstrumentToken, StrategyId,
+    Timestamp, TradingState,
+};
+use alpha_panda_topics::BrokerTopic;
 use chrono::{Datelike, FixedOffset, NaiveDate, NaiveTime, Weekday};
 use uuid::Uuid;
 
@@ -110,7 +114,71 @@ impl Verdict {
     }
 }
 
+/// What the risk stage emits for one signal: `signals.validated` or `signals.rejected`, as
+/// the signal's child.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RiskOutput {
+    pub topic: BrokerTopic,
+    pub envelope: EventEnvelope,
+}
+
+impl RiskOutput {
+    pub fn passed(&self) -> bool {
+        self.topic == BrokerTopic::SignalsValidated
+    }
+}
+
 impl RiskBook {
+    /// Handles a `trading_signal` (`signal_env`, whose payload is `signal`) on `broker`:
+    /// notes its price, evaluates every rule under `state`, reserves the order if it passes,
+    /// and returns the validated or rejected signal as the signal's child (stage `risk`,
+    /// ordinal 0, the signal's key and event time).
+    pub fn on_signal(
+        &mut self,
+        signal_env: &EventEnvelope,
+        signal: &TradingSignal,
+        broker: &BrokerName,
+        limits: &Limits,
+        state: TradingState,
+    ) -> RiskOutput {
+        self.on_price(signal.instrument_token, signal.price.get());
+        let verdict = self.evaluate_in(signal, limits, state);
+        let (topic, data) = if verdict.passed() {
+            (
+                BrokerTopic::SignalsValidated,
+                EventData::ValidatedSignal(ValidatedSignal {
+                    original_signal: signal.clone(),
+                    validated_quantity: signal.quantity,
+                    validated_price: signal.price,
+                    risk_checks: verdict.checks,
+                    timestamp: signal.timestamp,
+                }),
+            )
+        } else {
+            (
+                BrokerTopic::SignalsRejected,
+                EventData::RejectedSignal(RejectedSignal {
+                    original_signal: signal.clone(),
+                    rejection_reason: verdict.reasons.join("; "),
+                    risk_checks: verdict.checks,
+                    timestamp: signal.timestamp,
+                }),
+            )
+        };
+        let envelope = signal_env.child(
+            EventBroker::Broker(broker.clone()),
+            "risk",
+            0,
+            signal_env.key.clone(),
+            signal.timestamp,
+            data,
+        );
+        if topic == BrokerTopic::SignalsValidated {
+            self.reserve(signal, envelope.id);
+        }
+        RiskOutput { topic, envelope }
+    }
+
     pub fn on_price(&mut self, token: InstrumentToken, price: Decimal) {
         self.last_price.insert(token, price);
     }
@@ -127,10 +195,11 @@ impl RiskBook {
     pub fn evaluate(&self, signal: &TradingSignal, limits: &Limits) -> Verdict {
         let mut checks = BTreeMap::new();
         let mut reasons = Vec::new();
-        let mut rule = |name: &str, ok: bool, why: String| {
+        // The reason is only written for a rule that fails.
+        let mut rule = |name: &str, ok: bool, why: &dyn Fn() -> String| {
             checks.insert(name.to_owned(), ok);
             if !ok {
-                reasons.push(format!("{name}: {why}"));
+                reasons.push(format!("{name}: {}", why()));
             }
         };
         let t = signal.timestamp;
@@ -139,20 +208,18 @@ impl RiskBook {
         let notional = price * Decimal::from(qty);
         let token = signal.instrument_token;
 
-        rule(
-            "kill_switch",
-            !limits.kill_switch,
-            "trading is switched off".into(),
-        );
+        rule("kill_switch", !limits.kill_switch, &|| {
+            "trading is switched off".into()
+        });
         rule(
             "allowed_instrument",
             limits.allowed_instruments.is_empty() || limits.allowed_instruments.contains(&token),
-            format!("{token} is not in allowed_instruments"),
+            &|| format!("{token} is not in allowed_instruments"),
         );
         rule(
             "market_hours",
             !limits.market_hours || market_open(t, &limits.holidays),
-            format!("NSE is closed at {t}"),
+            &|| format!("NSE is closed at {t}"),
         );
         let band_ok = match self.last_price.get(&token) {
             Some(last) if !last.is_zero() => {
@@ -160,28 +227,28 @@ impl RiskBook {
             }
             _ => true,
         };
-        rule(
-            "price_band",
-            band_ok,
+        rule("price_band", band_ok, &|| {
             format!(
                 "{price} is more than {}% from the last tick",
                 limits.price_band_pct
-            ),
-        );
+            )
+        });
         rule(
             "max_order_notional",
             notional <= limits.max_order_notional,
-            format!("{notional} exceeds {}", limits.max_order_notional),
+            &|| format!("{notional} exceeds {}", limits.max_order_notional),
         );
         let after =
             self.position(&signal.strategy_id, token) + signal.signal_type.sign() * qty as i64;
         rule(
             "max_position_per_instrument",
             after.unsigned_abs() <= limits.max_position_per_instrument,
-            format!(
-                "position would be {after}, limit {}",
-                limits.max_position_per_instrument
-            ),
+            &|| {
+                format!(
+                    "position would be {after}, limit {}",
+                    limits.max_position_per_instrument
+                )
+            },
         );
         let gross: Decimal = self
             .positions
@@ -195,21 +262,21 @@ impl RiskBook {
         rule(
             "max_gross_exposure",
             gross <= limits.max_gross_exposure,
-            format!(
-                "gross exposure would be {gross}, limit {}",
-                limits.max_gross_exposure
-            ),
+            &|| {
+                format!(
+                    "gross exposure would be {gross}, limit {}",
+                    limits.max_gross_exposure
+                )
+            },
         );
         let day = trading_day(t);
         let pnl = self.day_pnl.get(&day).copied().unwrap_or_default();
-        rule(
-            "max_daily_loss",
-            pnl >= -limits.max_daily_loss,
+        rule("max_daily_loss", pnl >= -limits.max_daily_loss, &|| {
             format!(
                 "today's PnL {pnl} is beyond the loss limit {}",
                 limits.max_daily_loss
-            ),
-        );
+            )
+        });
         let today = self
             .orders_per_day
             .get(&(signal.strategy_id.clone(), day))
@@ -218,10 +285,12 @@ impl RiskBook {
         rule(
             "max_orders_per_day",
             today < limits.max_orders_per_day,
-            format!(
-                "{today} orders already today, limit {}",
-                limits.max_orders_per_day
-            ),
+            &|| {
+                format!(
+                    "{today} orders already today, limit {}",
+                    limits.max_orders_per_day
+                )
+            },
         );
         let window_start = t.0 - chrono::Duration::seconds(1);
         let in_window = self
@@ -232,10 +301,12 @@ impl RiskBook {
         rule(
             "max_orders_per_second",
             in_window < limits.max_orders_per_second as usize,
-            format!(
-                "{in_window} orders in the last second, limit {}",
-                limits.max_orders_per_second
-            ),
+            &|| {
+                format!(
+                    "{in_window} orders in the last second, limit {}",
+                    limits.max_orders_per_second
+                )
+            },
         );
         Verdict { checks, reasons }
     }
@@ -254,9 +325,8 @@ impl RiskBook {
         &self,
         signal: &TradingSignal,
         limits: &Limits,
-        state: alpha_panda_core::TradingState,
+        state: TradingState,
     ) -> Verdict {
-        use alpha_panda_core::TradingState;
         let mut v = self.evaluate(signal, limits);
         let (ok, why) = match state {
             TradingState::Active => (true, String::new()),
@@ -322,7 +392,7 @@ impl RiskBook {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use alpha_panda_core::{OrderType, Price, Product, Quantity, Side, TradingState, Validity};
+    use alpha_panda_core::{OrderType, Price, Product, Quantity, Side, Validity};
 
     #[test]
     fn trading_states_refuse_what_they_forbid() {

@@ -3,7 +3,9 @@
 
 use std::collections::{BTreeMap, HashMap};
 
-use alpha_panda_config::{MeanReversionParams, MomentumParams, RsiParams, SmaCrossoverParams};
+use alpha_panda_config::{
+    EmaCrossoverParams, MeanReversionParams, MomentumParams, RsiParams, SmaCrossoverParams,
+};
 use alpha_panda_core::events::MarketTick;
 use alpha_panda_core::{Decimal, InstrumentToken, Quantity, Side};
 use serde_json::Value;
@@ -210,6 +212,95 @@ impl Strategy for SmaCrossover {
     }
 }
 
+/// EMAs are kept in decimal fixed point: integers in units of 10^-12 (`i128`), so an update
+/// is integer arithmetic rather than 28-digit decimal arithmetic. `alpha = 2 / (n + 1)` to
+/// 12 decimal places, each step rounded toward zero to 12 places; prices with more than 12
+/// decimals are cut to 12.
+const EMA_SCALE: u32 = 12;
+const EMA_ONE: i128 = 1_000_000_000_000;
+
+fn to_fixed(d: Decimal) -> i128 {
+    let (m, s) = (d.mantissa(), d.scale());
+    if s <= EMA_SCALE {
+        m.saturating_mul(10i128.pow(EMA_SCALE - s))
+    } else {
+        m / 10i128.pow(s - EMA_SCALE)
+    }
+}
+
+fn from_fixed(v: i128) -> Decimal {
+    Decimal::try_from_i128_with_scale(v, EMA_SCALE).unwrap_or_default()
+}
+
+/// One step of an EMA in fixed point.
+fn ema_step(ema: i128, price: i128, alpha: i128) -> i128 {
+    ema.saturating_add(alpha.saturating_mul(price.saturating_sub(ema)) / EMA_ONE)
+}
+
+/// The fast and slow EMAs of one instrument and the ticks it has had.
+#[derive(Debug, Clone, Copy)]
+struct Emas {
+    fast: i128,
+    slow: i128,
+    ticks: usize,
+    last_side: Option<Side>,
+}
+
+pub struct EmaCrossover {
+    p: EmaCrossoverParams,
+    alpha_fast: i128,
+    alpha_slow: i128,
+    tracks: HashMap<InstrumentToken, Emas>,
+}
+
+impl EmaCrossover {
+    pub fn new(p: EmaCrossoverParams) -> Self {
+        let alpha = |n: usize| 2 * EMA_ONE / (n as i128 + 1);
+        Self {
+            alpha_fast: alpha(p.fast),
+            alpha_slow: alpha(p.slow),
+            p,
+            tracks: HashMap::new(),
+        }
+    }
+}
+
+impl Strategy for EmaCrossover {
+    fn on_tick(&mut self, tick: &MarketTick) -> Option<Decision> {
+        let price = to_fixed(tick.last_price.get());
+        let t = self.tracks.entry(tick.instrument_token).or_insert(Emas {
+            fast: price,
+            slow: price,
+            ticks: 0,
+            last_side: None,
+        });
+        if t.ticks > 0 {
+            t.fast = ema_step(t.fast, price, self.alpha_fast);
+            t.slow = ema_step(t.slow, price, self.alpha_slow);
+        }
+        t.ticks = t.ticks.saturating_add(1);
+        if t.ticks < self.p.slow {
+            return None;
+        }
+        let want = match t.fast.cmp(&t.slow) {
+            std::cmp::Ordering::Greater => Side::Buy,
+            std::cmp::Ordering::Less => Side::Sell,
+            std::cmp::Ordering::Equal => return None,
+        };
+        if t.last_side == Some(want) {
+            return None;
+        }
+        t.last_side = Some(want);
+        let (fast, slow) = (from_fixed(t.fast), from_fixed(t.slow));
+        decision(
+            tick,
+            want,
+            self.p.quantity,
+            meta(&[("fast_ema", fast), ("slow_ema", slow)]),
+        )
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -256,6 +347,65 @@ mod tests {
         });
         let got = run(&mut s, 1, &[10, 10, 10, 12, 14, 14, 10, 8]);
         assert_eq!(got, vec![(3, Side::Buy), (6, Side::Sell)]);
+    }
+
+    #[test]
+    fn ema_crossover_waits_for_slow_ticks_then_follows_the_emas_by_hand() {
+        let mut e = EmaCrossover::new(EmaCrossoverParams {
+            fast: 1,
+            slow: 3,
+            quantity: 1,
+        });
+        // alpha fast = 1 (the price itself), alpha slow = 0.5, seeded at 10.
+        // 10: slow 10; 12: slow 11; 14: slow 12.5 (3rd tick: 14 > 12.5 → BUY);
+        // 13: slow 12.75, still BUY → nothing; 11: slow 11.875 < ... fast 11 → SELL;
+        // 12: slow 11.9375, fast 12 → BUY.
+        let got = run(&mut e, 1, &[10, 12, 14, 13, 11, 12]);
+        assert_eq!(got, vec![(2, Side::Buy), (4, Side::Sell), (5, Side::Buy)]);
+        // Nothing before `slow` ticks, even if the EMAs already differ.
+        let mut e = EmaCrossover::new(EmaCrossoverParams {
+            fast: 1,
+            slow: 3,
+            quantity: 1,
+        });
+        assert_eq!(run(&mut e, 2, &[10, 20]), vec![]);
+    }
+
+    #[test]
+    fn ema_fixed_point_follows_decimal_arithmetic_to_12_places() {
+        assert_eq!(to_fixed(Decimal::new(250_005, 2)), 2_500_050_000_000_000);
+        assert_eq!(from_fixed(2_500_050_000_000_000), Decimal::new(250_005, 2));
+        // alpha 2/11 = 0.181818181818; 100 → 111: 100 + 0.181818181818 × 11 = 102.0
+        let alpha = 2 * EMA_ONE / 11;
+        let next = ema_step(
+            to_fixed(Decimal::from(100)),
+            to_fixed(Decimal::from(111)),
+            alpha,
+        );
+        assert_eq!(
+            from_fixed(next),
+            "101.999999999998".parse::<Decimal>().unwrap()
+        );
+    }
+
+    #[test]
+    fn ema_crossover_seeds_each_instrument_with_its_own_first_price() {
+        let p = EmaCrossoverParams {
+            fast: 2,
+            slow: 4,
+            quantity: 1,
+        };
+        let mut interleaved = EmaCrossover::new(p.clone());
+        let mut alone = EmaCrossover::new(p);
+        let a = [100, 101, 103, 100, 97, 95, 99, 104];
+        let mut got = Vec::new();
+        for (i, price) in a.iter().enumerate() {
+            if let Some(d) = interleaved.on_tick(&tick(1, *price, i as i64)) {
+                got.push((i, d.side));
+            }
+            interleaved.on_tick(&tick(2, 5_000 - *price, i as i64));
+        }
+        assert_eq!(got, run(&mut alone, 1, &a));
     }
 
     #[test]
@@ -323,6 +473,7 @@ mod tests {
                 Box::new(MeanReversion::new(MeanReversionParams::default())),
                 Box::new(Rsi::new(RsiParams::default())),
                 Box::new(SmaCrossover::new(SmaCrossoverParams::default())),
+                Box::new(EmaCrossover::new(EmaCrossoverParams::default())),
             ]};
             for (mut a, mut b) in make().into_iter().zip(make()) {
                 let ra = run(a.as_mut(), 7, &prices);

@@ -1,0 +1,36 @@
+//! Alpha Panda's trading logic, one crate for its two drivers: the daemon's actors
+//! (`alpha-panda-actors`, over Kafka or the in-process transport) and the backtest loop
+//! (`alpha-panda-supervisors::backtest`) call the same functions.
+//!
+//! Pure: no I/O, no clock, no actix. Time comes from the events' event time; every
+//! decision is a function of the events handed in, in the order they are handed in.
+//! - `strategy`: the strategy kinds and their indicators, routed by instrument.
+//! - `risk`: the risk rules of one broker and the book they read.
+//! - `paper`: the paper trader (fill model, charges, orders resting per instrument).
+//! - `portfolio`: positions, PnL and cash of one (broker, strategy).
+
+pub mod paper;
+pub mod portfolio;
+pub mod risk;
+pub mod strategy;
+
+use alpha_panda_core::EventEnvelope;
+use alpha_panda_topics::TopicName;
+
+/// An event the logic emits, and the topic it goes to.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Output {
+    pub topic: TopicName,
+    pub envelope: EventEnvelope,
+}
+
+/// The text of a panic's payload.
+pub fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
+    if let Some(s) = payload.downcast_ref::<&str>() {
+        (*s).to_owned()
+    } else if let Some(s) = payload.downcast_ref::<String>() {
+        s.clone()
+    } else {
+        "(no message)".to_owned()
+    }
+}
