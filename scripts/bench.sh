@@ -11,6 +11,9 @@ target/release/bench-broker "${BENCH_BROKER_RECORDS:-200000}" "${BENCH_HOP_RATE:
 for transport in kafka memory; do
   target/release/bench-bridge "$transport" "${BENCH_RECORDS:-20000}"
 done
+# The KiteTicker packet parser (criterion; docs/performance.md, "Kite ticker").
+cargo bench -p alpha-panda-kite --bench ticker 2>&1 | grep -E '^kite_ticker|time:|thrpt:'
+
 # The backtest (docs/performance.md, "Backtest"): the reference file (the project's own
 # generator, its sha256 checked), the reference workload (bench/ema.toml), the default
 # config, and a 12-run sweep against 12 runs one after the other. One JSON line per figure.
