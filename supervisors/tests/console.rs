@@ -170,14 +170,25 @@ async fn count(c: &Client, css: &str) -> usize {
         .unwrap_or(0)
 }
 
+/// Clicks a button, finding it again if the page's poll re-rendered it between the find and
+/// the click (a stale element).
 async fn click_button(c: &Client, scope: &str, label: &str) {
     let xpath = format!("{scope}//button[normalize-space(.)='{label}']");
-    c.find(Locator::XPath(&xpath))
-        .await
-        .unwrap_or_else(|e| panic!("no button {label:?}: {e}"))
-        .click()
-        .await
-        .unwrap();
+    let mut attempts = 0;
+    loop {
+        attempts += 1;
+        let button = c
+            .find(Locator::XPath(&xpath))
+            .await
+            .unwrap_or_else(|e| panic!("no button {label:?}: {e}"));
+        match button.click().await {
+            Ok(_) => return,
+            Err(e) if attempts < 10 && e.to_string().contains("stale element") => {
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            }
+            Err(e) => panic!("clicking {label:?}: {e}"),
+        }
+    }
 }
 
 async fn enter_token(c: &Client, token: &str) {
