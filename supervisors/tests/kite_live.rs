@@ -6,10 +6,10 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use alpha_panda_kite::sim::{Fault, SimConfig, Simulator};
-use alpha_panda_tests::ops::{Daemon, PrivateRedis, daemon_command, free_port, get_json, http};
+use alpha_panda_tests::ops::{Daemon, PrivateRedis, daemon_command, free_port, get_json_as, http};
 
 const BIN: &str = env!("CARGO_BIN_EXE_alpha-panda");
-const ADMIN: &str = "kite-live-admin";
+const ADMIN: &str = "kite-live-admin-token-0123456789";
 
 fn env(redis: &str, sim: &Simulator, http_port: u16) -> Vec<(String, String)> {
     let addr = sim.addr();
@@ -61,7 +61,7 @@ fn metric(addr: std::net::SocketAddr, line_start: &str) -> f64 {
 }
 
 fn state(addr: std::net::SocketAddr, broker: &str) -> String {
-    let (_, v) = get_json(addr, "/status");
+    let (_, v) = get_json_as(addr, "/status", ADMIN);
     v["brokers"][broker]["trading_state"]
         .as_str()
         .unwrap_or_default()
