@@ -422,6 +422,18 @@ impl Control {
         Escalation::Degraded
     }
 
+    /// Degrades the namespace for a reason only an operator clears (it does not end when the
+    /// stage goes on handling records): the daemon's restart clears it.
+    pub fn degrade(&self, namespace: &str, stage: &str, reason: String) {
+        tracing::error!(broker = namespace, stage, reason, "broker degraded");
+        self.lock()
+            .degraded
+            .entry(namespace.to_owned())
+            .or_default()
+            .insert(format!("{stage}:operator"), reason);
+        metrics().degraded.with_label_values(&[namespace]).set(1);
+    }
+
     /// A stage handled a record: once it has gone a whole window without restarts, its
     /// degradation ends.
     pub fn record_healthy(&self, namespace: &str, stage: &str) {

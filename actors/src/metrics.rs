@@ -40,6 +40,7 @@ pub struct Metrics {
     pub dead_lettered: IntCounterVec,
     /// Time a stage actor took to handle a record, by `stage`.
     pub handling: HistogramVec,
+    pub checkpoint_bytes: HistogramVec,
     pub tick_to_signal: Histogram,
     pub signal_to_fill: Histogram,
     pub tick_to_fill: Histogram,
@@ -118,7 +119,28 @@ impl Metrics {
         .expect("valid metric");
         r.register(Box::new(handling.clone()))
             .expect("unique metric");
+        let checkpoint_bytes = HistogramVec::new(
+            HistogramOpts::new(
+                "alpha_panda_checkpoint_bytes",
+                "Size of each checkpoint a partition wrote (state, offset and watermarks).",
+            )
+            .buckets(vec![
+                256.0,
+                1024.0,
+                4096.0,
+                16384.0,
+                65536.0,
+                262_144.0,
+                1_048_576.0,
+                4_194_304.0,
+            ]),
+            &["stage"],
+        )
+        .expect("valid metric");
+        r.register(Box::new(checkpoint_bytes.clone()))
+            .expect("unique metric");
         Self {
+            checkpoint_bytes,
             consumed: counter(
                 &r,
                 "alpha_panda_records_consumed_total",
@@ -263,8 +285,9 @@ impl Metrics {
     }
 
     /// Every family of the registry.
-    fn collectors(&self) -> [&dyn Collector; 20] {
+    fn collectors(&self) -> [&dyn Collector; 21] {
         [
+            &self.checkpoint_bytes,
             &self.consumed,
             &self.produced,
             &self.retried,
@@ -302,6 +325,7 @@ impl Metrics {
         self.restarts.with_label_values(&[stage, broker]);
         self.dedup_hits.with_label_values(&[stage]);
         self.handling.with_label_values(&[stage]);
+        self.checkpoint_bytes.with_label_values(&[stage]);
         self.degraded.with_label_values(&[broker]);
         if stage == "trader" {
             for s in ORDER_STATUSES {

@@ -71,7 +71,40 @@ end
 return 0
 ";
 
+/// Advances an input partition's watermark for one source if the position is beyond it, and
+/// only then applies the effects. KEYS[1] = watermark hash, KEYS[2..] = effect keys;
+/// ARGV[1] = source, ARGV[2] = offset, ARGV[3] = ordinal, then per effect: op, arg.
+const ADVANCE_SCRIPT: &str = r"
+local cur = redis.call('HGET', KEYS[1], ARGV[1])
+local o, n = tonumber(ARGV[2]), tonumber(ARGV[3])
+if cur then
+  local sep = string.find(cur, ':', 1, true)
+  local co, cn = tonumber(string.sub(cur, 1, sep - 1)), tonumber(string.sub(cur, sep + 1))
+  if o < co or (o == co and n <= cn) then
+    return 0
+  end
+end
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[2] .. ':' .. ARGV[3])
+for i = 2, #KEYS do
+  local op, arg = ARGV[2 * i], ARGV[2 * i + 1]
+  if op == 'incrby' then
+    redis.call('INCRBY', KEYS[i], arg)
+  elseif op == 'set' then
+    redis.call('SET', KEYS[i], arg)
+  else
+    return redis.error_reply('unknown effect ' .. op)
+  end
+end
+return 1
+";
+
+/// An input partition's watermarks: source → highest position applied.
+pub type Watermarks = HashMap<String, crate::delivery::origin::Position>;
+
 #[derive(Clone)]
+// Made once per process and cloned into each stage: its size does not matter, and call
+// sites stay plain.
+#[allow(clippy::large_enum_variant)]
 pub enum Store {
     Redis(RedisStore),
     Memory(MemoryStore),
@@ -96,6 +129,84 @@ impl Store {
         match self {
             Store::Redis(r) => r.mark(key, ttl, effects).await,
             Store::Memory(m) => Ok(m.mark(key, ttl, effects)),
+        }
+    }
+
+    /// The watermarks of an input partition (empty if it has none yet).
+    pub async fn watermarks(&self, key: &str) -> Result<Watermarks, StoreError> {
+        match self {
+            Store::Redis(r) => r.watermarks(key).await,
+            Store::Memory(m) => Ok(m.watermarks(key)),
+        }
+    }
+
+    /// Advances the watermark of `source` in `key` to `position` **together with** the
+    /// handler's effects, atomically, if `position` is beyond it. Returns whether it did
+    /// (false: a record at or below the watermark was applied already; nothing changed).
+    pub async fn advance(
+        &self,
+        key: &str,
+        source: &str,
+        position: crate::delivery::origin::Position,
+        effects: &[Effect],
+    ) -> Result<bool, StoreError> {
+        match self {
+            Store::Redis(r) => r.advance(key, source, position, effects).await,
+            Store::Memory(m) => Ok(m.advance(key, source, position, effects)),
+        }
+    }
+
+    /// Which of these dedup keys are marked, in one round trip.
+    pub async fn marked(&self, keys: &[String]) -> Result<Vec<bool>, StoreError> {
+        if keys.is_empty() {
+            return Ok(Vec::new());
+        }
+        match self {
+            Store::Redis(r) => r.marked(keys).await,
+            Store::Memory(m) => Ok(keys.iter().map(|k| m.is_marked(k)).collect()),
+        }
+    }
+
+    /// Writes a checkpoint **together with** the dedup marks of the batch's foreign records
+    /// and the batch's effects, atomically (one MULTI/EXEC round trip in Redis).
+    pub async fn save_checkpoint(
+        &self,
+        key: &str,
+        checkpoint: &str,
+        marks: &[String],
+        ttl: Duration,
+        effects: &[Effect],
+    ) -> Result<(), StoreError> {
+        match self {
+            Store::Redis(r) => {
+                r.save_checkpoint(key, checkpoint, marks, ttl, effects)
+                    .await
+            }
+            Store::Memory(m) => {
+                m.save_checkpoint(key, checkpoint, marks, ttl, effects);
+                Ok(())
+            }
+        }
+    }
+
+    /// Reads a string value from a thread outside any async runtime (a Kafka rebalance
+    /// callback), waiting at most `timeout`.
+    pub fn get_blocking(&self, key: &str, timeout: Duration) -> Result<Option<String>, StoreError> {
+        match self {
+            Store::Redis(r) => {
+                let mut conn = r
+                    .client
+                    .get_connection_with_timeout(timeout)
+                    .map_err(|e| r.classify(e))?;
+                conn.set_read_timeout(Some(timeout))
+                    .and_then(|()| conn.set_write_timeout(Some(timeout)))
+                    .map_err(|e| r.classify(e))?;
+                redis::cmd("GET")
+                    .arg(key)
+                    .query(&mut conn)
+                    .map_err(|e| r.classify(e))
+            }
+            Store::Memory(m) => Ok(m.get(key)),
         }
     }
 
@@ -140,6 +251,9 @@ pub struct RedisStore {
     url: String,
     conn: ConnectionManager,
     script: redis::Script,
+    advance: redis::Script,
+    /// For the few reads made outside any async runtime (a consumer's rebalance callback).
+    client: redis::Client,
 }
 
 impl RedisStore {
@@ -159,7 +273,7 @@ impl RedisStore {
             .set_factor(2)
             .set_max_delay(500)
             .set_number_of_retries(2);
-        let conn = ConnectionManager::new_with_config(client, config)
+        let conn = ConnectionManager::new_with_config(client.clone(), config)
             .await
             .map_err(|source| StoreError::Unreachable {
                 url: shown.clone(),
@@ -169,6 +283,8 @@ impl RedisStore {
             url: shown,
             conn,
             script: redis::Script::new(MARK_SCRIPT),
+            advance: redis::Script::new(ADVANCE_SCRIPT),
+            client,
         })
     }
 
@@ -210,6 +326,81 @@ impl RedisStore {
         inv.invoke_async::<i64>(&mut conn)
             .await
             .map(|n| n == 1)
+            .map_err(|e| self.classify(e))
+    }
+
+    async fn watermarks(&self, key: &str) -> Result<Watermarks, StoreError> {
+        let mut conn = self.conn.clone();
+        let raw: HashMap<String, String> = redis::cmd("HGETALL")
+            .arg(key)
+            .query_async(&mut conn)
+            .await
+            .map_err(|e| self.classify(e))?;
+        Ok(decode_watermarks(raw))
+    }
+
+    async fn advance(
+        &self,
+        key: &str,
+        source: &str,
+        (offset, ordinal): crate::delivery::origin::Position,
+        effects: &[Effect],
+    ) -> Result<bool, StoreError> {
+        let mut conn = self.conn.clone();
+        let mut inv = self.advance.key(key);
+        inv.arg(source).arg(offset).arg(ordinal);
+        for e in effects {
+            match e {
+                Effect::IncrBy { key, by } => inv.key(key).arg("incrby").arg(*by),
+                Effect::Set { key, value } => inv.key(key).arg("set").arg(value),
+            };
+        }
+        inv.invoke_async::<i64>(&mut conn)
+            .await
+            .map(|n| n == 1)
+            .map_err(|e| self.classify(e))
+    }
+
+    async fn marked(&self, keys: &[String]) -> Result<Vec<bool>, StoreError> {
+        let mut conn = self.conn.clone();
+        let mut pipe = redis::pipe();
+        for k in keys {
+            pipe.exists(k);
+        }
+        pipe.query_async::<Vec<bool>>(&mut conn)
+            .await
+            .map_err(|e| self.classify(e))
+    }
+
+    async fn save_checkpoint(
+        &self,
+        key: &str,
+        checkpoint: &str,
+        marks: &[String],
+        ttl: Duration,
+        effects: &[Effect],
+    ) -> Result<(), StoreError> {
+        let mut conn = self.conn.clone();
+        let mut pipe = redis::pipe();
+        pipe.atomic().set(key, checkpoint).ignore();
+        let ms = ttl.as_millis().max(1) as u64;
+        for m in marks {
+            pipe.cmd("SET")
+                .arg(m)
+                .arg("1")
+                .arg("NX")
+                .arg("PX")
+                .arg(ms)
+                .ignore();
+        }
+        for e in effects {
+            match e {
+                Effect::IncrBy { key, by } => pipe.incr(key, *by).ignore(),
+                Effect::Set { key, value } => pipe.set(key, value).ignore(),
+            };
+        }
+        pipe.query_async::<()>(&mut conn)
+            .await
             .map_err(|e| self.classify(e))
     }
 
@@ -259,6 +450,15 @@ struct MemoryInner {
     /// Marks in the order they were made, to forget the oldest beyond `MAX_MEMORY_MARKS`.
     order: std::collections::VecDeque<String>,
     values: HashMap<String, String>,
+    watermarks: HashMap<String, Watermarks>,
+}
+
+/// Watermarks as stored; an entry that does not read as a position is left out (and so
+/// treated as no watermark: event ids still make a re-emission a duplicate downstream).
+fn decode_watermarks(raw: HashMap<String, String>) -> Watermarks {
+    raw.into_iter()
+        .filter_map(|(k, v)| crate::delivery::origin::decode_position(&v).map(|p| (k, p)))
+        .collect()
 }
 
 impl MemoryStore {
@@ -289,21 +489,44 @@ impl MemoryStore {
                 inner.marks.remove(&old);
             }
         }
-        for e in effects {
-            match e {
-                Effect::IncrBy { key, by } => {
-                    let cur: i64 = inner
-                        .values
-                        .get(key)
-                        .and_then(|v| v.parse().ok())
-                        .unwrap_or(0);
-                    inner.values.insert(key.clone(), (cur + by).to_string());
-                }
-                Effect::Set { key, value } => {
-                    inner.values.insert(key.clone(), value.clone());
-                }
-            }
+        apply(&mut inner.values, effects);
+        true
+    }
+
+    fn save_checkpoint(
+        &self,
+        key: &str,
+        checkpoint: &str,
+        marks: &[String],
+        ttl: Duration,
+        effects: &[Effect],
+    ) {
+        for m in marks {
+            self.mark(m, ttl, &[]);
         }
+        let mut inner = self.lock();
+        inner.values.insert(key.to_owned(), checkpoint.to_owned());
+        apply(&mut inner.values, effects);
+    }
+
+    fn watermarks(&self, key: &str) -> Watermarks {
+        self.lock().watermarks.get(key).cloned().unwrap_or_default()
+    }
+
+    fn advance(
+        &self,
+        key: &str,
+        source: &str,
+        position: crate::delivery::origin::Position,
+        effects: &[Effect],
+    ) -> bool {
+        let mut inner = self.lock();
+        let marks = inner.watermarks.entry(key.to_owned()).or_default();
+        if marks.get(source).is_some_and(|p| *p >= position) {
+            return false;
+        }
+        marks.insert(source.to_owned(), position);
+        apply(&mut inner.values, effects);
         true
     }
 
@@ -318,10 +541,26 @@ impl MemoryStore {
             .marks
             .keys()
             .chain(inner.values.keys())
+            .chain(inner.watermarks.keys())
             .cloned()
             .collect();
         keys.sort();
         keys
+    }
+}
+
+/// Applies effects to the memory store's values.
+fn apply(values: &mut HashMap<String, String>, effects: &[Effect]) {
+    for e in effects {
+        match e {
+            Effect::IncrBy { key, by } => {
+                let cur: i64 = values.get(key).and_then(|v| v.parse().ok()).unwrap_or(0);
+                values.insert(key.clone(), (cur + by).to_string());
+            }
+            Effect::Set { key, value } => {
+                values.insert(key.clone(), value.clone());
+            }
+        }
     }
 }
 
@@ -357,6 +596,22 @@ mod tests {
         assert!(!s.is_marked("0"), "the oldest are forgotten");
         assert!(s.is_marked(&(MAX_MEMORY_MARKS + 9).to_string()));
         assert_eq!(s.lock().marks.len(), MAX_MEMORY_MARKS);
+    }
+
+    #[test]
+    fn memory_watermarks_advance_only_forward_and_apply_effects_once() {
+        let s = MemoryStore::default();
+        let fx = [Effect::IncrBy {
+            key: "c".into(),
+            by: 1,
+        }];
+        assert!(s.advance("w", "src", (5, 0), &fx));
+        assert!(!s.advance("w", "src", (5, 0), &fx), "the same origin again");
+        assert!(!s.advance("w", "src", (4, 3), &fx), "an older origin");
+        assert!(s.advance("w", "src", (5, 1), &fx));
+        assert!(s.advance("w", "other", (1, 0), &fx), "sources are apart");
+        assert_eq!(s.get("c").as_deref(), Some("3"));
+        assert_eq!(s.watermarks("w").get("src"), Some(&(5, 1)));
     }
 
     #[test]

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use alpha_panda_actors::control::Control;
 use alpha_panda_actors::delivery::worker::StageFactory;
-use alpha_panda_actors::delivery::{DeliveryPolicy, EventProducer, inprocess, kafka};
+use alpha_panda_actors::delivery::{DeliveryPolicy, EventProducer, inprocess, kafka, lease};
 use alpha_panda_actors::stages::{self, Counters};
 use alpha_panda_actors::store::Store;
 use alpha_panda_actors::strategy::Builder;
@@ -20,6 +20,8 @@ pub enum Transport {
 
 pub enum Member {
     Kafka(kafka::ConsumerHandle),
+    /// A broker stage over Kafka: active on one daemon at a time (see `delivery::lease`).
+    Leased(lease::LeasedStage),
     InProcess(inprocess::InProcessConsumerHandle),
 }
 
@@ -27,9 +29,29 @@ impl Member {
     pub async fn shutdown(self) {
         match self {
             Member::Kafka(h) => h.shutdown().await,
+            Member::Leased(h) => h.shutdown().await,
             Member::InProcess(h) => h.shutdown().await,
         }
     }
+}
+
+/// The delivery policy of a stage of this configuration.
+fn policy(
+    settings: &Settings,
+    control: &Arc<Control>,
+    namespace: &str,
+    stage: &str,
+) -> DeliveryPolicy {
+    let group = format!("{}.{namespace}.{stage}", settings.kafka.group_prefix);
+    let mut p = DeliveryPolicy::new(group, stage, namespace);
+    p.control = control.clone();
+    // Strategies, risk and the trader rebuild their state from their input when they
+    // take a partition; the portfolio reloads its books from the store instead.
+    p.warm_up = matches!(stage, "strategy" | "risk" | "trader");
+    p.dedup_ttl = Duration::from_secs(settings.redis.dedup_ttl_secs);
+    p.session_timeout = Duration::from_millis(settings.kafka.session_timeout_ms.into());
+    p.instance_id = settings.kafka.instance_id.clone();
+    p
 }
 
 pub struct Assembly {
@@ -82,16 +104,49 @@ impl Assembly {
     }
 
     fn policy(&self, namespace: &str, stage: &str) -> DeliveryPolicy {
-        let group = self.group(namespace, stage);
-        let mut p = DeliveryPolicy::new(group, stage, namespace);
-        p.control = self.control.clone();
-        // Strategies, risk and the trader rebuild their state from their input when they
-        // take a partition; the portfolio reloads its books from the store instead.
-        p.warm_up = matches!(stage, "strategy" | "risk" | "trader");
-        p.dedup_ttl = Duration::from_secs(self.settings.redis.dedup_ttl_secs);
-        p.session_timeout = Duration::from_millis(self.settings.kafka.session_timeout_ms.into());
-        p.instance_id = self.settings.kafka.instance_id.clone();
-        p
+        policy(&self.settings, &self.control, namespace, stage)
+    }
+
+    /// Starts a broker stage (risk, trader, portfolio): over Kafka under a lease, so it is
+    /// active on one daemon at a time, with a fresh state (`make`) each time it becomes
+    /// active here; in process, directly.
+    fn consume_broker_stage(
+        &self,
+        topics: Vec<TopicName>,
+        namespace: &str,
+        stage: &str,
+        make: Arc<dyn Fn() -> StageFactory + Send + Sync>,
+    ) -> anyhow::Result<Member> {
+        let Transport::Kafka(servers) = &self.transport else {
+            return self.consume(topics, namespace, stage, make());
+        };
+        alpha_panda_actors::metrics::metrics().register_stage(
+            stage,
+            namespace,
+            &topics.iter().map(ToString::to_string).collect::<Vec<_>>(),
+        );
+        let (settings, control, producer, store) = (
+            self.settings.clone(),
+            self.control.clone(),
+            self.producer.clone(),
+            self.store.clone(),
+        );
+        let (servers, namespace, stage_name) =
+            (servers.clone(), namespace.to_owned(), stage.to_owned());
+        let arbiter = actix_rt::Arbiter::current();
+        let spec = move || kafka::ConsumerSpec {
+            servers: servers.clone(),
+            client_id: settings.kafka.client_id.clone(),
+            topics: topics.clone(),
+            policy: policy(&settings, &control, &namespace, &stage_name),
+            producer: producer.clone(),
+            store: store.clone(),
+            factory: make(),
+            arbiter: arbiter.clone(),
+        };
+        Ok(Member::Leased(lease::run(Arc::new(spec)).with_context(
+            || format!("starting the lease of the {stage} stage"),
+        )?))
     }
 
     fn consume(
@@ -214,7 +269,20 @@ impl Assembly {
         ];
         for broker in &self.settings.active_brokers {
             let b = broker.as_str();
-            members.push(self.consume(
+            let risk: Arc<dyn Fn() -> StageFactory + Send + Sync> = match replace(broker, "risk") {
+                Some(f) => Arc::new(move || f.clone()),
+                None => {
+                    let (settings, counters, control) = (
+                        self.settings.clone(),
+                        counters.clone(),
+                        self.control.clone(),
+                    );
+                    Arc::new(move || {
+                        stages::risk_factory(settings.clone(), counters.clone(), control.clone())
+                    })
+                }
+            };
+            members.push(self.consume_broker_stage(
                 vec![
                     TopicName::broker(broker, BrokerTopic::SignalsRaw),
                     TopicName::broker(broker, BrokerTopic::OrdersFilled),
@@ -222,52 +290,71 @@ impl Assembly {
                 ],
                 b,
                 "risk",
-                replace(broker, "risk").unwrap_or_else(|| {
-                    stages::risk_factory(
-                        self.settings.clone(),
-                        counters.clone(),
-                        self.control.clone(),
-                    )
-                }),
+                risk,
             )?);
             match self.settings.brokers.get(broker).map(|d| d.kind) {
-                Some(BrokerKind::Paper) => members.push(
-                    self.consume(
+                Some(BrokerKind::Paper) => {
+                    let trader: Arc<dyn Fn() -> StageFactory + Send + Sync> =
+                        match replace(broker, "trader") {
+                            Some(f) => Arc::new(move || f.clone()),
+                            None => {
+                                // Checked once here, so making it again cannot fail.
+                                let first = stages::paper_trader_factory(
+                                    self.settings.clone(),
+                                    broker.clone(),
+                                    counters.clone(),
+                                    self.control.clone(),
+                                )
+                                .map_err(anyhow::Error::msg)?;
+                                let fresh = std::sync::Mutex::new(Some(first));
+                                let (settings, broker, counters, control) = (
+                                    self.settings.clone(),
+                                    broker.clone(),
+                                    counters.clone(),
+                                    self.control.clone(),
+                                );
+                                Arc::new(move || {
+                                    let first =
+                                        fresh.lock().unwrap_or_else(|p| p.into_inner()).take();
+                                    first.unwrap_or_else(|| {
+                                        stages::paper_trader_factory(
+                                            settings.clone(),
+                                            broker.clone(),
+                                            counters.clone(),
+                                            control.clone(),
+                                        )
+                                        .unwrap_or_else(|e| unreachable!("accepted at start: {e}"))
+                                    })
+                                })
+                            }
+                        };
+                    members.push(self.consume_broker_stage(
                         vec![
                             TopicName::broker(broker, BrokerTopic::SignalsValidated),
                             TopicName::market_ticks(),
                         ],
                         b,
                         "trader",
-                        match replace(broker, "trader") {
-                            Some(f) => f,
-                            None => stages::paper_trader_factory(
-                                self.settings.clone(),
-                                broker.clone(),
-                                counters.clone(),
-                                self.control.clone(),
-                            )
-                            .map_err(anyhow::Error::msg)?,
-                        },
-                    )?,
-                ),
+                        trader,
+                    )?)
+                }
                 _ => tracing::warn!(
                     broker = b,
                     "no live Zerodha trader yet: validated signals wait in {b}.signals.validated"
                 ),
             }
-            members.push(self.consume(
+            let (settings, store, name) =
+                (self.settings.clone(), self.store.clone(), broker.clone());
+            members.push(self.consume_broker_stage(
                 vec![
                     TopicName::broker(broker, BrokerTopic::OrdersFilled),
                     TopicName::market_ticks(),
                 ],
                 b,
                 "portfolio",
-                stages::portfolio_factory(
-                    self.settings.clone(),
-                    self.store.clone(),
-                    broker.clone(),
-                ),
+                Arc::new(move || {
+                    stages::portfolio_factory(settings.clone(), store.clone(), name.clone())
+                }),
             )?);
         }
         Ok(members)

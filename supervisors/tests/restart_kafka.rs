@@ -3,6 +3,9 @@
 //! final positions and PnL equal those of an uninterrupted run of the same ticks. Two of
 //! the three strategies place LIMIT orders, so orders resting in the paper trader when it
 //! is killed must come back and fill exactly as they would have.
+//!
+//! Scale-out: two daemons share the consumer groups, and the one holding the broker stages
+//! is SIGKILLed twice; the result is still that of one undisturbed daemon.
 
 use std::collections::BTreeSet;
 use std::process::Stdio;
@@ -47,14 +50,14 @@ fn config_file() -> std::path::PathBuf {
     path
 }
 
-fn start(kafka: &PrivateKafka, redis: &str, prefix: &str) -> Daemon {
+fn start(kafka: &PrivateKafka, redis: &str, prefix: &str, instance: &str) -> Daemon {
     let child = daemon_command(env!("CARGO_BIN_EXE_alpha-panda"))
         .arg("--config")
         .arg(config_file())
         .env("ALPHA_PANDA__KAFKA__BOOTSTRAP_SERVERS", &kafka.servers)
         // Killed on purpose: fail over quickly.
         .env("ALPHA_PANDA__KAFKA__SESSION_TIMEOUT_MS", "10000")
-        .env("ALPHA_PANDA__KAFKA__INSTANCE_ID", "restart-test-daemon")
+        .env("ALPHA_PANDA__KAFKA__INSTANCE_ID", instance)
         .env("ALPHA_PANDA__KAFKA__GROUP_PREFIX", prefix)
         .env("ALPHA_PANDA__REDIS__URL", redis)
         .env("ALPHA_PANDA__FEED", "none")
@@ -92,19 +95,21 @@ fn fill_ids(consumer: &BaseConsumer, ids: &mut Fills, for_how_long: Duration) {
     }
 }
 
-/// Runs the ticks through a daemon, killing it once after `kill_after` fills if given, and
-/// returns the fill ids and each strategy's final book.
+/// Runs the ticks through daemons with these instance ids (the first started first), killing
+/// the first with SIGKILL (and starting it again) after each number of fills in `kills`,
+/// and returns the fill ids and each strategy's final book.
 fn run(
     settings: &Settings,
     ticks: &[EventEnvelope],
     db: u8,
-    kill_after: Option<usize>,
+    instances: &[&str],
+    kills: &[usize],
     expect: Option<usize>,
 ) -> (Fills, Vec<String>) {
     let kafka = PrivateKafka::start();
     let redis = fresh_redis_db(db);
     let prefix = format!("restart-{db}-{}", std::process::id());
-    let mut daemon = start(&kafka, &redis, &prefix);
+    let mut daemon = start(&kafka, &redis, &prefix, instances[0]);
     // The daemon creates the topics at start; wait for them.
     let deadline = Instant::now() + Duration::from_secs(30);
     while alpha_panda_actors::kafka::admin::describe(&kafka.servers, "t")
@@ -114,6 +119,11 @@ fn run(
         assert!(Instant::now() < deadline, "topics never appeared");
         std::thread::sleep(Duration::from_millis(100));
     }
+    // The others join once the first is running: it holds the broker stages' leases.
+    let _others: Vec<Daemon> = instances[1..]
+        .iter()
+        .map(|id| start(&kafka, &redis, &prefix, id))
+        .collect();
     let rt = tokio::runtime::Runtime::new().unwrap();
     rt.block_on(async {
         let producer = alpha_panda_tests::producer(&kafka.servers, "restart-feed");
@@ -136,15 +146,15 @@ fn run(
     .unwrap();
     reader.subscribe(&["paper.orders.filled"]).unwrap();
     let mut ids = BTreeSet::new();
-    if let Some(n) = kill_after {
-        let deadline = Instant::now() + Duration::from_secs(90);
+    for &n in kills {
+        let deadline = Instant::now() + Duration::from_secs(120);
         while ids.len() < n {
             assert!(Instant::now() < deadline, "too few fills before the kill");
             fill_ids(&reader, &mut ids, Duration::from_millis(100));
         }
         daemon.0.kill().unwrap(); // SIGKILL
         daemon.0.wait().unwrap();
-        daemon = start(&kafka, &redis, &prefix);
+        daemon = start(&kafka, &redis, &prefix, instances[0]);
     }
     // After a kill the restarted daemon rejoins under its instance id, but a group that was
     // rebalancing waits for its members: wait for the expected number of fills first.
@@ -236,7 +246,7 @@ fn kill_9_in_the_middle_of_a_replay_changes_nothing() {
             .any(|s| s.order_type == alpha_panda_core::OrderType::Limit)
     );
     let ticks = ticks::numbered(&settings, 500);
-    let whole = run(&settings, &ticks, 9, None, None);
+    let whole = run(&settings, &ticks, 9, &["restart-test-daemon"], &[], None);
     assert!(
         whole.0.len() >= 8,
         "enough fills to compare: {}",
@@ -251,7 +261,8 @@ fn kill_9_in_the_middle_of_a_replay_changes_nothing() {
         &settings,
         &ticks,
         10,
-        Some(whole.0.len() / 3),
+        &["restart-test-daemon"],
+        &[whole.0.len() / 3],
         Some(whole.0.len()),
     );
     let missing: Vec<_> = whole.0.difference(&killed.0).collect();
@@ -261,4 +272,24 @@ fn kill_9_in_the_middle_of_a_replay_changes_nothing() {
         "the same set of fill ids: missing after the kill {missing:?}, extra {extra:?}"
     );
     assert_eq!(killed.1, whole.1, "the same positions, cash, PnL and fees");
+
+    // Two daemons sharing the groups; the one holding the broker stages killed twice.
+    let shared = run(
+        &settings,
+        &ticks,
+        15,
+        &["a-scale-out-daemon", "b-scale-out-daemon"],
+        &[whole.0.len() / 4, whole.0.len() / 2],
+        Some(whole.0.len()),
+    );
+    let missing: Vec<_> = whole.0.difference(&shared.0).collect();
+    let extra: Vec<_> = shared.0.difference(&whole.0).collect();
+    assert!(
+        missing.is_empty() && extra.is_empty(),
+        "two daemons, one killed twice: missing {missing:?}, extra {extra:?}"
+    );
+    assert_eq!(
+        shared.1, whole.1,
+        "two daemons: the same positions, cash, PnL and fees"
+    );
 }

@@ -470,3 +470,97 @@ fn a_dlq_replay_reaches_only_the_group_that_failed() {
         );
     });
 }
+
+/// Produces `env` to `topic` as an upstream stage emits it: with an origin header.
+async fn produce_with_origin(topic: &TopicName, env: &EventEnvelope, origin: &str) {
+    use rdkafka::message::{Header, OwnedHeaders};
+    let producer = alpha_panda_tests::producer(&kafka_servers(), "origin-test");
+    let alpha_panda_actors::delivery::EventProducer::Kafka(p) = producer else {
+        unreachable!("a Kafka producer")
+    };
+    let payload = env.encode();
+    let name = topic.to_string();
+    let record = FutureRecord::to(&name)
+        .key(&env.key)
+        .payload(&payload)
+        .headers(OwnedHeaders::new().insert(Header {
+            key: "origin",
+            value: Some(origin),
+        }));
+    p.send(record, Duration::from_secs(30))
+        .await
+        .unwrap_or_else(|(e, _)| panic!("delivery: {e}"));
+}
+
+#[test]
+fn a_record_re_emitted_by_a_restarted_upstream_member_is_dropped_by_the_watermark() {
+    actix_rt::System::new().block_on(async {
+        let s = setup().await;
+        let handled = Arc::new(AtomicU32::new(0));
+        let count = handled.clone();
+        let stage = run_stage(
+            &s,
+            3,
+            failing_factory(
+                s.counter.clone(),
+                Arc::new(move |_: &Deliver| {
+                    count.fetch_add(1, Ordering::SeqCst);
+                    None
+                }),
+            ),
+        );
+        let upstream = format!("{}|market.ticks|3", s.ns.group("strategy"));
+        // One key: every record in one partition, so partition order is the test's order.
+        let envs: Vec<EventEnvelope> = (0..6)
+            .map(|i| EventEnvelope {
+                key: "one-partition".into(),
+                ..signals::signal(&s.ns.broker, i)
+            })
+            .collect();
+        // An upstream member handles ticks at offsets 100..=103 and emits one signal each.
+        for (i, env) in envs[..4].iter().enumerate() {
+            produce_with_origin(&s.raw, env, &format!("{upstream}|{}|0", 100 + i)).await;
+        }
+        wait_counter(&s, 4).await;
+        // It is killed before its checkpoint and handles 102 and 103 again: the same
+        // origins come back, one of them even under another event id (a re-emission the
+        // ids alone would not catch).
+        produce_with_origin(&s.raw, &envs[2], &format!("{upstream}|102|0")).await;
+        produce_with_origin(&s.raw, &envs[4], &format!("{upstream}|103|0")).await;
+        // Then it goes on past what it had emitted.
+        produce_with_origin(&s.raw, &envs[5], &format!("{upstream}|104|0")).await;
+        wait_counter(&s, 5).await;
+        // The two re-emissions were consumed (the sixth record was handled after them, in
+        // partition order) but never handed to the stage.
+        assert_eq!(counter(&s).await, 5);
+        assert_eq!(
+            handled.load(Ordering::SeqCst),
+            5,
+            "re-emissions reached the stage"
+        );
+
+        // No key per record: one watermark per (input partition, source).
+        let client = redis::Client::open(redis_url()).unwrap();
+        let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+        let dedup: Vec<String> = redis::cmd("KEYS")
+            .arg(format!("{}:dedup:*", s.ns.redis_prefix()))
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        assert!(dedup.is_empty(), "per-record marks written: {dedup:?}");
+        let marks: Vec<String> = redis::cmd("KEYS")
+            .arg(format!("{}:watermark:*", s.ns.redis_prefix()))
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        assert_eq!(marks.len(), 1, "{marks:?}");
+        let at: Option<String> = redis::cmd("HGET")
+            .arg(&marks[0])
+            .arg(&upstream)
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        assert_eq!(at.as_deref(), Some("104:0"));
+        stage.shutdown().await;
+    });
+}

@@ -398,6 +398,19 @@ pub fn start(spec: InProcessConsumerSpec) -> InProcessConsumerHandle {
         .collect();
     let policy = Arc::new(spec.policy);
     let (bus, producer, store, factory) = (spec.bus, spec.producer, spec.store, spec.factory);
+    if let Some(c) = policy.checkpointed.clone().filter(|c| c.whole_stage) {
+        spec.arbiter.spawn_fn(move || {
+            actix_rt::spawn(async move {
+                whole_stage_member(
+                    bus, group, member, topics, policy, producer, store, c.factory, stop, assigned,
+                )
+                .await;
+                finished_flag.store(true, Ordering::Release);
+                finished.notify_waiters();
+            });
+        });
+        return handle;
+    }
     spec.arbiter.spawn_fn(move || {
         actix_rt::spawn(async move {
             let mut running: HashMap<Partition, Running> = HashMap::new();
@@ -456,6 +469,29 @@ pub fn start(spec: InProcessConsumerSpec) -> InProcessConsumerHandle {
                         ended: Arc::new(Notify::new()),
                         done: Arc::new(AtomicBool::new(false)),
                     };
+                    if let Some(c) = policy.checkpointed.clone() {
+                        let worker = super::unit::CheckpointWorker::new(
+                            policy.clone(),
+                            producer.clone(),
+                            store.clone(),
+                            c.factory,
+                            super::unit::Unit::Partition(topic.clone(), p.1),
+                            r.stop.clone(),
+                        );
+                        actix_rt::spawn(checkpointed_loop(
+                            bus.clone(),
+                            vec![(p.clone(), topic)],
+                            worker,
+                            policy.clone(),
+                            Ended {
+                                stop: r.stop.clone(),
+                                ended: r.ended.clone(),
+                                done: r.done.clone(),
+                            },
+                        ));
+                        running.insert(p.clone(), r);
+                        continue;
+                    }
                     actix_rt::spawn(partition_loop(
                         bus.clone(),
                         p.clone(),
@@ -553,6 +589,173 @@ async fn partition_loop(
     worker.released(&topic, p.1);
     done.store(true, Ordering::Release);
     ended.notify_waiters();
+}
+
+/// How a partition's loop is told to stop and says it has.
+struct Ended {
+    stop: Arc<AtomicBool>,
+    ended: Arc<Notify>,
+    done: Arc<AtomicBool>,
+}
+
+/// A checkpointed unit (delivery v2) over these partitions: each starts at its checkpoint
+/// offset (or the beginning of its log); what is there is handed in batches, taken from the
+/// partitions in turn; each partition is committed after each checkpoint.
+async fn checkpointed_loop(
+    bus: InProcessBus,
+    parts: Vec<(Partition, TopicName)>,
+    mut worker: super::unit::CheckpointWorker,
+    policy: Arc<DeliveryPolicy>,
+    end: Ended,
+) {
+    worker.assigned();
+    let max = policy.batch_max_records.max(1);
+    if let Ok(checkpoint) = worker.load().await {
+        let mut next: Vec<i64> = parts
+            .iter()
+            .map(|(p, _)| {
+                checkpoint
+                    .as_ref()
+                    .and_then(|c| c.next_offset(&p.0, p.1))
+                    .unwrap_or(0)
+            })
+            .collect();
+        let mut turn = 0;
+        while !end.stop.load(Ordering::Acquire) {
+            let changed = bus.inner.changed.notified();
+            let mut batch: Vec<Record> = Vec::new();
+            for k in 0..parts.len() {
+                let i = (turn + k) % parts.len();
+                let (p, topic) = &parts[i];
+                let mut o = next[i];
+                while batch.len() < max {
+                    let Some(r) = bus.record_at(p, o) else { break };
+                    batch.push(Record {
+                        topic: topic.clone(),
+                        partition: p.1,
+                        offset: o,
+                        key: r.key,
+                        value: r.value,
+                        headers: r.headers,
+                    });
+                    o += 1;
+                }
+            }
+            turn += 1;
+            if batch.is_empty() {
+                let _ = tokio::time::timeout(Duration::from_millis(200), changed).await;
+                continue;
+            }
+            match worker.process(&batch).await {
+                Ok(_) => {
+                    for (i, (p, _)) in parts.iter().enumerate() {
+                        if let Some(last) = batch
+                            .iter()
+                            .filter(|r| r.topic.to_string() == p.0 && r.partition == p.1)
+                            .map(|r| r.offset)
+                            .max()
+                        {
+                            next[i] = last + 1;
+                            bus.commit(&policy.group, p, next[i]);
+                        }
+                    }
+                }
+                Err(_) => break,
+            }
+        }
+    }
+    end.done.store(true, Ordering::Release);
+    end.ended.notify_waiters();
+}
+
+/// The control loop of a member of a whole-stage checkpointed group: one unit over every
+/// partition the member holds, started again whenever that set changes.
+#[allow(clippy::too_many_arguments)]
+async fn whole_stage_member(
+    bus: InProcessBus,
+    group: String,
+    member: u64,
+    topics: HashMap<String, TopicName>,
+    policy: Arc<DeliveryPolicy>,
+    producer: EventProducer,
+    store: Store,
+    factory: super::unit::CheckpointedFactory,
+    stop: Arc<AtomicBool>,
+    assigned: Arc<Mutex<BTreeSet<Partition>>>,
+) {
+    let mut unit: Option<Running> = None;
+    let mut held: BTreeSet<Partition> = BTreeSet::new();
+    loop {
+        let changed = bus.inner.changed.notified();
+        let stopping = stop.load(Ordering::Acquire);
+        let want = if stopping {
+            BTreeSet::new()
+        } else {
+            bus.desired(&group, member)
+        };
+        let gone: Vec<Partition> = held.difference(&want).cloned().collect();
+        let newly: Vec<Partition> = want
+            .difference(&held)
+            .filter(|p| topics.contains_key(&p.0) && bus.claim(&group, member, p).is_some())
+            .cloned()
+            .collect();
+        if !gone.is_empty() || !newly.is_empty() {
+            if let Some(r) = unit.take() {
+                r.stop.store(true, Ordering::Release);
+                bus.inner.changed.notify_waiters();
+                let deadline = tokio::time::Instant::now() + policy.drain_timeout;
+                while !r.done.load(Ordering::Acquire) && tokio::time::Instant::now() < deadline {
+                    let _ =
+                        tokio::time::timeout(Duration::from_millis(20), r.ended.notified()).await;
+                }
+            }
+            for p in &gone {
+                held.remove(p);
+                bus.release(&group, member, p);
+                tracing::info!(stage = %policy.stage, topic = %p.0, partition = p.1, "partition released");
+            }
+            for p in newly {
+                tracing::info!(stage = %policy.stage, topic = %p.0, partition = p.1, "partition assigned");
+                held.insert(p);
+            }
+            if !held.is_empty() {
+                let r = Running {
+                    stop: Arc::new(AtomicBool::new(false)),
+                    ended: Arc::new(Notify::new()),
+                    done: Arc::new(AtomicBool::new(false)),
+                };
+                let parts = held
+                    .iter()
+                    .filter_map(|p| topics.get(&p.0).map(|t| (p.clone(), t.clone())))
+                    .collect();
+                let worker = super::unit::CheckpointWorker::new(
+                    policy.clone(),
+                    producer.clone(),
+                    store.clone(),
+                    factory.clone(),
+                    super::unit::Unit::Stage,
+                    r.stop.clone(),
+                );
+                actix_rt::spawn(checkpointed_loop(
+                    bus.clone(),
+                    parts,
+                    worker,
+                    policy.clone(),
+                    Ended {
+                        stop: r.stop.clone(),
+                        ended: r.ended.clone(),
+                        done: r.done.clone(),
+                    },
+                ));
+                unit = Some(r);
+            }
+        }
+        *assigned.lock().unwrap_or_else(|p| p.into_inner()) = held.clone();
+        if stopping && unit.is_none() && held.is_empty() {
+            break;
+        }
+        let _ = tokio::time::timeout(Duration::from_millis(200), changed).await;
+    }
 }
 
 /// Takes a partition off the member's count of warm-ups when dropped.

@@ -45,6 +45,7 @@ struct Done {
     next_offset: i64,
 }
 
+#[derive(Clone)]
 struct Slot {
     tx: tmpsc::Sender<Record>,
     stop: Arc<AtomicBool>,
@@ -63,6 +64,8 @@ struct Shared {
     factory: StageFactory,
     arbiter: ArbiterHandle,
     slots: Mutex<HashMap<PartitionKey, Slot>>,
+    /// A whole-stage checkpointed unit: the one queue and worker every partition feeds.
+    stage_unit: Mutex<Option<Slot>>,
     done_tx: Mutex<mpsc::Sender<Done>>,
     done_rx: Mutex<mpsc::Receiver<Done>>,
     topics: HashMap<String, TopicName>,
@@ -110,7 +113,29 @@ impl Shared {
             tracing::error!(topic = %key.0, "assigned a topic this bridge did not subscribe to");
             return;
         };
-        let (tx, mut rx) = tmpsc::channel::<Record>(QUEUE_DEPTH);
+        let whole_stage = self
+            .policy
+            .checkpointed
+            .as_ref()
+            .is_some_and(|c| c.whole_stage);
+        if whole_stage {
+            let unit = self.stage_unit.lock().unwrap_or_else(|p| p.into_inner());
+            if let Some(u) = unit
+                .as_ref()
+                .filter(|u| !u.ended.load(Ordering::Acquire) && !u.stop.load(Ordering::Acquire))
+            {
+                tracing::info!(stage = %self.policy.stage, topic = %key.0, partition = key.1, "partition assigned");
+                let slot = u.clone();
+                drop(unit);
+                self.slots().insert(key, slot);
+                return;
+            }
+        }
+        let (tx, mut rx) = tmpsc::channel::<Record>(if whole_stage {
+            4 * QUEUE_DEPTH
+        } else {
+            QUEUE_DEPTH
+        });
         let stop = Arc::new(AtomicBool::new(false));
         let busy = Arc::new(AtomicBool::new(false));
         let ended = Arc::new(AtomicBool::new(false));
@@ -120,6 +145,9 @@ impl Shared {
             busy: busy.clone(),
             ended: ended.clone(),
         };
+        if whole_stage {
+            *self.stage_unit.lock().unwrap_or_else(|p| p.into_inner()) = Some(slot.clone());
+        }
         let warming = self.policy.warming.clone();
         let (policy, producer, store, factory) = (
             self.policy.clone(),
@@ -136,6 +164,60 @@ impl Shared {
         let servers = self.servers.clone();
         tracing::info!(stage = %policy.stage, topic = %topic, partition, "partition assigned");
         self.slots().insert(key, slot);
+        if let Some(checkpointed) = policy.checkpointed.clone() {
+            let unit = if checkpointed.whole_stage {
+                super::unit::Unit::Stage
+            } else {
+                super::unit::Unit::Partition(topic.clone(), partition)
+            };
+            let max = policy.batch_max_records.max(1);
+            self.arbiter.spawn_fn(move || {
+                actix_rt::spawn(async move {
+                    let mut worker = super::unit::CheckpointWorker::new(
+                        policy,
+                        producer,
+                        store,
+                        checkpointed.factory,
+                        unit,
+                        stop.clone(),
+                    );
+                    worker.assigned();
+                    if worker.load().await.is_ok() {
+                        let mut batch = Vec::with_capacity(max);
+                        while let Some(first) = rx.recv().await {
+                            if stop.load(Ordering::Acquire) {
+                                break;
+                            }
+                            batch.push(first);
+                            while batch.len() < max {
+                                match rx.try_recv() {
+                                    Ok(r) => batch.push(r),
+                                    Err(_) => break,
+                                }
+                            }
+                            busy.store(true, Ordering::Release);
+                            let outcome = worker.process(&batch).await;
+                            batch.clear();
+                            for (topic, partition, next_offset) in
+                                outcome.as_deref().unwrap_or_default()
+                            {
+                                let _ = done_tx.send(Done {
+                                    topic: topic.to_string(),
+                                    partition: *partition,
+                                    next_offset: *next_offset,
+                                });
+                            }
+                            busy.store(false, Ordering::Release);
+                            if outcome.is_err() {
+                                break;
+                            }
+                        }
+                    }
+                    ended.store(true, Ordering::Release);
+                });
+            });
+            return;
+        }
         self.arbiter.spawn_fn(move || {
             actix_rt::spawn(async move {
                 let mut worker =
@@ -209,6 +291,16 @@ impl Shared {
         for (_, slot) in &removed {
             slot.stop.store(true, Ordering::Release);
         }
+        // A stopped whole-stage unit lets go of its queue, so its worker sees it close.
+        {
+            let mut unit = self.stage_unit.lock().unwrap_or_else(|p| p.into_inner());
+            if unit
+                .as_ref()
+                .is_some_and(|u| u.stop.load(Ordering::Acquire))
+            {
+                *unit = None;
+            }
+        }
         let deadline = Instant::now() + self.policy.drain_timeout;
         for ((topic, partition), slot) in removed {
             drop(slot.tx);
@@ -233,6 +325,64 @@ impl Shared {
                 |w| w.state = "released",
             );
             tracing::info!(stage = %self.policy.stage, topic, partition, "partition released");
+        }
+    }
+}
+
+impl Shared {
+    /// Sets each partition's start to its checkpoint's offset; a partition without one
+    /// starts at the earliest offset. A store that does not answer is retried for a while;
+    /// after that the partition starts at the group's committed offset, which is never past
+    /// the checkpoint (commits follow checkpoints), and its worker steps over what its
+    /// checkpoint already holds.
+    fn seek_to_checkpoints(&self, tpl: &mut TopicPartitionList) {
+        let policy = &self.policy;
+        let give_up = Instant::now() + policy.session_timeout / 3;
+        let whole_stage = policy.checkpointed.as_ref().is_some_and(|c| c.whole_stage);
+        let partitions: Vec<(String, i32)> = tpl
+            .elements()
+            .iter()
+            .map(|e| (e.topic().to_owned(), e.partition()))
+            .collect();
+        for (topic, partition) in partitions {
+            let key = if whole_stage {
+                super::checkpoint::stage_checkpoint_key(&policy.namespace, &policy.group)
+            } else {
+                super::checkpoint::checkpoint_key(
+                    &policy.namespace,
+                    &policy.group,
+                    &topic,
+                    partition,
+                )
+            };
+            let start = loop {
+                match self.store.get_blocking(&key, Duration::from_secs(2)) {
+                    Ok(Some(json)) => match super::checkpoint::Checkpoint::decode(&json) {
+                        Ok(c) => {
+                            break Some(
+                                c.next_offset(&topic, partition)
+                                    .map_or(Offset::Beginning, Offset::Offset),
+                            );
+                        }
+                        // The worker reports it (and waits for an operator).
+                        Err(_) => break None,
+                    },
+                    Ok(None) => break Some(Offset::Beginning),
+                    Err(e) if Instant::now() < give_up => {
+                        tracing::warn!(stage = %policy.stage, %key, error = %e, "cannot read the checkpoint at assignment; retrying");
+                        std::thread::sleep(Duration::from_millis(250));
+                    }
+                    Err(e) => {
+                        tracing::error!(stage = %policy.stage, %key, error = %e, "cannot read the checkpoint at assignment; starting at the committed offset");
+                        break None;
+                    }
+                }
+            };
+            if let Some(offset) = start
+                && let Err(e) = tpl.set_partition_offset(&topic, partition, offset)
+            {
+                tracing::error!(stage = %policy.stage, topic, partition, error = %e, "cannot set the start offset");
+            }
         }
     }
 }
@@ -262,6 +412,42 @@ impl ClientContext for BridgeContext {
 }
 
 impl ConsumerContext for BridgeContext {
+    /// As rdkafka's own, except that a checkpointed stage's partitions are assigned at
+    /// their checkpoint's offset (or the earliest offset when they have none), so the
+    /// records before it are never read.
+    fn rebalance(
+        &self,
+        consumer: &BaseConsumer<Self>,
+        err: rdkafka::types::RDKafkaRespErr,
+        tpl: &mut TopicPartitionList,
+    ) {
+        use rdkafka::types::RDKafkaRespErr as E;
+        match err {
+            E::RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS => {
+                if self.shared.policy.checkpointed.is_some() {
+                    self.shared.seek_to_checkpoints(tpl);
+                }
+                self.pre_rebalance(consumer, &Rebalance::Assign(tpl));
+                if let Err(e) = consumer.assign(tpl) {
+                    tracing::error!(stage = %self.shared.policy.stage, error = %e, "assigning partitions failed");
+                }
+                self.post_rebalance(consumer, &Rebalance::Assign(tpl));
+            }
+            E::RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS => {
+                self.pre_rebalance(consumer, &Rebalance::Revoke(tpl));
+                if let Err(e) = consumer.unassign() {
+                    tracing::error!(stage = %self.shared.policy.stage, error = %e, "unassigning partitions failed");
+                }
+                self.post_rebalance(consumer, &Rebalance::Revoke(tpl));
+            }
+            other => {
+                let code: RDKafkaErrorCode = other.into();
+                tracing::error!(stage = %self.shared.policy.stage, error = %code, "rebalance error");
+                let _ = consumer.unassign();
+            }
+        }
+    }
+
     fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         if let Rebalance::Revoke(tpl) = rebalance {
             let keys: Vec<PartitionKey> = tpl
@@ -401,6 +587,7 @@ pub fn start(spec: ConsumerSpec) -> Result<ConsumerHandle, KafkaError> {
         factory: spec.factory,
         arbiter: spec.arbiter,
         slots: Mutex::new(HashMap::new()),
+        stage_unit: Mutex::new(None),
         done_tx: Mutex::new(done_tx),
         done_rx: Mutex::new(done_rx),
     });

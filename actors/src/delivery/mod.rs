@@ -16,11 +16,15 @@
 //! (derived) ids and absorbed by downstream dedup; marks and effects are applied once.
 
 pub mod backoff;
+pub mod checkpoint;
 pub mod dlq;
 pub mod inprocess;
 pub mod kafka;
+pub mod lease;
+pub mod origin;
 pub mod producer;
 pub mod stage;
+pub mod unit;
 pub mod worker;
 
 pub use backoff::Backoff;
@@ -34,6 +38,9 @@ use std::time::Duration;
 use alpha_panda_topics::TopicName;
 
 use crate::control::Control;
+
+/// Default of `delivery.batch_max_records`.
+pub const DEFAULT_BATCH_MAX_RECORDS: usize = 500;
 
 /// A record as it came off a partition, before decoding.
 #[derive(Debug, Clone)]
@@ -96,6 +103,26 @@ pub struct DeliveryPolicy {
     pub warming: Arc<std::sync::atomic::AtomicUsize>,
     /// Pauses, trading states and supervision shared with the daemon's HTTP server.
     pub control: Arc<Control>,
+    /// Delivery v2: the stage's state is owned per partition and checkpointed (`unit`);
+    /// `None`: the stage is fed record by record with a dedup mark each (`worker`).
+    pub checkpointed: Option<Checkpointed>,
+    /// Most records a checkpointed partition handles between two checkpoints.
+    pub batch_max_records: usize,
+}
+
+/// A checkpointed stage: the factory of its units' actors, and what a unit is.
+#[derive(Clone)]
+pub struct Checkpointed {
+    pub factory: unit::CheckpointedFactory,
+    /// One unit for every partition the member holds (a broker stage, run on one member at
+    /// a time); else one unit per partition.
+    pub whole_stage: bool,
+}
+
+impl std::fmt::Debug for Checkpointed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Checkpointed {{ whole_stage: {} }}", self.whole_stage)
+    }
 }
 
 impl DeliveryPolicy {
@@ -139,6 +166,8 @@ impl DeliveryPolicy {
             handed: Arc::default(),
             warming: Arc::default(),
             control: Arc::new(Control::detached()),
+            checkpointed: None,
+            batch_max_records: DEFAULT_BATCH_MAX_RECORDS,
         }
     }
 }

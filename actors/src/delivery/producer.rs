@@ -12,6 +12,7 @@ use rdkafka::message::{Header, Headers, OwnedHeaders};
 use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord, Producer};
 
 use super::inprocess::{InProcessBus, StoredRecord};
+use super::origin::{ORIGIN_HEADER, Source};
 use super::stage::Output;
 
 #[derive(Debug, thiserror::Error)]
@@ -86,20 +87,25 @@ impl EventProducer {
 
     /// Produces every output and waits until the broker has acknowledged all of them.
     pub async fn send_all(&self, outputs: &[Output]) -> Result<(), ProduceError> {
+        self.send_all_from(outputs, None).await
+    }
+
+    /// As [`send_all`](Self::send_all), stamping each output with its origin: the record
+    /// `source` it was emitted for and its ordinal among that record's outputs.
+    pub async fn send_all_from(
+        &self,
+        outputs: &[Output],
+        source: Option<&Source>,
+    ) -> Result<(), ProduceError> {
+        let headers = |i: usize, out: &Output| stamped(out, source, i);
         match self {
             EventProducer::Kafka(p) => {
                 let mut pending = Vec::with_capacity(outputs.len());
-                for out in outputs {
+                for (i, out) in outputs.iter().enumerate() {
                     let topic = out.topic.to_string();
                     let payload = out.envelope.encode();
-                    let fut = enqueue(
-                        p,
-                        &topic,
-                        &out.envelope.key,
-                        &payload,
-                        envelope_headers(&out.envelope),
-                    )
-                    .await?;
+                    let fut =
+                        enqueue(p, &topic, &out.envelope.key, &payload, headers(i, out)).await?;
                     pending.push((topic, fut));
                 }
                 for (topic, fut) in pending {
@@ -112,15 +118,59 @@ impl EventProducer {
                 Ok(())
             }
             EventProducer::InProcess(bus) => {
-                for out in outputs {
+                for (i, out) in outputs.iter().enumerate() {
                     bus.append(
                         &out.topic.to_string(),
                         StoredRecord {
                             key: Some(out.envelope.key.clone().into_bytes()),
                             value: Some(out.envelope.encode()),
-                            headers: header_pairs(&envelope_headers(&out.envelope)),
+                            headers: header_pairs(&headers(i, out)),
                         },
                     )?;
+                }
+                Ok(())
+            }
+        }
+    }
+
+    /// Produces the outputs of a batch of records, each group stamped with the origin of
+    /// the record it was emitted for (`None`: no origin, e.g. a DLQ record), and waits
+    /// until the broker has acknowledged all of them. Everything is enqueued before the
+    /// first wait, so the batch costs one round trip to the broker, not one per record.
+    pub async fn send_batch(
+        &self,
+        batch: &[(Option<Source>, Vec<Output>)],
+    ) -> Result<(), ProduceError> {
+        match self {
+            EventProducer::Kafka(p) => {
+                let mut pending = Vec::new();
+                for (source, outputs) in batch {
+                    for (i, out) in outputs.iter().enumerate() {
+                        let topic = out.topic.to_string();
+                        let payload = out.envelope.encode();
+                        let fut = enqueue(
+                            p,
+                            &topic,
+                            &out.envelope.key,
+                            &payload,
+                            stamped(out, source.as_ref(), i),
+                        )
+                        .await?;
+                        pending.push((topic, fut));
+                    }
+                }
+                for (topic, fut) in pending {
+                    match fut.await {
+                        Ok(Ok(_)) => {}
+                        Ok(Err((source, _))) => return Err(ProduceError::Kafka { topic, source }),
+                        Err(_) => return Err(ProduceError::Cancelled { topic }),
+                    }
+                }
+                Ok(())
+            }
+            EventProducer::InProcess(_) => {
+                for (source, outputs) in batch {
+                    self.send_all_from(outputs, source.as_ref()).await?;
                 }
                 Ok(())
             }
@@ -168,6 +218,21 @@ impl EventProducer {
             }),
             EventProducer::InProcess(_) => Ok(()),
         }
+    }
+}
+
+/// The headers of the `i`-th output emitted for `source`: the envelope's, and the origin.
+fn stamped(out: &Output, source: Option<&Source>, i: usize) -> OwnedHeaders {
+    let h = envelope_headers(&out.envelope);
+    match source {
+        Some(s) => {
+            let origin = s.output(i as u32).to_string();
+            h.insert(Header {
+                key: ORIGIN_HEADER,
+                value: Some(origin.as_str()),
+            })
+        }
+        None => h,
     }
 }
 

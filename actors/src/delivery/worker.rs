@@ -9,12 +9,13 @@ use alpha_panda_core::{Classify, EventEnvelope, FailureClass, TradingState};
 
 use super::backoff::jitter_unit;
 use super::dlq::dead_letter;
+use super::origin::{Origin, Source, watermark_key};
 use super::producer::EventProducer;
 use super::stage::{Deliver, Handled, StageError};
 use super::{DeliveryPolicy, Record};
 use crate::control::Escalation;
 use crate::metrics::metrics;
-use crate::store::{Store, dedup_key};
+use crate::store::{Store, StoreError, Watermarks, dedup_key};
 
 /// Makes a fresh stage actor for a partition; called on the partition's arbiter, again after
 /// each infrastructure failure.
@@ -56,6 +57,10 @@ pub struct PartitionWorker {
     /// Per destination topic, the `records_produced_total` series.
     produced: std::collections::HashMap<alpha_panda_topics::TopicName, prometheus::IntCounter>,
     last_status: std::time::Instant,
+    /// The watermarks of the partition this worker handles (its store key and the highest
+    /// origin applied per source), read from the store at the first record with an origin
+    /// and kept up to date as records are applied.
+    watermarks: Option<(String, Watermarks)>,
 }
 
 /// How often a busy worker refreshes its `/status` entry.
@@ -111,6 +116,7 @@ impl PartitionWorker {
             series: None,
             produced: Default::default(),
             last_status: std::time::Instant::now() - STATUS_EVERY,
+            watermarks: None,
         }
     }
 
@@ -220,8 +226,7 @@ impl PartitionWorker {
             let Some(Ok(envelope)) = record.value.as_deref().map(EventEnvelope::decode) else {
                 break;
             };
-            let key = dedup_key(&self.policy.namespace, &self.policy.group, &envelope.id);
-            if !matches!(self.store.is_marked(&key).await, Ok(true)) {
+            if !matches!(self.applied(record, &envelope).await, Ok(true)) {
                 break;
             }
             self.policy
@@ -283,6 +288,78 @@ impl PartitionWorker {
 
     fn stopping(&self) -> bool {
         self.stop.load(Ordering::Acquire)
+    }
+
+    /// The watermarks of the record's partition, read from the store once.
+    async fn watermarks_of(&mut self, record: &Record) -> Result<&mut Watermarks, StoreError> {
+        let key = watermark_key(
+            &self.policy.namespace,
+            &self.policy.group,
+            &record.topic.to_string(),
+            record.partition,
+        );
+        if self.watermarks.as_ref().is_none_or(|(k, _)| *k != key) {
+            let marks = self.store.watermarks(&key).await?;
+            self.watermarks = Some((key, marks));
+        }
+        Ok(&mut self
+            .watermarks
+            .as_mut()
+            .unwrap_or_else(|| unreachable!("set just above"))
+            .1)
+    }
+
+    /// Whether this group applied the record already: by its origin's watermark when it
+    /// has an origin, else by its event id's mark.
+    async fn applied(
+        &mut self,
+        record: &Record,
+        envelope: &EventEnvelope,
+    ) -> Result<bool, StoreError> {
+        match Origin::of(&record.headers) {
+            Some(origin) => Ok(self
+                .watermarks_of(record)
+                .await?
+                .get(&origin.source())
+                .is_some_and(|p| *p >= origin.position())),
+            None => {
+                let key = dedup_key(&self.policy.namespace, &self.policy.group, &envelope.id);
+                self.store.is_marked(&key).await
+            }
+        }
+    }
+
+    /// Records the record as applied **together with** its effects, atomically: the
+    /// origin's watermark advanced, or the event id marked.
+    async fn record_applied(
+        &mut self,
+        record: &Record,
+        envelope: &EventEnvelope,
+        effects: &[crate::store::Effect],
+    ) -> Result<(), StoreError> {
+        match Origin::of(&record.headers) {
+            Some(origin) => {
+                let key = watermark_key(
+                    &self.policy.namespace,
+                    &self.policy.group,
+                    &record.topic.to_string(),
+                    record.partition,
+                );
+                self.store
+                    .advance(&key, &origin.source(), origin.position(), effects)
+                    .await?;
+                let marks = self.watermarks_of(record).await?;
+                let at = marks.entry(origin.source()).or_insert(origin.position());
+                *at = (*at).max(origin.position());
+            }
+            None => {
+                let key = dedup_key(&self.policy.namespace, &self.policy.group, &envelope.id);
+                self.store
+                    .mark(&key, self.policy.dedup_ttl, effects)
+                    .await?;
+            }
+        }
+        Ok(())
     }
 
     /// Processes one record to the end, restarting the stage actor with backoff after
@@ -495,8 +572,11 @@ impl PartitionWorker {
             }
         };
         record_ids(&envelope);
-        let key = dedup_key(&self.policy.namespace, &self.policy.group, &envelope.id);
-        if self.store.is_marked(&key).await.map_err(store_interrupt)? {
+        if self
+            .applied(record, &envelope)
+            .await
+            .map_err(store_interrupt)?
+        {
             tracing::debug!(stage = %self.policy.stage, event_id = %envelope.id, "duplicate skipped");
             // A record handled (and marked) by a member that died before committing it comes
             // back as a duplicate: its outputs are out, but a stateful stage of this process
@@ -521,12 +601,17 @@ impl PartitionWorker {
                 h
             }
         };
+        let source = Source {
+            group: self.policy.group.clone(),
+            topic: record.topic.to_string(),
+            partition: record.partition,
+            offset: record.offset,
+        };
         self.producer
-            .send_all(&handled.outputs)
+            .send_all_from(&handled.outputs, Some(&source))
             .await
             .map_err(|e| Interrupt::Infrastructure(e.to_string()))?;
-        self.store
-            .mark(&key, self.policy.dedup_ttl, &handled.effects)
+        self.record_applied(record, &envelope, &handled.effects)
             .await
             .map_err(store_interrupt)?;
         crate::metrics::observe_outputs(&envelope, &handled.outputs);
@@ -636,7 +721,7 @@ impl PartitionWorker {
     }
 
     async fn dead_letter(
-        &self,
+        &mut self,
         record: &Record,
         class: FailureClass,
         message: &str,
@@ -671,12 +756,10 @@ impl PartitionWorker {
             .send_all(std::slice::from_ref(&out))
             .await
             .map_err(|e| e.to_string())?;
-        // A decodable original is marked processed, so a redelivery does not dead-letter it
-        // again (replay gives it a new id).
+        // A decodable original is recorded as applied, so a redelivery does not
+        // dead-letter it again (replay gives it a new id and no origin).
         if let Some(env) = decoded {
-            let key = dedup_key(&self.policy.namespace, &self.policy.group, &env.id);
-            self.store
-                .mark(&key, self.policy.dedup_ttl, &[])
+            self.record_applied(record, &env, &[])
                 .await
                 .map_err(|e| e.to_string())?;
         }

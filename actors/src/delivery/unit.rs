@@ -1,0 +1,801 @@
+//! Checkpointed units (DESIGN §3.4, delivery v2). A unit's state is owned by the unit's
+//! actor and saved, with the next offset of each input partition and the watermarks, in one
+//! checkpoint per batch. A unit is one input partition, for a stage whose state splits by
+//! partition (the strategies: an instrument's ticks are in one partition), or the whole
+//! stage, for a broker stage whose state spans its partitions (it runs on one member at a
+//! time, under a lease: see `lease`).
+//!
+//! For each batch of a unit's records (what is queued, up to
+//! `DeliveryPolicy::batch_max_records`):
+//! 1. records before the checkpoint's offset are stepped over (their effect is in the state);
+//!    a DLQ replay for another group is stepped over; a record that does not decode is
+//!    poison → DLQ;
+//! 2. duplicates are dropped: a record with an origin at or below its source's watermark;
+//!    a record without one (a foreign producer's) whose event id is marked — all the
+//!    batch's marks are read in one store round trip;
+//! 3. each remaining record goes to the partition's actor; transient failures are retried in
+//!    place, then dead-lettered; poison and business failures are dead-lettered; an
+//!    infrastructure failure or a panic replaces the actor with one restored from the last
+//!    checkpoint and handles the batch again (three panics on one record make it poison);
+//! 4. every output of the batch is produced (stamped with its origin) and acknowledged;
+//! 5. one checkpoint is written — the actor's state, the next offset, the watermarks —
+//!    together with the marks of the batch's foreign records and its store effects, atomically;
+//! 6. only then is the next offset handed over for the Kafka commit.
+//!
+//! A crash anywhere before 5 re-handles the batch from the previous checkpoint: the same
+//! state and records give the same outputs with the same origins and ids, which downstream
+//! drops. On assignment the partition's actor starts from its checkpoint: no history is read.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use actix::{Actor, Addr, Handler, Message};
+use alpha_panda_core::{Classify, EventEnvelope, FailureClass, TradingState};
+
+use super::backoff::jitter_unit;
+use super::checkpoint::{
+    Checkpoint, checkpoint_key, partition_name, stage_checkpoint_key, watermark_name,
+};
+use super::dlq::dead_letter;
+use super::origin::{Origin, Source};
+use super::producer::EventProducer;
+use super::stage::{Deliver, Handled, Output, StageError};
+use super::worker::MAX_PANICS;
+use super::{DeliveryPolicy, Record};
+use crate::control::Escalation;
+use crate::metrics::metrics;
+use crate::store::{Effect, Store, dedup_key};
+use alpha_panda_topics::TopicName;
+
+/// A stage whose state is owned by one partition and checkpointed.
+pub trait CheckpointedStage: Unpin + 'static {
+    /// Handles one record. On an error the state must be as before the call.
+    fn handle(&mut self, d: &Deliver) -> Result<Handled, StageError>;
+    /// The state, for the checkpoint.
+    fn save(&self) -> serde_json::Value;
+}
+
+/// Makes a unit's stage: fresh (`None`) or from a checkpoint's state. An error says why a
+/// saved state cannot be read.
+pub type CheckpointedFactory = Arc<
+    dyn Fn(&Unit, Option<serde_json::Value>) -> Result<Box<dyn CheckpointedStage>, String>
+        + Send
+        + Sync,
+>;
+
+/// What one checkpoint covers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Unit {
+    /// One input partition.
+    Partition(TopicName, i32),
+    /// Every input partition of the stage.
+    Stage,
+}
+
+/// The actor owning one partition's state.
+pub struct PartitionActor {
+    stage: Box<dyn CheckpointedStage>,
+}
+
+impl Actor for PartitionActor {
+    type Context = actix::Context<Self>;
+}
+
+impl Handler<Deliver> for PartitionActor {
+    type Result = Result<Handled, StageError>;
+
+    fn handle(&mut self, msg: Deliver, _ctx: &mut Self::Context) -> Self::Result {
+        let stage = &mut self.stage;
+        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| stage.handle(&msg)))
+            .unwrap_or_else(|payload| Err(StageError::panic(payload.as_ref())))
+    }
+}
+
+/// Asks the actor for its state.
+#[derive(Message)]
+#[rtype(result = "Result<serde_json::Value, StageError>")]
+pub struct Save;
+
+impl Handler<Save> for PartitionActor {
+    type Result = Result<serde_json::Value, StageError>;
+
+    fn handle(&mut self, _msg: Save, _ctx: &mut Self::Context) -> Self::Result {
+        let stage = &self.stage;
+        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| stage.save()))
+            .map_err(|payload| StageError::panic(payload.as_ref()))
+    }
+}
+
+/// The partition was given up (revoked, stopping) before its batch was checkpointed; the
+/// next owner handles it again from the checkpoint.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Abandoned;
+
+/// A failure that makes the batch start again from the checkpoint.
+enum Restart {
+    Infrastructure(String),
+    /// The handler panicked on the record at this offset.
+    Panicked(i64, String),
+}
+
+/// Works one partition of a checkpointed stage.
+pub struct CheckpointWorker {
+    policy: Arc<DeliveryPolicy>,
+    producer: EventProducer,
+    store: Store,
+    factory: CheckpointedFactory,
+    unit: Unit,
+    stop: Arc<AtomicBool>,
+    actor: Option<Addr<PartitionActor>>,
+    /// The last checkpoint written (or loaded): what a restarted actor starts from.
+    checkpoint: Option<Checkpoint>,
+    restarts: u32,
+    /// Panics per offset in the current batch.
+    panics: HashMap<i64, u32>,
+    /// Input partitions whose first record read was compared with the checkpoint's offset.
+    gap_checked: std::collections::HashSet<(TopicName, i32)>,
+}
+
+/// What one record of a batch came to.
+enum Step {
+    /// Not handled: stepped over or a duplicate.
+    Skipped { duplicate: bool },
+    Handled {
+        outputs: Vec<Output>,
+        effects: Vec<Effect>,
+        origin: Option<Origin>,
+        mark: Option<String>,
+    },
+    DeadLettered {
+        dlq: Box<Output>,
+        class: FailureClass,
+        origin: Option<Origin>,
+        mark: Option<String>,
+    },
+}
+
+impl CheckpointWorker {
+    pub fn new(
+        policy: Arc<DeliveryPolicy>,
+        producer: EventProducer,
+        store: Store,
+        factory: CheckpointedFactory,
+        unit: Unit,
+        stop: Arc<AtomicBool>,
+    ) -> Self {
+        Self {
+            policy,
+            producer,
+            store,
+            factory,
+            unit,
+            stop,
+            actor: None,
+            checkpoint: None,
+            restarts: 0,
+            panics: HashMap::new(),
+            gap_checked: Default::default(),
+        }
+    }
+
+    fn key(&self) -> String {
+        match &self.unit {
+            Unit::Partition(topic, partition) => checkpoint_key(
+                &self.policy.namespace,
+                &self.policy.group,
+                &topic.to_string(),
+                *partition,
+            ),
+            Unit::Stage => stage_checkpoint_key(&self.policy.namespace, &self.policy.group),
+        }
+    }
+
+    /// The unit's name in logs and restarts: `topic/partition` or `stage`.
+    fn label(&self) -> String {
+        match &self.unit {
+            Unit::Partition(topic, partition) => partition_name(&topic.to_string(), *partition),
+            Unit::Stage => "stage".to_owned(),
+        }
+    }
+
+    fn stopping(&self) -> bool {
+        self.stop.load(Ordering::Acquire)
+    }
+
+    /// Reads the partition's checkpoint, retrying while the store is unreachable; `None`
+    /// if the partition has none (it starts at the earliest offset) or the partition is
+    /// given up meanwhile.
+    pub async fn load(&mut self) -> Result<Option<Checkpoint>, Abandoned> {
+        let key = self.key();
+        let mut attempt = 0u32;
+        loop {
+            if self.stopping() {
+                return Err(Abandoned);
+            }
+            attempt += 1;
+            match self.store.get(&key).await {
+                Ok(None) => return Ok(None),
+                Ok(Some(json)) => match Checkpoint::decode(&json) {
+                    Ok(c) => {
+                        self.checkpoint = Some(c.clone());
+                        return Ok(Some(c));
+                    }
+                    Err(e) => {
+                        let message = format!("the checkpoint {key} does not read: {e}");
+                        self.halt_on(&message).await;
+                    }
+                },
+                Err(e) => {
+                    let delay = self.policy.restart.delay(attempt.min(8), jitter_unit());
+                    tracing::warn!(stage = %self.policy.stage, %key, error = %e, "cannot read the checkpoint; retrying");
+                    tokio::time::sleep(delay).await;
+                }
+            }
+        }
+    }
+
+    /// A failure an operator must see and act on: the stage is shown failing and waits.
+    async fn halt_on(&self, message: &str) {
+        tracing::error!(stage = %self.policy.stage, unit = %self.label(), error = message, "the unit cannot start");
+        self.show("failed", Some(message), None);
+        self.policy
+            .control
+            .record_restart(
+                &self.policy.namespace,
+                &self.policy.stage,
+                &self.label(),
+                message,
+            )
+            .await;
+        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(5);
+        while tokio::time::Instant::now() < deadline && !self.stopping() {
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Shows the partition as held by this worker in `/status`.
+    pub fn assigned(&self) {
+        self.show("running", None, None);
+    }
+
+    /// Shows the unit's partitions in `/status`: a partition unit's own, a stage unit's
+    /// every partition it has read (`next` per partition).
+    fn show(
+        &self,
+        state: &'static str,
+        error: Option<&str>,
+        next: Option<&[(TopicName, i32, i64)]>,
+    ) {
+        let mut partitions: Vec<(String, i32, Option<i64>)> = match (&self.unit, next) {
+            (_, Some(next)) => next
+                .iter()
+                .map(|(t, p, o)| (t.to_string(), *p, Some(*o)))
+                .collect(),
+            (Unit::Partition(topic, partition), None) => {
+                vec![(topic.to_string(), *partition, None)]
+            }
+            (Unit::Stage, None) => self
+                .checkpoint
+                .iter()
+                .flat_map(|c| c.offsets.keys())
+                .filter_map(|name| {
+                    let (t, p) = name.rsplit_once('/')?;
+                    Some((t.to_owned(), p.parse().ok()?, None))
+                })
+                .collect(),
+        };
+        partitions.dedup();
+        let restarts = self.restarts;
+        for (topic, partition, next) in partitions {
+            let key = (
+                self.policy.namespace.clone(),
+                self.policy.stage.clone(),
+                topic,
+                partition,
+            );
+            self.policy.control.worker(key, |w| {
+                w.state = state;
+                w.restarts = restarts;
+                if next.is_some() {
+                    w.next_offset = next;
+                }
+                if let Some(e) = error {
+                    w.last_error = Some(e.to_owned());
+                }
+            });
+        }
+    }
+
+    /// The partition's actor, made from the checkpoint's state when there is none.
+    fn actor(&mut self) -> Result<Addr<PartitionActor>, String> {
+        if let Some(a) = &self.actor
+            && a.connected()
+        {
+            return Ok(a.clone());
+        }
+        let state = self.checkpoint.as_ref().map(|c| c.state.clone());
+        let stage = (self.factory)(&self.unit, state)?;
+        let addr = PartitionActor { stage }.start();
+        self.actor = Some(addr.clone());
+        Ok(addr)
+    }
+
+    /// Handles a batch to its checkpoint; returns the next offset of each input partition
+    /// the batch held records of (to commit).
+    pub async fn process(
+        &mut self,
+        batch: &[Record],
+    ) -> Result<Vec<(TopicName, i32, i64)>, Abandoned> {
+        let m = metrics();
+        for r in batch {
+            self.check_gap(r);
+        }
+        let mut next: Vec<(TopicName, i32, i64)> = Vec::new();
+        for r in batch {
+            match next
+                .iter_mut()
+                .find(|(t, p, _)| *t == r.topic && *p == r.partition)
+            {
+                Some(n) => n.2 = n.2.max(r.offset + 1),
+                None => next.push((r.topic.clone(), r.partition, r.offset + 1)),
+            }
+        }
+        for (topic, _, _) in &next {
+            let n = batch.iter().filter(|r| r.topic == *topic).count();
+            m.consumed
+                .with_label_values(&[topic.to_string().as_str(), &self.policy.stage])
+                .inc_by(n as u64);
+        }
+        // What the checkpoint holds already is stepped over.
+        let batch: Vec<&Record> = batch
+            .iter()
+            .filter(|r| {
+                let from = self
+                    .checkpoint
+                    .as_ref()
+                    .and_then(|c| c.next_offset(&r.topic.to_string(), r.partition))
+                    .unwrap_or(0);
+                r.offset >= from
+            })
+            .collect();
+        if batch.is_empty() {
+            return Ok(Vec::new());
+        }
+        self.panics.clear();
+        loop {
+            if self.stopping() || !self.wait_while_paused().await {
+                return Err(Abandoned);
+            }
+            match self.attempt(&batch, &next).await {
+                Ok(()) => {
+                    for r in &batch {
+                        m.partition_records
+                            .with_label_values(&[
+                                &self.policy.stage,
+                                r.topic.to_string().as_str(),
+                                &r.partition.to_string(),
+                            ])
+                            .inc();
+                    }
+                    self.policy
+                        .control
+                        .record_healthy(&self.policy.namespace, &self.policy.stage);
+                    self.show("running", None, Some(&next));
+                    return Ok(next);
+                }
+                Err(Restart::Panicked(offset, message)) => {
+                    let n = self.panics.entry(offset).or_default();
+                    *n += 1;
+                    self.restart(&message).await;
+                }
+                Err(Restart::Infrastructure(message)) => self.restart(&message).await,
+            }
+        }
+    }
+
+    /// The first record read of an input partition must be the one its checkpoint expects;
+    /// a later one means retention deleted records before this stage handled them.
+    fn check_gap(&mut self, r: &Record) {
+        if !self.gap_checked.insert((r.topic.clone(), r.partition)) {
+            return;
+        }
+        let Some(expected) = self
+            .checkpoint
+            .as_ref()
+            .and_then(|c| c.next_offset(&r.topic.to_string(), r.partition))
+        else {
+            return;
+        };
+        if r.offset > expected {
+            let reason = format!(
+                "{}/{}: records {}..{} were deleted (retention) before this stage handled them; its checkpointed state misses them. See docs/operations.md, \"A checkpoint behind retention\"",
+                r.topic,
+                r.partition,
+                expected,
+                r.offset - 1
+            );
+            self.policy
+                .control
+                .degrade(&self.policy.namespace, &self.policy.stage, reason.clone());
+            self.show("running", Some(&reason), None);
+        }
+    }
+
+    /// Replaces the actor with one restored from the checkpoint, after the restart backoff.
+    async fn restart(&mut self, message: &str) {
+        self.actor = None;
+        self.restarts += 1;
+        self.show("restarting", Some(message), None);
+        let (namespace, stage) = (self.policy.namespace.clone(), self.policy.stage.clone());
+        let actor = self.label();
+        let control = self.policy.control.clone();
+        if control
+            .record_restart(&namespace, &stage, &actor, message)
+            .await
+            == Escalation::Halted
+        {
+            while control.trading_state(&namespace, None) == TradingState::Halted
+                && !self.stopping()
+            {
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+            }
+            return;
+        }
+        let delay = self
+            .policy
+            .restart
+            .delay(self.restarts.min(16), jitter_unit());
+        tracing::warn!(stage = %stage, unit = %self.label(), delay_ms = delay.as_millis() as u64, error = message, "restarting the partition's actor from its checkpoint; the batch is handled again");
+        let deadline = tokio::time::Instant::now() + delay;
+        while tokio::time::Instant::now() < deadline && !self.stopping() {
+            tokio::time::sleep(std::time::Duration::from_millis(20).min(delay)).await;
+        }
+    }
+
+    async fn wait_while_paused(&self) -> bool {
+        let control = &self.policy.control;
+        if !control.stage_paused(&self.policy.namespace, &self.policy.stage) {
+            return true;
+        }
+        self.show("paused", None, None);
+        while control.stage_paused(&self.policy.namespace, &self.policy.stage) {
+            if self.stopping() {
+                return false;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+        }
+        self.show("running", None, None);
+        true
+    }
+
+    async fn attempt(
+        &mut self,
+        batch: &[&Record],
+        next: &[(TopicName, i32, i64)],
+    ) -> Result<(), Restart> {
+        let infra = |e: String| Restart::Infrastructure(e);
+        let actor = self.actor().map_err(infra)?;
+        let mut watermarks = self
+            .checkpoint
+            .as_ref()
+            .map(|c| c.watermarks.clone())
+            .unwrap_or_default();
+        // Decode, and read the marks of records without an origin in one round trip.
+        let decoded: Vec<Option<Result<EventEnvelope, String>>> = batch
+            .iter()
+            .map(|r| {
+                if r.replayed_for_another_group(&self.policy.group) {
+                    return None;
+                }
+                Some(match r.value.as_deref() {
+                    Some(v) => EventEnvelope::decode(v).map_err(|e| e.to_string()),
+                    None => Err("record has no value (tombstone)".to_owned()),
+                })
+            })
+            .collect();
+        let origins: Vec<Option<Origin>> = batch.iter().map(|r| Origin::of(&r.headers)).collect();
+        let mut foreign: Vec<(usize, String)> = Vec::new();
+        for (i, (d, o)) in decoded.iter().zip(&origins).enumerate() {
+            if let (Some(Ok(env)), None) = (d, o) {
+                foreign.push((
+                    i,
+                    dedup_key(&self.policy.namespace, &self.policy.group, &env.id),
+                ));
+            }
+        }
+        let keys: Vec<String> = foreign.iter().map(|(_, k)| k.clone()).collect();
+        let marked = self
+            .store
+            .marked(&keys)
+            .await
+            .map_err(|e| infra(e.to_string()))?;
+        let mut seen_marked: HashMap<usize, (bool, String)> = foreign
+            .into_iter()
+            .zip(marked)
+            .map(|((i, k), m)| (i, (m, k)))
+            .collect();
+        // Within a batch, a foreign record's id seen twice is a duplicate the second time.
+        let mut batch_ids: std::collections::HashSet<String> = Default::default();
+
+        let mut steps = Vec::with_capacity(batch.len());
+        for (i, record) in batch.iter().enumerate() {
+            let origin = origins[i].clone();
+            let input = partition_name(&record.topic.to_string(), record.partition);
+            let mark = seen_marked.remove(&i);
+            let step = match &decoded[i] {
+                None => Step::Skipped { duplicate: false },
+                Some(Err(message)) => self.dead_letter_step(
+                    record,
+                    None,
+                    FailureClass::Poison,
+                    message,
+                    0,
+                    origin,
+                    None,
+                )?,
+                Some(Ok(env)) => {
+                    let duplicate = match (&origin, &mark) {
+                        (Some(o), _) => watermarks
+                            .get(&watermark_name(&input, &o.source()))
+                            .is_some_and(|p| *p >= o.position()),
+                        (None, Some((marked, key))) => *marked || !batch_ids.insert(key.clone()),
+                        (None, None) => false,
+                    };
+                    if duplicate {
+                        Step::Skipped { duplicate: true }
+                    } else {
+                        let mark = mark.map(|(_, k)| k);
+                        if self.panics.get(&record.offset).copied().unwrap_or(0) >= MAX_PANICS {
+                            self.dead_letter_step(
+                                record,
+                                Some(env),
+                                FailureClass::Poison,
+                                &format!("handler panicked {MAX_PANICS} times on this record"),
+                                MAX_PANICS - 1,
+                                origin.clone(),
+                                mark,
+                            )?
+                        } else {
+                            self.handle(&actor, record, env, origin.clone(), mark)
+                                .await?
+                        }
+                    }
+                }
+            };
+            if let Step::Handled {
+                origin: Some(o), ..
+            }
+            | Step::DeadLettered {
+                origin: Some(o), ..
+            } = &step
+            {
+                watermarks.insert(watermark_name(&input, &o.source()), o.position());
+            }
+            steps.push(step);
+        }
+
+        // Produce everything, then wait for every acknowledgement.
+        let mut sends = Vec::new();
+        for (record, step) in batch.iter().zip(&steps) {
+            match step {
+                Step::Handled { outputs, .. } if !outputs.is_empty() => sends.push((
+                    Some(Source {
+                        group: self.policy.group.clone(),
+                        topic: record.topic.to_string(),
+                        partition: record.partition,
+                        offset: record.offset,
+                    }),
+                    outputs.clone(),
+                )),
+                Step::DeadLettered { dlq, .. } => sends.push((None, vec![(**dlq).clone()])),
+                _ => {}
+            }
+        }
+        self.producer
+            .send_batch(&sends)
+            .await
+            .map_err(|e| infra(e.to_string()))?;
+
+        // One checkpoint for the batch.
+        let state = actor
+            .send(Save)
+            .await
+            .map_err(|e| Restart::Infrastructure(format!("the partition's actor is gone: {e}")))?
+            .map_err(|e| Restart::Infrastructure(e.message))?;
+        let mut offsets = self
+            .checkpoint
+            .as_ref()
+            .map(|c| c.offsets.clone())
+            .unwrap_or_default();
+        for (topic, partition, n) in next {
+            offsets.insert(partition_name(&topic.to_string(), *partition), *n);
+        }
+        let checkpoint = Checkpoint {
+            offsets,
+            watermarks,
+            state,
+        };
+        let mut marks = Vec::new();
+        let mut effects = Vec::new();
+        let mut duplicates = 0u64;
+        for step in &steps {
+            match step {
+                Step::Handled {
+                    effects: fx, mark, ..
+                } => {
+                    for e in fx {
+                        // Of several SETs of one key in a batch only the last counts.
+                        if let Effect::Set { key, .. } = e {
+                            effects
+                                .retain(|x| !matches!(x, Effect::Set { key: k, .. } if k == key));
+                        }
+                        effects.push(e.clone());
+                    }
+                    marks.extend(mark.iter().cloned());
+                }
+                Step::DeadLettered { mark, class, .. } => {
+                    marks.extend(mark.iter().cloned());
+                    metrics()
+                        .dead_lettered
+                        .with_label_values(&[
+                            dlq_source(&self.unit, batch).as_str(),
+                            &self.policy.stage,
+                            class.as_str(),
+                        ])
+                        .inc();
+                }
+                Step::Skipped { duplicate } => duplicates += u64::from(*duplicate),
+            }
+        }
+        let encoded = checkpoint.encode();
+        let mut attempt = 0u32;
+        loop {
+            attempt += 1;
+            match self
+                .store
+                .save_checkpoint(
+                    &self.key(),
+                    &encoded,
+                    &marks,
+                    self.policy.dedup_ttl,
+                    &effects,
+                )
+                .await
+            {
+                Ok(()) => break,
+                Err(e) if !self.stopping() => {
+                    let delay = self.policy.restart.delay(attempt.min(8), jitter_unit());
+                    tracing::warn!(stage = %self.policy.stage, error = %e, attempt, "writing the checkpoint failed; retrying");
+                    self.show("restarting", Some(&e.to_string()), None);
+                    tokio::time::sleep(delay).await;
+                }
+                Err(e) => return Err(infra(format!("stopping before the checkpoint: {e}"))),
+            }
+        }
+        metrics()
+            .checkpoint_bytes
+            .with_label_values(&[&self.policy.stage])
+            .observe(encoded.len() as f64);
+        if duplicates > 0 {
+            metrics()
+                .dedup_hits
+                .with_label_values(&[&self.policy.stage])
+                .inc_by(duplicates);
+        }
+        self.checkpoint = Some(checkpoint);
+        Ok(())
+    }
+
+    /// Hands one record to the actor, retrying transient failures in place.
+    async fn handle(
+        &self,
+        actor: &Addr<PartitionActor>,
+        record: &Record,
+        envelope: &EventEnvelope,
+        origin: Option<Origin>,
+        mark: Option<String>,
+    ) -> Result<Step, Restart> {
+        let mut attempts = 0u32;
+        loop {
+            attempts += 1;
+            let started = std::time::Instant::now();
+            let result = actor
+                .send(Deliver {
+                    envelope: envelope.clone(),
+                    topic: record.topic.clone(),
+                    partition: record.partition,
+                    offset: record.offset,
+                    replay: false,
+                })
+                .await
+                .unwrap_or_else(|mailbox| {
+                    Err(StageError {
+                        panicked: true,
+                        ..StageError::infrastructure(format!(
+                            "the partition's actor is gone: {mailbox}"
+                        ))
+                    })
+                });
+            metrics()
+                .handling
+                .with_label_values(&[&self.policy.stage])
+                .observe(started.elapsed().as_secs_f64());
+            let err = match result {
+                Ok(h) => {
+                    return Ok(Step::Handled {
+                        outputs: h.outputs,
+                        effects: h.effects,
+                        origin,
+                        mark,
+                    });
+                }
+                Err(e) => e,
+            };
+            if err.panicked {
+                return Err(Restart::Panicked(record.offset, err.message));
+            }
+            match err.class() {
+                FailureClass::Transient if self.policy.transient.may_retry(attempts) => {
+                    metrics()
+                        .retried
+                        .with_label_values(&[record.topic.to_string().as_str(), &self.policy.stage])
+                        .inc();
+                    tokio::time::sleep(self.policy.transient.delay(attempts, jitter_unit())).await;
+                    if self.stopping() {
+                        return Err(Restart::Infrastructure("stopping".to_owned()));
+                    }
+                }
+                FailureClass::Infrastructure => return Err(Restart::Infrastructure(err.message)),
+                class => {
+                    return self.dead_letter_step(
+                        record,
+                        Some(envelope),
+                        class,
+                        &err.message,
+                        attempts - 1,
+                        origin,
+                        mark,
+                    );
+                }
+            }
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn dead_letter_step(
+        &self,
+        record: &Record,
+        envelope: Option<&EventEnvelope>,
+        class: FailureClass,
+        message: &str,
+        retries: u32,
+        origin: Option<Origin>,
+        mark: Option<String>,
+    ) -> Result<Step, Restart> {
+        let Some(dlq) = dead_letter(record, envelope, &self.policy, class, message, retries) else {
+            return Err(Restart::Infrastructure(format!(
+                "topic {} has no DLQ",
+                record.topic
+            )));
+        };
+        tracing::warn!(stage = %self.policy.stage, topic = %record.topic, partition = record.partition, offset = record.offset, class = %class, retries, error = message, dlq = %dlq.topic, "record dead-lettered");
+        Ok(Step::DeadLettered {
+            dlq: Box::new(dlq),
+            class,
+            origin,
+            mark,
+        })
+    }
+}
+
+/// The input topic a dead-lettered record came from, for the metric's label.
+fn dlq_source(unit: &Unit, batch: &[&Record]) -> String {
+    match unit {
+        Unit::Partition(topic, _) => topic.to_string(),
+        Unit::Stage => batch
+            .first()
+            .map(|r| r.topic.to_string())
+            .unwrap_or_default(),
+    }
+}
