@@ -308,50 +308,56 @@ pub fn portfolio_key(broker: &BrokerName, strategy: &StrategyId) -> String {
     format!("{broker}:portfolio:{strategy}")
 }
 
-/// The portfolio: `{broker}.orders.filled` → `pnl.snapshots`, and the strategy's book as
-/// JSON under `{broker}:portfolio:{strategy}` (written with the dedup mark, once per fill).
+/// The portfolio: `{broker}.orders.filled` → `pnl.snapshots`, and each strategy's book as
+/// JSON under `{broker}:portfolio:{strategy}` (for `/portfolio` and operators).
 ///
-/// Books are kept per (broker, strategy) outside the actors, so an actor restart keeps them.
-/// After a process restart a book is loaded from its stored snapshot before its first fill:
-/// the snapshot was written atomically with the mark of the last fill applied, so fills the
-/// store has seen are skipped as duplicates and the rest apply on top: exactly once.
+/// A checkpointed whole-stage unit (delivery v2): the books and the latest marks are the
+/// unit's state, saved in its checkpoint with the offsets of every partition it read, so a
+/// restart or a move to another daemon goes on from there and reads no history; the
+/// stored books are written with the checkpoint (the last of a batch per strategy).
 ///
 /// It also reads `market.ticks`: positions are marked to the latest price in event time
 /// (a tick or a fill, whichever is later), and each strategy holding the instrument has its
-/// stored snapshot refreshed.
+/// stored book refreshed.
 pub fn portfolio_factory(
     settings: Arc<Settings>,
-    store: crate::store::Store,
     broker: BrokerName,
-) -> StageFactory {
-    let state: Arc<Mutex<PortfolioState>> = Arc::default();
-    Arc::new(move || {
-        PortfolioStage {
-            settings: settings.clone(),
-            state: state.clone(),
-            store: store.clone(),
+) -> crate::delivery::unit::CheckpointedFactory {
+    Arc::new(move |_unit, saved| {
+        let def = settings
+            .brokers
+            .get(&broker)
+            .ok_or_else(|| format!("{broker} is not configured"))?;
+        let state = match saved {
+            None => PortfolioState::default(),
+            Some(v) => serde_json::from_value(v)
+                .map_err(|e| format!("the portfolio's checkpointed state does not read: {e}"))?,
+        };
+        Ok(Box::new(PortfolioStage {
             broker: broker.clone(),
-        }
-        .start()
-        .recipient()
+            account: def.account.clone(),
+            starting_cash: def.fill_model.starting_cash,
+            state,
+        })
+            as Box<dyn crate::delivery::unit::CheckpointedStage>)
     })
 }
 
-#[derive(Default)]
+#[derive(Default, serde::Serialize, serde::Deserialize)]
 struct PortfolioState {
-    books: HashMap<StrategyId, Book>,
+    books: std::collections::BTreeMap<StrategyId, Book>,
     /// Latest price per instrument, and its event time.
-    marks: HashMap<
+    marks: std::collections::BTreeMap<
         alpha_panda_core::InstrumentToken,
         (alpha_panda_core::Timestamp, rust_decimal::Decimal),
     >,
 }
 
 struct PortfolioStage {
-    settings: Arc<Settings>,
-    state: Arc<Mutex<PortfolioState>>,
-    store: crate::store::Store,
     broker: BrokerName,
+    account: alpha_panda_core::AccountId,
+    starting_cash: rust_decimal::Decimal,
+    state: PortfolioState,
 }
 
 fn snapshot_of(
@@ -375,166 +381,92 @@ fn snapshot_of(
     }
 }
 
-impl Actor for PortfolioStage {
-    type Context = actix::Context<Self>;
-}
-
-/// The book a stored snapshot describes.
-fn book_from(snapshot: &PnlSnapshot) -> Book {
-    let mut book = Book::new(snapshot.cash);
-    book.fees = snapshot.fees;
-    for p in &snapshot.positions {
-        book.positions.insert(
-            p.instrument_token,
-            crate::portfolio::Position {
-                quantity: p.quantity,
-                average_price: p.average_price,
-                realized: p.realized_pnl,
-                last_price: p.last_price,
-            },
-        );
+impl crate::delivery::unit::CheckpointedStage for PortfolioStage {
+    fn save(&self) -> serde_json::Value {
+        // Plain maps of decimals and strings always serialize.
+        serde_json::to_value(&self.state)
+            .unwrap_or_else(|e| unreachable!("the portfolio's state serializes: {e}"))
     }
-    book
-}
 
-impl actix::Handler<Deliver> for PortfolioStage {
-    type Result = actix::AtomicResponse<Self, Result<Handled, StageError>>;
-
-    fn handle(&mut self, d: Deliver, _ctx: &mut Self::Context) -> Self::Result {
-        use actix::WrapFuture;
-        let (settings, state, store, broker) = (
-            self.settings.clone(),
-            self.state.clone(),
-            self.store.clone(),
-            self.broker.clone(),
-        );
-        actix::AtomicResponse::new(Box::pin(
-            async move {
-                let account = settings
-                    .brokers
-                    .get(&broker)
-                    .map(|b| b.account.clone())
-                    .ok_or_else(|| StageError::poison(format!("{broker} is not configured")))?;
-                match &d.envelope.data {
-                    EventData::MarketTick(t) => {
-                        let mut st = state.lock().unwrap_or_else(|p| p.into_inner());
-                        let newer = st
-                            .marks
-                            .get(&t.instrument_token)
-                            .is_none_or(|(at, _)| *at <= t.timestamp);
-                        if !newer {
-                            return Ok(Handled::default());
-                        }
-                        st.marks
-                            .insert(t.instrument_token, (t.timestamp, t.last_price.get()));
-                        let mut effects = Vec::new();
-                        for (strategy, book) in st.books.iter_mut() {
-                            if book
-                                .positions
-                                .get(&t.instrument_token)
-                                .is_some_and(|p| p.quantity != 0)
-                            {
-                                book.mark(t.instrument_token, t.last_price.get());
-                                let snap =
-                                    snapshot_of(&broker, &account, strategy, book, t.timestamp);
-                                effects.push(Effect::Set {
-                                    key: portfolio_key(&broker, strategy),
-                                    value: serde_json::to_string(&snap).map_err(|e| {
-                                        StageError::poison(format!("snapshot: {e}"))
-                                    })?,
-                                });
-                            }
-                        }
-                        Ok(Handled {
-                            outputs: Vec::new(),
-                            effects,
-                            ..Handled::default()
-                        })
-                    }
-                    EventData::OrderFilled(f) => {
-                        if d.topic.broker_name() != Some(&broker) {
-                            return Err(StageError::poison(format!(
-                                "{} is not {broker}'s",
-                                d.topic
-                            )));
-                        }
-                        let known = state
-                            .lock()
-                            .unwrap_or_else(|p| p.into_inner())
-                            .books
-                            .contains_key(&f.strategy_id);
-                        if !known {
-                            let stored = store
-                                .get(&portfolio_key(&broker, &f.strategy_id))
-                                .await
-                                .map_err(|e| StageError::infrastructure(e.to_string()))?;
-                            let book = match stored.map(|j| serde_json::from_str::<PnlSnapshot>(&j))
-                            {
-                                Some(Ok(snapshot)) => book_from(&snapshot),
-                                Some(Err(e)) => {
-                                    return Err(StageError::infrastructure(format!(
-                                        "stored portfolio of {} is unreadable: {e}",
-                                        f.strategy_id
-                                    )));
-                                }
-                                None => Book::new(
-                                    settings
-                                        .brokers
-                                        .get(&broker)
-                                        .map(|b| b.fill_model.starting_cash)
-                                        .unwrap_or_default(),
-                                ),
-                            };
-                            state
-                                .lock()
-                                .unwrap_or_else(|p| p.into_inner())
-                                .books
-                                .entry(f.strategy_id.clone())
-                                .or_insert(book);
-                        }
-                        let mut st = state.lock().unwrap_or_else(|p| p.into_inner());
-                        let latest = st.marks.get(&f.instrument_token).copied();
-                        let book = st
-                            .books
-                            .get_mut(&f.strategy_id)
-                            .unwrap_or_else(|| unreachable!("inserted above"));
-                        book.apply_fill(
-                            f.instrument_token,
-                            f.side,
-                            f.quantity.get(),
-                            f.fill_price.get(),
-                            f.fees,
-                        );
-                        if let Some((at, price)) = latest
-                            && at > f.timestamp
-                        {
-                            book.mark(f.instrument_token, price);
-                        }
-                        let snapshot =
-                            snapshot_of(&broker, &f.account, &f.strategy_id, book, f.timestamp);
-                        let json = serde_json::to_string(&snapshot)
-                            .map_err(|e| StageError::poison(format!("snapshot: {e}")))?;
-                        let env = d.envelope.child(
-                            EventBroker::Broker(broker.clone()),
-                            "portfolio",
-                            0,
-                            keys::snapshot(&f.account),
-                            f.timestamp,
-                            EventData::PnlSnapshot(snapshot),
-                        );
-                        Ok(Handled {
-                            outputs: vec![out(&broker, BrokerTopic::PnlSnapshots, env)],
-                            effects: vec![Effect::Set {
-                                key: portfolio_key(&broker, &f.strategy_id),
-                                value: json,
-                            }],
-                            ..Handled::default()
-                        })
-                    }
-                    _ => Err(wrong_type(&d)),
+    fn handle(&mut self, d: &Deliver) -> Result<Handled, StageError> {
+        let broker = &self.broker;
+        match &d.envelope.data {
+            EventData::MarketTick(t) => {
+                let st = &mut self.state;
+                let newer = st
+                    .marks
+                    .get(&t.instrument_token)
+                    .is_none_or(|(at, _)| *at <= t.timestamp);
+                if !newer {
+                    return Ok(Handled::default());
                 }
+                st.marks
+                    .insert(t.instrument_token, (t.timestamp, t.last_price.get()));
+                let mut effects = Vec::new();
+                for (strategy, book) in st.books.iter_mut() {
+                    if book
+                        .positions
+                        .get(&t.instrument_token)
+                        .is_some_and(|p| p.quantity != 0)
+                    {
+                        book.mark(t.instrument_token, t.last_price.get());
+                        let snap = snapshot_of(broker, &self.account, strategy, book, t.timestamp);
+                        effects.push(Effect::Set {
+                            key: portfolio_key(broker, strategy),
+                            value: serde_json::to_string(&snap)
+                                .map_err(|e| StageError::poison(format!("snapshot: {e}")))?,
+                        });
+                    }
+                }
+                Ok(Handled {
+                    effects,
+                    ..Handled::default()
+                })
             }
-            .into_actor(self),
-        ))
+            EventData::OrderFilled(f) => {
+                if d.topic.broker_name() != Some(broker) {
+                    return Err(StageError::poison(format!("{} is not {broker}'s", d.topic)));
+                }
+                let latest = self.state.marks.get(&f.instrument_token).copied();
+                let starting_cash = self.starting_cash;
+                let book = self
+                    .state
+                    .books
+                    .entry(f.strategy_id.clone())
+                    .or_insert_with(|| Book::new(starting_cash));
+                book.apply_fill(
+                    f.instrument_token,
+                    f.side,
+                    f.quantity.get(),
+                    f.fill_price.get(),
+                    f.fees,
+                );
+                if let Some((at, price)) = latest
+                    && at > f.timestamp
+                {
+                    book.mark(f.instrument_token, price);
+                }
+                let snapshot = snapshot_of(broker, &f.account, &f.strategy_id, book, f.timestamp);
+                let json = serde_json::to_string(&snapshot)
+                    .map_err(|e| StageError::poison(format!("snapshot: {e}")))?;
+                let env = d.envelope.child(
+                    EventBroker::Broker(broker.clone()),
+                    "portfolio",
+                    0,
+                    keys::snapshot(&f.account),
+                    f.timestamp,
+                    EventData::PnlSnapshot(snapshot),
+                );
+                Ok(Handled {
+                    outputs: vec![out(broker, BrokerTopic::PnlSnapshots, env)],
+                    effects: vec![Effect::Set {
+                        key: portfolio_key(broker, &f.strategy_id),
+                        value: json,
+                    }],
+                    ..Handled::default()
+                })
+            }
+            _ => Err(wrong_type(d)),
+        }
     }
 }

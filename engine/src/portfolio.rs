@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use alpha_panda_core::events::PositionSnapshot;
 use alpha_panda_core::{Decimal, InstrumentToken, Side};
 
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Position {
     /// Net quantity: positive long, negative short.
     pub quantity: i64,
@@ -24,7 +24,7 @@ impl Position {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Book {
     pub cash: Decimal,
     pub fees: Decimal,

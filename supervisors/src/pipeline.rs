@@ -4,8 +4,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use alpha_panda_actors::control::Control;
+use alpha_panda_actors::delivery::unit::{self, CheckpointedFactory};
 use alpha_panda_actors::delivery::worker::StageFactory;
-use alpha_panda_actors::delivery::{DeliveryPolicy, EventProducer, inprocess, kafka, lease};
+use alpha_panda_actors::delivery::{
+    Checkpointed, DeliveryPolicy, EventProducer, inprocess, kafka, lease,
+};
 use alpha_panda_actors::stages::{self, Counters};
 use alpha_panda_actors::store::Store;
 use alpha_panda_actors::strategy::Builder;
@@ -35,6 +38,14 @@ impl Member {
     }
 }
 
+/// How a broker stage is made.
+enum BrokerStage {
+    /// A per-record actor (delivery v1) made afresh each time the stage becomes active.
+    PerRecord(Arc<dyn Fn() -> StageFactory + Send + Sync>),
+    /// A checkpointed whole-stage unit (delivery v2).
+    Checkpointed(CheckpointedFactory),
+}
+
 /// The delivery policy of a stage of this configuration.
 fn policy(
     settings: &Settings,
@@ -46,7 +57,7 @@ fn policy(
     let mut p = DeliveryPolicy::new(group, stage, namespace);
     p.control = control.clone();
     // Strategies, risk and the trader rebuild their state from their input when they
-    // take a partition; the portfolio reloads its books from the store instead.
+    // take a partition; the portfolio's state comes with its checkpoint.
     p.warm_up = matches!(stage, "strategy" | "risk" | "trader");
     p.dedup_ttl = Duration::from_secs(settings.redis.dedup_ttl_secs);
     p.session_timeout = Duration::from_millis(settings.kafka.session_timeout_ms.into());
@@ -115,10 +126,23 @@ impl Assembly {
         topics: Vec<TopicName>,
         namespace: &str,
         stage: &str,
-        make: Arc<dyn Fn() -> StageFactory + Send + Sync>,
+        kind: BrokerStage,
     ) -> anyhow::Result<Member> {
+        let make: Arc<dyn Fn() -> StageFactory + Send + Sync> = match &kind {
+            BrokerStage::PerRecord(make) => make.clone(),
+            BrokerStage::Checkpointed(_) => Arc::new(unit::no_per_record_stage),
+        };
+        let checkpointed = match kind {
+            BrokerStage::Checkpointed(factory) => Some(Checkpointed {
+                factory,
+                whole_stage: true,
+            }),
+            BrokerStage::PerRecord(_) => None,
+        };
         let Transport::Kafka(servers) = &self.transport else {
-            return self.consume(topics, namespace, stage, make());
+            let mut policy = self.policy(namespace, stage);
+            policy.checkpointed = checkpointed;
+            return self.consume_with(topics, policy, make());
         };
         alpha_panda_actors::metrics::metrics().register_stage(
             stage,
@@ -138,7 +162,10 @@ impl Assembly {
             servers: servers.clone(),
             client_id: settings.kafka.client_id.clone(),
             topics: topics.clone(),
-            policy: policy(&settings, &control, &namespace, &stage_name),
+            policy: DeliveryPolicy {
+                checkpointed: checkpointed.clone(),
+                ..policy(&settings, &control, &namespace, &stage_name)
+            },
             producer: producer.clone(),
             store: store.clone(),
             factory: make(),
@@ -156,10 +183,20 @@ impl Assembly {
         stage: &str,
         factory: StageFactory,
     ) -> anyhow::Result<Member> {
-        let policy = self.policy(namespace, stage);
+        self.consume_with(topics, self.policy(namespace, stage), factory)
+    }
+
+    fn consume_with(
+        &self,
+        topics: Vec<TopicName>,
+        policy: DeliveryPolicy,
+        factory: StageFactory,
+    ) -> anyhow::Result<Member> {
+        let (stage, namespace) = (policy.stage.clone(), policy.namespace.clone());
+        let stage = stage.as_str();
         alpha_panda_actors::metrics::metrics().register_stage(
             stage,
-            namespace,
+            &namespace,
             &topics.iter().map(ToString::to_string).collect::<Vec<_>>(),
         );
         let arbiter = actix_rt::Arbiter::current();
@@ -290,7 +327,7 @@ impl Assembly {
                 ],
                 b,
                 "risk",
-                risk,
+                BrokerStage::PerRecord(risk),
             )?);
             match self.settings.brokers.get(broker).map(|d| d.kind) {
                 Some(BrokerKind::Paper) => {
@@ -335,7 +372,7 @@ impl Assembly {
                         ],
                         b,
                         "trader",
-                        trader,
+                        BrokerStage::PerRecord(trader),
                     )?)
                 }
                 _ => tracing::warn!(
@@ -343,8 +380,6 @@ impl Assembly {
                     "no live Zerodha trader yet: validated signals wait in {b}.signals.validated"
                 ),
             }
-            let (settings, store, name) =
-                (self.settings.clone(), self.store.clone(), broker.clone());
             members.push(self.consume_broker_stage(
                 vec![
                     TopicName::broker(broker, BrokerTopic::OrdersFilled),
@@ -352,9 +387,10 @@ impl Assembly {
                 ],
                 b,
                 "portfolio",
-                Arc::new(move || {
-                    stages::portfolio_factory(settings.clone(), store.clone(), name.clone())
-                }),
+                BrokerStage::Checkpointed(stages::portfolio_factory(
+                    self.settings.clone(),
+                    broker.clone(),
+                )),
             )?);
         }
         Ok(members)

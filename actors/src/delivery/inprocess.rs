@@ -623,22 +623,35 @@ async fn checkpointed_loop(
         let mut turn = 0;
         while !end.stop.load(Ordering::Acquire) {
             let changed = bus.inner.changed.notified();
+            // Fair to every partition: each takes up to its share per pass, and passes
+            // repeat while records come and the batch has room.
             let mut batch: Vec<Record> = Vec::new();
-            for k in 0..parts.len() {
-                let i = (turn + k) % parts.len();
-                let (p, topic) = &parts[i];
-                let mut o = next[i];
-                while batch.len() < max {
-                    let Some(r) = bus.record_at(p, o) else { break };
-                    batch.push(Record {
-                        topic: topic.clone(),
-                        partition: p.1,
-                        offset: o,
-                        key: r.key,
-                        value: r.value,
-                        headers: r.headers,
-                    });
-                    o += 1;
+            let share = (max / parts.len()).max(1);
+            let mut taken = vec![0i64; parts.len()];
+            loop {
+                let before = batch.len();
+                for k in 0..parts.len() {
+                    let i = (turn + k) % parts.len();
+                    let (p, topic) = &parts[i];
+                    for _ in 0..share {
+                        if batch.len() >= max {
+                            break;
+                        }
+                        let o = next[i] + taken[i];
+                        let Some(r) = bus.record_at(p, o) else { break };
+                        batch.push(Record {
+                            topic: topic.clone(),
+                            partition: p.1,
+                            offset: o,
+                            key: r.key,
+                            value: r.value,
+                            headers: r.headers,
+                        });
+                        taken[i] += 1;
+                    }
+                }
+                if batch.len() == before || batch.len() >= max {
+                    break;
                 }
             }
             turn += 1;

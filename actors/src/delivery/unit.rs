@@ -73,6 +73,22 @@ pub enum Unit {
     Stage,
 }
 
+/// The per-record stage factory a checkpointed stage's consumer is given, since the
+/// consumer's spec needs one: its records go to the stage's units, so it is never called;
+/// were it called, its actor would refuse every record as an infrastructure failure.
+pub fn no_per_record_stage() -> super::worker::StageFactory {
+    Arc::new(|| {
+        super::stage::FnStage::new(|d: &Deliver| {
+            Err(StageError::infrastructure(format!(
+                "{} is read by a checkpointed stage: its records go to the stage's units",
+                d.topic
+            )))
+        })
+        .start()
+        .recipient()
+    })
+}
+
 /// The actor owning one partition's state.
 pub struct PartitionActor {
     stage: Box<dyn CheckpointedStage>,
@@ -89,6 +105,31 @@ impl Handler<Deliver> for PartitionActor {
         let stage = &mut self.stage;
         std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| stage.handle(&msg)))
             .unwrap_or_else(|payload| Err(StageError::panic(payload.as_ref())))
+    }
+}
+
+/// Records for the actor to handle in order; it stops after the first that fails, whose
+/// error is the last result.
+#[derive(Message)]
+#[rtype(result = "Vec<Result<Handled, StageError>>")]
+pub struct HandleMany(pub Vec<Deliver>);
+
+impl Handler<HandleMany> for PartitionActor {
+    type Result = Vec<Result<Handled, StageError>>;
+
+    fn handle(&mut self, msg: HandleMany, _ctx: &mut Self::Context) -> Self::Result {
+        let mut results = Vec::with_capacity(msg.0.len());
+        for d in &msg.0 {
+            let stage = &mut self.stage;
+            let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| stage.handle(d)))
+                .unwrap_or_else(|payload| Err(StageError::panic(payload.as_ref())));
+            let failed = result.is_err();
+            results.push(result);
+            if failed {
+                break;
+            }
+        }
+        results
     }
 }
 
@@ -144,13 +185,11 @@ enum Step {
     Handled {
         outputs: Vec<Output>,
         effects: Vec<Effect>,
-        origin: Option<Origin>,
         mark: Option<String>,
     },
     DeadLettered {
         dlq: Box<Output>,
         class: FailureClass,
-        origin: Option<Origin>,
         mark: Option<String>,
     },
 }
@@ -518,22 +557,24 @@ impl CheckpointWorker {
         // Within a batch, a foreign record's id seen twice is a duplicate the second time.
         let mut batch_ids: std::collections::HashSet<String> = Default::default();
 
-        let mut steps = Vec::with_capacity(batch.len());
+        // First pass, in order: what each record comes to without the actor, and which go
+        // to it. Handled or dead-lettered, a record's origin is applied either way.
+        let mut steps: Vec<Option<Step>> = Vec::with_capacity(batch.len());
+        let mut candidates: Vec<(usize, Option<String>)> = Vec::new();
         for (i, record) in batch.iter().enumerate() {
             let origin = origins[i].clone();
             let input = partition_name(&record.topic.to_string(), record.partition);
             let mark = seen_marked.remove(&i);
             let step = match &decoded[i] {
-                None => Step::Skipped { duplicate: false },
-                Some(Err(message)) => self.dead_letter_step(
+                None => Some(Step::Skipped { duplicate: false }),
+                Some(Err(message)) => Some(self.dead_letter_step(
                     record,
                     None,
                     FailureClass::Poison,
                     message,
                     0,
-                    origin,
                     None,
-                )?,
+                )?),
                 Some(Ok(env)) => {
                     let duplicate = match (&origin, &mark) {
                         (Some(o), _) => watermarks
@@ -542,38 +583,40 @@ impl CheckpointWorker {
                         (None, Some((marked, key))) => *marked || !batch_ids.insert(key.clone()),
                         (None, None) => false,
                     };
+                    let mark = mark.map(|(_, k)| k);
                     if duplicate {
-                        Step::Skipped { duplicate: true }
+                        Some(Step::Skipped { duplicate: true })
+                    } else if self.panics.get(&record.offset).copied().unwrap_or(0) >= MAX_PANICS {
+                        Some(self.dead_letter_step(
+                            record,
+                            Some(env),
+                            FailureClass::Poison,
+                            &format!("handler panicked {MAX_PANICS} times on this record"),
+                            MAX_PANICS - 1,
+                            mark,
+                        )?)
                     } else {
-                        let mark = mark.map(|(_, k)| k);
-                        if self.panics.get(&record.offset).copied().unwrap_or(0) >= MAX_PANICS {
-                            self.dead_letter_step(
-                                record,
-                                Some(env),
-                                FailureClass::Poison,
-                                &format!("handler panicked {MAX_PANICS} times on this record"),
-                                MAX_PANICS - 1,
-                                origin.clone(),
-                                mark,
-                            )?
-                        } else {
-                            self.handle(&actor, record, env, origin.clone(), mark)
-                                .await?
-                        }
+                        candidates.push((i, mark));
+                        None
                     }
                 }
             };
-            if let Step::Handled {
-                origin: Some(o), ..
-            }
-            | Step::DeadLettered {
-                origin: Some(o), ..
-            } = &step
-            {
+            let applied = match &step {
+                Some(Step::DeadLettered { .. }) | None => origin.as_ref(),
+                _ => None,
+            };
+            if let Some(o) = applied {
                 watermarks.insert(watermark_name(&input, &o.source()), o.position());
             }
             steps.push(step);
         }
+        // Second pass: the actor handles the candidates in one message (until one fails).
+        self.handle_all(&actor, batch, &decoded, candidates, &mut steps)
+            .await?;
+        let steps: Vec<Step> = steps
+            .into_iter()
+            .map(|s| s.unwrap_or(Step::Skipped { duplicate: false }))
+            .collect();
 
         // Produce everything, then wait for every acknowledgement.
         let mut sends = Vec::new();
@@ -687,79 +730,113 @@ impl CheckpointWorker {
         Ok(())
     }
 
-    /// Hands one record to the actor, retrying transient failures in place.
-    async fn handle(
+    /// Hands the candidates to the actor in as few messages as possible: all at once, and
+    /// after a failure the rest again. Transient failures are retried in place, then
+    /// dead-lettered; poison and business failures are dead-lettered; an infrastructure
+    /// failure or a panic restarts the batch from the checkpoint.
+    async fn handle_all(
         &self,
         actor: &Addr<PartitionActor>,
-        record: &Record,
-        envelope: &EventEnvelope,
-        origin: Option<Origin>,
-        mark: Option<String>,
-    ) -> Result<Step, Restart> {
+        batch: &[&Record],
+        decoded: &[Option<Result<EventEnvelope, String>>],
+        candidates: Vec<(usize, Option<String>)>,
+        steps: &mut [Option<Step>],
+    ) -> Result<(), Restart> {
+        let deliver = |i: usize| {
+            let envelope = match &decoded[i] {
+                Some(Ok(env)) => env.clone(),
+                _ => unreachable!("only decoded records are candidates"),
+            };
+            Deliver {
+                envelope,
+                topic: batch[i].topic.clone(),
+                partition: batch[i].partition,
+                offset: batch[i].offset,
+                replay: false,
+            }
+        };
+        let mut next = 0;
         let mut attempts = 0u32;
-        loop {
-            attempts += 1;
+        while next < candidates.len() {
             let started = std::time::Instant::now();
-            let result = actor
-                .send(Deliver {
-                    envelope: envelope.clone(),
-                    topic: record.topic.clone(),
-                    partition: record.partition,
-                    offset: record.offset,
-                    replay: false,
-                })
+            let sent: Vec<Deliver> = candidates[next..]
+                .iter()
+                .map(|(i, _)| deliver(*i))
+                .collect();
+            let results = actor
+                .send(HandleMany(sent))
                 .await
                 .unwrap_or_else(|mailbox| {
-                    Err(StageError {
+                    vec![Err(StageError {
                         panicked: true,
                         ..StageError::infrastructure(format!(
                             "the partition's actor is gone: {mailbox}"
                         ))
-                    })
+                    })]
                 });
-            metrics()
-                .handling
-                .with_label_values(&[&self.policy.stage])
-                .observe(started.elapsed().as_secs_f64());
-            let err = match result {
-                Ok(h) => {
-                    return Ok(Step::Handled {
-                        outputs: h.outputs,
-                        effects: h.effects,
-                        origin,
-                        mark,
-                    });
+            let per = started.elapsed().as_secs_f64() / results.len().max(1) as f64;
+            let handling = metrics().handling.with_label_values(&[&self.policy.stage]);
+            for result in results {
+                handling.observe(per);
+                let (i, mark) = candidates[next].clone();
+                let record = batch[i];
+                let err = match result {
+                    Ok(h) => {
+                        steps[i] = Some(Step::Handled {
+                            outputs: h.outputs,
+                            effects: h.effects,
+                            mark,
+                        });
+                        next += 1;
+                        attempts = 0;
+                        continue;
+                    }
+                    Err(e) => e,
+                };
+                attempts += 1;
+                if err.panicked {
+                    return Err(Restart::Panicked(record.offset, err.message));
                 }
-                Err(e) => e,
-            };
-            if err.panicked {
-                return Err(Restart::Panicked(record.offset, err.message));
-            }
-            match err.class() {
-                FailureClass::Transient if self.policy.transient.may_retry(attempts) => {
-                    metrics()
-                        .retried
-                        .with_label_values(&[record.topic.to_string().as_str(), &self.policy.stage])
-                        .inc();
-                    tokio::time::sleep(self.policy.transient.delay(attempts, jitter_unit())).await;
-                    if self.stopping() {
-                        return Err(Restart::Infrastructure("stopping".to_owned()));
+                match err.class() {
+                    FailureClass::Transient if self.policy.transient.may_retry(attempts) => {
+                        metrics()
+                            .retried
+                            .with_label_values(&[
+                                record.topic.to_string().as_str(),
+                                &self.policy.stage,
+                            ])
+                            .inc();
+                        tokio::time::sleep(self.policy.transient.delay(attempts, jitter_unit()))
+                            .await;
+                        if self.stopping() {
+                            return Err(Restart::Infrastructure("stopping".to_owned()));
+                        }
+                    }
+                    FailureClass::Infrastructure => {
+                        return Err(Restart::Infrastructure(err.message));
+                    }
+                    class => {
+                        let envelope = match &decoded[i] {
+                            Some(Ok(env)) => Some(env),
+                            _ => None,
+                        };
+                        steps[i] = Some(self.dead_letter_step(
+                            record,
+                            envelope,
+                            class,
+                            &err.message,
+                            attempts - 1,
+                            mark,
+                        )?);
+                        next += 1;
+                        attempts = 0;
                     }
                 }
-                FailureClass::Infrastructure => return Err(Restart::Infrastructure(err.message)),
-                class => {
-                    return self.dead_letter_step(
-                        record,
-                        Some(envelope),
-                        class,
-                        &err.message,
-                        attempts - 1,
-                        origin,
-                        mark,
-                    );
-                }
+                // After a failure the actor handled nothing more: send the rest again.
+                break;
             }
         }
+        Ok(())
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -770,7 +847,6 @@ impl CheckpointWorker {
         class: FailureClass,
         message: &str,
         retries: u32,
-        origin: Option<Origin>,
         mark: Option<String>,
     ) -> Result<Step, Restart> {
         let Some(dlq) = dead_letter(record, envelope, &self.policy, class, message, retries) else {
@@ -783,7 +859,6 @@ impl CheckpointWorker {
         Ok(Step::DeadLettered {
             dlq: Box::new(dlq),
             class,
-            origin,
             mark,
         })
     }
