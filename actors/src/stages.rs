@@ -497,6 +497,7 @@ impl actix::Handler<Deliver> for PortfolioStage {
                         let book = st
                             .books
                             .get_mut(&f.strategy_id)
+                            // Truly unreachable: a book is inserted above and none is ever removed.
                             .unwrap_or_else(|| unreachable!("inserted above"));
                         book.apply_fill(
                             f.instrument_token,
