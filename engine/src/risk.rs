@@ -9,17 +9,19 @@
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 
 use alpha_panda_config::RiskSettings;
-use alpha_panda_core::events::{RejectedSignal, TradingSignal, ValidatedSignal};
+use alpha_panda_core::events::{OrderFilled, RejectedSignal, TradingSignal, ValidatedSignal};
 use alpha_panda_core::{
-    BrokerName, Decimal, EventBroker, EventData, EventEnvelope, InstrumentToken, StrategyId,
-    Timestamp, TradingState,
+    BrokerName, Decimal, EventBroker, EventData, EventEnvelope, InstrumentToken, OrderType,
+    StrategyId, Timestamp, TradingState,
 };
 use alpha_panda_topics::BrokerTopic;
 use chrono::{Datelike, FixedOffset, NaiveDate, NaiveTime, Weekday};
 use uuid::Uuid;
 
+use crate::day_pnl::DayPnl;
+
 /// IST: UTC+05:30.
-fn ist() -> FixedOffset {
+pub(crate) fn ist() -> FixedOffset {
     // Truly unreachable: +05:30 is within the ±24 h `east_opt` accepts.
     FixedOffset::east_opt(5 * 3600 + 30 * 60).unwrap_or_else(|| unreachable!("valid offset"))
 }
@@ -92,8 +94,8 @@ pub struct RiskBook {
     orders_per_day: HashMap<(StrategyId, NaiveDate), u32>,
     /// Event times of recently validated orders, for the per-second rate.
     recent: VecDeque<Timestamp>,
-    /// Realized + unrealized PnL of the current trading day, as reported by the portfolio.
-    day_pnl: HashMap<NaiveDate, Decimal>,
+    /// Each strategy's PnL per trading day, from the broker's fills and the marks seen.
+    pnl: DayPnl,
     /// Validated orders not yet filled or failed, by the validated signal's event id (the
     /// causation id of the order's events): their strategy, instrument and signed quantity.
     open: HashMap<Uuid, (StrategyId, InstrumentToken, i64)>,
@@ -143,6 +145,15 @@ impl RiskBook {
         state: TradingState,
     ) -> RiskOutput {
         self.on_price(signal.instrument_token, signal.price.get());
+        if signal.order_type == OrderType::Market {
+            // A MARKET signal's price is its tick's: a mark for the day PnL.
+            self.pnl.mark(
+                signal.instrument_token,
+                signal.timestamp,
+                signal_env.id,
+                signal.price.get(),
+            );
+        }
         let verdict = self.evaluate_in(signal, limits, state);
         let (topic, data) = if verdict.passed() {
             (
@@ -184,8 +195,10 @@ impl RiskBook {
         self.last_price.insert(token, price);
     }
 
-    pub fn set_day_pnl(&mut self, day: NaiveDate, pnl: Decimal) {
-        self.day_pnl.insert(day, pnl);
+    /// `strategy`'s PnL on the trading day of `t`, as of `t` (see [`DayPnl`]); `None` when
+    /// a figure is beyond `Decimal`'s range.
+    pub fn day_pnl(&self, strategy: &StrategyId, t: Timestamp) -> Option<Decimal> {
+        self.pnl.as_of(strategy, t)
     }
 
     fn position(&self, s: &StrategyId, t: InstrumentToken) -> i64 {
@@ -271,13 +284,21 @@ impl RiskBook {
             },
         );
         let day = trading_day(t);
-        let pnl = self.day_pnl.get(&day).copied().unwrap_or_default();
-        rule("max_daily_loss", pnl >= -limits.max_daily_loss, &|| {
-            format!(
-                "today's PnL {pnl} is beyond the loss limit {}",
-                limits.max_daily_loss
-            )
-        });
+        let pnl = self.pnl.as_of(&signal.strategy_id, t);
+        rule(
+            "max_daily_loss",
+            pnl.is_some_and(|p| p >= -limits.max_daily_loss),
+            &|| match pnl {
+                Some(p) => format!(
+                    "{}'s PnL on {day} is {p}, beyond the loss limit {}",
+                    signal.strategy_id, limits.max_daily_loss
+                ),
+                None => format!(
+                    "{}'s PnL on {day} is beyond what can be counted",
+                    signal.strategy_id
+                ),
+            },
+        );
         let today = self
             .orders_per_day
             .get(&(signal.strategy_id.clone(), day))
@@ -371,8 +392,11 @@ impl RiskBook {
         }
     }
 
-    /// The broker filled a validated order: its reservation is now a position (no change).
-    pub fn on_filled(&mut self, order: Uuid) {
+    /// The broker filled a validated order (`order`: the validated signal's event id; `id`:
+    /// the fill's event id): its reservation is now a position (no change), and the fill
+    /// counts in its strategy's day PnL.
+    pub fn on_filled(&mut self, order: Uuid, id: Uuid, fill: &OrderFilled) {
+        self.pnl.fill(id, fill);
         if self.open.remove(&order).is_none() {
             self.settled_early.insert(order, false);
         }
@@ -447,6 +471,83 @@ mod tests {
             validity: Validity::Day,
             trigger_price: None,
         }
+    }
+
+    fn fill(strategy: &str, side: Side, qty: u64, price: i64, ts: &str) -> OrderFilled {
+        OrderFilled {
+            order_id: alpha_panda_core::OrderId::new("o").unwrap(),
+            instrument_token: InstrumentToken(1),
+            side,
+            quantity: Quantity::new(qty).unwrap(),
+            fill_price: Price::new(Decimal::from(price)).unwrap(),
+            fees: Decimal::ZERO,
+            strategy_id: StrategyId::new(strategy).unwrap(),
+            account: alpha_panda_core::AccountId::new("acc").unwrap(),
+            execution_mode: alpha_panda_core::ExecutionMode::Paper,
+            broker: BrokerName::paper(),
+            timestamp: ts.parse().unwrap(),
+            trade_id: None,
+        }
+    }
+
+    fn signal_env(s: TradingSignal) -> EventEnvelope {
+        EventEnvelope::root(
+            EventBroker::Shared,
+            "strategy",
+            "m|1".to_owned(),
+            s.timestamp,
+            EventData::TradingSignal(s),
+        )
+    }
+
+    fn on(book: &mut RiskBook, s: TradingSignal, l: &Limits) -> RiskOutput {
+        book.on_signal(
+            &signal_env(s.clone()),
+            &s,
+            &BrokerName::paper(),
+            l,
+            TradingState::Active,
+        )
+    }
+
+    #[test]
+    fn a_losing_strategys_next_signal_is_rejected_for_the_day_and_no_other_strategy_or_day_is() {
+        let mut l = limits();
+        l.max_daily_loss = Decimal::from(500);
+        let mut book = RiskBook::default();
+        // m buys 100 at 100 and it fills.
+        let buy = on(&mut book, sig(Side::Buy, 100, 100, OPEN), &l);
+        assert!(buy.passed());
+        let bought = fill("m", Side::Buy, 100, 100, OPEN);
+        book.on_filled(buy.envelope.id, Uuid::from_u128(1), &bought);
+        // At 96 the position has lost 400: within the limit.
+        let first = on(&mut book, sig(Side::Buy, 1, 96, "2024-01-15T04:01:00Z"), &l);
+        assert!(first.passed(), "{:?}", first.envelope.data);
+        book.on_failed(first.envelope.id);
+        // At 94.99 it has lost 501: m's next signal is refused for the daily loss only.
+        let mut lower = sig(Side::Sell, 1, 100, "2024-01-15T04:02:00Z");
+        lower.price = Price::new(Decimal::new(9499, 2)).unwrap();
+        let refused = on(&mut book, lower, &l);
+        assert!(!refused.passed());
+        let EventData::RejectedSignal(r) = &refused.envelope.data else {
+            panic!("{:?}", refused.envelope.data)
+        };
+        assert_eq!(
+            r.rejection_reason,
+            "max_daily_loss: m's PnL on 2024-01-15 is -501.00, beyond the loss limit 500"
+        );
+        assert_eq!(r.risk_checks.values().filter(|ok| !**ok).count(), 1);
+        // Another strategy trades on.
+        let mut other = sig(Side::Buy, 1, 95, "2024-01-15T04:03:00Z");
+        other.strategy_id = StrategyId::new("n").unwrap();
+        assert!(book.evaluate(&other, &l).passed());
+        // The next day starts at zero for m, its carried position marked from the close.
+        let tomorrow = sig(Side::Buy, 1, 95, "2024-01-16T04:00:00Z");
+        assert!(on(&mut book, tomorrow.clone(), &l).passed());
+        assert_eq!(
+            book.day_pnl(&StrategyId::new("m").unwrap(), tomorrow.timestamp),
+            Some(Decimal::from(100) * (Decimal::from(95) - Decimal::new(9499, 2)))
+        );
     }
 
     fn limits() -> Limits {
@@ -538,7 +639,11 @@ mod tests {
             "the failed order holds nothing"
         );
         book.reserve(&sig(Side::Buy, 10, 100, OPEN), filled);
-        book.on_filled(filled);
+        book.on_filled(
+            filled,
+            Uuid::from_u128(70),
+            &fill("m", Side::Buy, 10, 100, OPEN),
+        );
         assert!(
             !book.evaluate(&next(), &l).checks["max_position_per_instrument"],
             "a fill is a position"
@@ -546,7 +651,11 @@ mod tests {
         // Replayed in another order (outcomes before their validation): the same book.
         let mut replayed = RiskBook::default();
         replayed.on_failed(failed);
-        replayed.on_filled(filled);
+        replayed.on_filled(
+            filled,
+            Uuid::from_u128(70),
+            &fill("m", Side::Buy, 10, 100, OPEN),
+        );
         replayed.reserve(&sig(Side::Buy, 10, 100, OPEN), failed);
         replayed.reserve(&sig(Side::Buy, 10, 100, OPEN), filled);
         assert_eq!(replayed.positions, book.positions);
@@ -573,9 +682,15 @@ mod tests {
             book.evaluate(&sig(Side::Sell, 1, 100, OPEN), &l).checks["max_gross_exposure"],
             "reducing is fine"
         );
-        book.set_day_pnl(
-            NaiveDate::from_ymd_opt(2024, 1, 15).unwrap(),
-            Decimal::from(-60_000),
+        // 1 000 bought at 160, marked at 100: 60 000 lost today (the default limit is 50 000).
+        let bought = fill("m", Side::Buy, 1_000, 160, "2024-01-15T03:50:00Z");
+        book.on_filled(Uuid::from_u128(60), Uuid::from_u128(61), &bought);
+        book.on_signal(
+            &signal_env(sig(Side::Sell, 1, 100, OPEN)),
+            &sig(Side::Sell, 1, 100, OPEN),
+            &BrokerName::paper(),
+            &l,
+            TradingState::Active,
         );
         assert!(!book.evaluate(&sig(Side::Sell, 1, 100, OPEN), &l).checks["max_daily_loss"]);
         l.kill_switch = true;
