@@ -219,8 +219,11 @@ impl RiskBook {
         let t = signal.timestamp;
         let qty = signal.quantity.get();
         let price = signal.price.get();
-        let notional = price * Decimal::from(qty);
+        // Figures from a signal are counted with checked arithmetic: one beyond `Decimal`'s
+        // range (`None`) fails the rule that reads it.
+        let notional = price.checked_mul(Decimal::from(qty));
         let token = signal.instrument_token;
+        let uncountable = || format!("{qty} at {price} is beyond what can be counted");
 
         rule("kill_switch", !limits.kill_switch, &|| {
             "trading is switched off".into()
@@ -236,9 +239,11 @@ impl RiskBook {
             &|| format!("NSE is closed at {t}"),
         );
         let band_ok = match self.last_price.get(&token) {
-            Some(last) if !last.is_zero() => {
-                ((price - last).abs() / last) * Decimal::ONE_HUNDRED <= limits.price_band_pct
-            }
+            Some(last) if !last.is_zero() => (price - last)
+                .abs()
+                .checked_div(*last)
+                .and_then(|r| r.checked_mul(Decimal::ONE_HUNDRED))
+                .is_some_and(|pct| pct <= limits.price_band_pct),
             _ => true,
         };
         rule("price_band", band_ok, &|| {
@@ -249,14 +254,17 @@ impl RiskBook {
         });
         rule(
             "max_order_notional",
-            notional <= limits.max_order_notional,
-            &|| format!("{notional} exceeds {}", limits.max_order_notional),
+            notional.is_some_and(|n| n <= limits.max_order_notional),
+            &|| match notional {
+                Some(n) => format!("{n} exceeds {}", limits.max_order_notional),
+                None => uncountable(),
+            },
         );
-        let after =
-            self.position(&signal.strategy_id, token) + signal.signal_type.sign() * qty as i64;
+        let after = i128::from(self.position(&signal.strategy_id, token))
+            + i128::from(signal.signal_type.sign()) * i128::from(qty);
         rule(
             "max_position_per_instrument",
-            after.unsigned_abs() <= limits.max_position_per_instrument,
+            after.unsigned_abs() <= u128::from(limits.max_position_per_instrument),
             &|| {
                 format!(
                     "position would be {after}, limit {}",
@@ -264,23 +272,27 @@ impl RiskBook {
                 )
             },
         );
-        let gross: Decimal = self
-            .positions
-            .iter()
-            .filter(|((s, t), _)| !(s == &signal.strategy_id && *t == token))
-            .map(|((_, t), q)| {
-                Decimal::from(q.unsigned_abs()) * self.last_price.get(t).copied().unwrap_or(price)
-            })
-            .sum::<Decimal>()
-            + Decimal::from(after.unsigned_abs()) * price;
+        let this = Decimal::try_from_i128_with_scale(after, 0)
+            .ok()
+            .and_then(|q| q.abs().checked_mul(price));
+        let gross = this.and_then(|this| {
+            self.positions
+                .iter()
+                .filter(|((s, t), _)| !(s == &signal.strategy_id && *t == token))
+                .try_fold(this, |sum, ((_, t), q)| {
+                    let mark = self.last_price.get(t).copied().unwrap_or(price);
+                    sum.checked_add(Decimal::from(q.unsigned_abs()).checked_mul(mark)?)
+                })
+        });
         rule(
             "max_gross_exposure",
-            gross <= limits.max_gross_exposure,
-            &|| {
-                format!(
-                    "gross exposure would be {gross}, limit {}",
+            gross.is_some_and(|g| g <= limits.max_gross_exposure),
+            &|| match gross {
+                Some(g) => format!(
+                    "gross exposure would be {g}, limit {}",
                     limits.max_gross_exposure
-                )
+                ),
+                None => format!("gross exposure with {}", uncountable()),
             },
         );
         let day = trading_day(t);
@@ -372,12 +384,19 @@ impl RiskBook {
     /// reserved until it fails, it counts for today and for the rate window.
     pub fn reserve(&mut self, signal: &TradingSignal, order: Uuid) {
         let key = (signal.strategy_id.clone(), signal.instrument_token);
-        let signed = signal.signal_type.sign() * signal.quantity.get() as i64;
+        // Positions saturate at i64's range: a validated position is within
+        // max_position_per_instrument, which only an absurd setting puts beyond it.
+        let qty = i64::try_from(signal.quantity.get()).unwrap_or(i64::MAX);
+        let signed = signal.signal_type.sign().saturating_mul(qty);
         match self.settled_early.remove(&order) {
             Some(true) => {}
-            Some(false) => *self.positions.entry(key).or_insert(0) += signed,
+            Some(false) => {
+                let p = self.positions.entry(key).or_insert(0);
+                *p = p.saturating_add(signed);
+            }
             None => {
-                *self.positions.entry(key.clone()).or_insert(0) += signed;
+                let p = self.positions.entry(key.clone()).or_insert(0);
+                *p = p.saturating_add(signed);
                 self.open.insert(order, (key.0, key.1, signed));
             }
         }
@@ -406,7 +425,10 @@ impl RiskBook {
     /// released.
     pub fn on_failed(&mut self, order: Uuid) {
         match self.open.remove(&order) {
-            Some((s, t, signed)) => *self.positions.entry((s, t)).or_insert(0) -= signed,
+            Some((s, t, signed)) => {
+                let p = self.positions.entry((s, t)).or_insert(0);
+                *p = p.saturating_sub(signed);
+            }
             None => {
                 self.settled_early.insert(order, true);
             }
@@ -418,6 +440,7 @@ impl RiskBook {
 mod tests {
     use super::*;
     use alpha_panda_core::{OrderType, Price, Product, Quantity, Side, Validity};
+    use proptest::prelude::*;
 
     #[test]
     fn trading_states_refuse_what_they_forbid() {
@@ -716,5 +739,54 @@ mod tests {
         let l = Limits::for_strategy(&r, &StrategyId::new("m").unwrap());
         assert_eq!(l.max_order_notional, Decimal::from(10));
         assert_eq!(l.max_position_per_instrument, r.max_position_per_instrument);
+    }
+
+    proptest! {
+        /// Signals with any price and quantity (prices over `Decimal`'s whole range,
+        /// quantities up to `u64::MAX`), after fills and marks of any size: risk never
+        /// panics, and a figure it cannot count fails its rule.
+        #[test]
+        fn signals_with_extreme_prices_and_quantities_never_panic_risk(
+            signals in proptest::collection::vec(
+                (
+                    proptest::bool::ANY,
+                    proptest::prop_oneof![1u64..1_000, proptest::strategy::Just(u64::MAX), 1u64..u64::MAX],
+                    proptest::prop_oneof![
+                        (1i64..10_000_000).prop_map(|p| Decimal::new(p, 2)),
+                        proptest::strategy::Just(Decimal::MAX),
+                        (proptest::num::u32::ANY, proptest::num::u32::ANY, proptest::num::u32::ANY, 0u32..=28)
+                            .prop_map(|(lo, mid, hi, scale)| Decimal::from_parts(lo, mid, hi, false, scale)),
+                    ],
+                    proptest::bool::ANY,
+                ),
+                1..30,
+            ),
+            generous in proptest::bool::ANY,
+        ) {
+            let mut l = limits();
+            if generous {
+                l.max_position_per_instrument = u64::MAX;
+                l.max_order_notional = Decimal::MAX;
+                l.max_gross_exposure = Decimal::MAX;
+                l.max_daily_loss = Decimal::MAX;
+                l.price_band_pct = Decimal::MAX;
+                l.max_orders_per_second = u32::MAX;
+                l.max_orders_per_day = u32::MAX;
+            }
+            let mut book = RiskBook::default();
+            for (i, (buy, qty, price, fills)) in signals.into_iter().enumerate() {
+                let mut s = sig(if buy { Side::Buy } else { Side::Sell }, 1, 1, OPEN);
+                s.quantity = Quantity::new(qty).unwrap();
+                s.price = Price::new(price).unwrap();
+                let out = on(&mut book, s.clone(), &l);
+                if out.passed() && fills {
+                    let mut f = fill("m", s.signal_type, 1, 1, OPEN);
+                    f.quantity = s.quantity;
+                    f.fill_price = s.price;
+                    book.on_filled(out.envelope.id, Uuid::from_u128(i as u128), &f);
+                }
+                prop_assert!(out.passed() || matches!(out.envelope.data, EventData::RejectedSignal(_)));
+            }
+        }
     }
 }
