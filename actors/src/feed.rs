@@ -38,7 +38,11 @@ const TICK_SIZE: Decimal = Decimal::from_parts(5, 0, 0, false, 2); // 0.05
 
 fn on_grid(p: f64) -> Decimal {
     let d = Decimal::try_from(p).unwrap_or(TICK_SIZE);
-    ((d / TICK_SIZE).round() * TICK_SIZE).max(TICK_SIZE)
+    // Near `Decimal::MAX` the quotient overflows: such a price stays as it is.
+    d.checked_div(TICK_SIZE)
+        .and_then(|ticks| ticks.round().checked_mul(TICK_SIZE))
+        .unwrap_or(d)
+        .max(TICK_SIZE)
 }
 
 pub struct SyntheticFeed {
@@ -67,6 +71,8 @@ impl SyntheticFeed {
             let z = self.rng.normal();
             let last: f64 = f64::try_from(*price).unwrap_or(1.0);
             *price = on_grid(last * (self.volatility * z).exp());
+            // Truly unreachable: `on_grid` returns at least one tick size, and `Price::new`
+            // refuses only negative prices.
             let last_price = Price::new(*price).unwrap_or_else(|_| unreachable!("positive price"));
             out.push(MarketTick {
                 symbol: Some(symbol.clone()),

@@ -176,6 +176,8 @@ async fn status(req: HttpRequest, view: web::Data<View>) -> HttpResponse {
         let broker = tree
             .entry(ns.clone())
             .or_insert_with(|| json!({ "stages": {} }));
+        // Truly unreachable (both `expect`s): this tree is built only here, each broker with a
+        // `stages` object and each stage with a `partitions` array.
         let stages = broker["stages"].as_object_mut().expect("object");
         let st = stages
             .entry(stage.clone())

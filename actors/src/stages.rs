@@ -164,7 +164,8 @@ pub fn strategy_factory(
 /// It also reads the broker's `orders.filled` and `orders.failed`: a validated order's
 /// position is reserved when it is validated and stays counted once it fills; an order that
 /// fails (refused, cancelled, expired) gives its reservation back. So a position is the
-/// broker's own fills plus its orders still open.
+/// broker's own fills plus its orders still open. Fills also feed each strategy's day PnL
+/// (`max_daily_loss`), marked to the prices of MARKET signals (engine/src/day_pnl.rs).
 ///
 /// The broker's and the strategy's trading states are a rule too (`trading_state`): HALTED
 /// refuses every signal, REDUCING all that do not reduce a position. Records replayed to
@@ -196,10 +197,9 @@ pub fn risk_factory(
                     let broker = broker_of(d)?;
                     let mut books = books.lock().unwrap_or_else(|p| p.into_inner());
                     let book = books.entry(broker).or_default();
-                    if matches!(d.envelope.data, EventData::OrderFilled(_)) {
-                        book.on_filled(order);
-                    } else {
-                        book.on_failed(order);
+                    match &d.envelope.data {
+                        EventData::OrderFilled(f) => book.on_filled(order, d.envelope.id, f),
+                        _ => book.on_failed(order),
                     }
                     return Ok(Handled::default());
                 }

@@ -171,6 +171,7 @@ impl Layers {
             }
             node = match entry {
                 Value::Table(t) => t,
+                // Truly unreachable: a non-table entry was replaced by a table just above.
                 _ => unreachable!("just made a table"),
             };
         }

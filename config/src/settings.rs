@@ -279,6 +279,8 @@ impl BrokerSettings {
     fn paper() -> Self {
         Self {
             kind: BrokerKind::Paper,
+            // Truly unreachable: a constant id that `AccountId::new` accepts (unit-tested by
+            // `Settings::default()` in every test).
             account: AccountId::new("paper_main").unwrap_or_else(|e| unreachable!("{e}")),
             fill_model: FillModel::default(),
             kite: KiteSettings::default(),
@@ -288,6 +290,7 @@ impl BrokerSettings {
     fn zerodha() -> Self {
         Self {
             kind: BrokerKind::Zerodha,
+            // Truly unreachable: a constant id, as above.
             account: AccountId::new("zerodha_main").unwrap_or_else(|e| unreachable!("{e}")),
             fill_model: FillModel::default(),
             kite: KiteSettings::default(),
@@ -471,6 +474,7 @@ impl StrategySettings {
     /// The three strategies of the embedded default, over the synthetic instruments.
     fn defaults() -> Vec<Self> {
         let s = |id: &str, kind, instruments: &[u32]| StrategySettings {
+            // Truly unreachable: `id` is one of the constant ids below.
             id: StrategyId::new(id).unwrap_or_else(|e| unreachable!("{e}")),
             kind,
             instruments: instruments.iter().copied().map(InstrumentToken).collect(),

@@ -292,8 +292,8 @@ impl EventEnvelope {
 
     /// The compact JSON written to Kafka.
     pub fn encode(&self) -> Vec<u8> {
-        // Serializing these types cannot fail: every map key is a string and no
-        // Serialize impl here returns an error.
+        // Truly unreachable: serializing these types cannot fail, as every map key is a
+        // string and no Serialize impl here returns an error.
         serde_json::to_vec(self).unwrap_or_else(|e| unreachable!("envelope serialization: {e}"))
     }
 

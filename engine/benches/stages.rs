@@ -10,10 +10,11 @@ use alpha_panda_config::{
     EmaCrossoverParams, FillModel, MeanReversionParams, MomentumParams, RiskSettings, RsiParams,
     SmaCrossoverParams,
 };
-use alpha_panda_core::events::{MarketTick, TradingSignal, ValidatedSignal};
+use alpha_panda_core::events::{MarketTick, OrderFilled, TradingSignal, ValidatedSignal};
 use alpha_panda_core::{
-    AccountId, BrokerName, Decimal, EventBroker, EventData, EventEnvelope, InstrumentToken,
-    OrderType, Price, Product, Quantity, Side, StrategyId, Timestamp, TradingState, Validity,
+    AccountId, BrokerName, Decimal, EventBroker, EventData, EventEnvelope, ExecutionMode,
+    InstrumentToken, OrderId, OrderType, Price, Product, Quantity, Side, StrategyId, Timestamp,
+    TradingState, Validity,
 };
 use alpha_panda_engine::paper::trader::PaperTrader;
 use alpha_panda_engine::portfolio::Book;
@@ -101,6 +102,48 @@ fn risk(c: &mut Criterion) {
     let mut book = RiskBook::default();
     book.on_price(T, ts[0].last_price.get());
     c.bench_function("risk_evaluate", |b| {
+        b.iter(|| black_box(book.evaluate_in(&s, &limits, TradingState::Active)))
+    });
+    // A day's worth of MARKET signals (200, the default max_orders_per_day), each filled:
+    // the daily-loss rule reads the strategy's fills and marks.
+    let day = ticks(201);
+    let mut book = RiskBook::default();
+    for (i, t) in day.iter().take(200).enumerate() {
+        let side = if i % 2 == 0 { Side::Buy } else { Side::Sell };
+        let s = signal(side, t.timestamp, t.last_price);
+        let env = EventEnvelope::root(
+            EventBroker::Broker(BrokerName::paper()),
+            "strategy",
+            "k",
+            t.timestamp,
+            EventData::TradingSignal(s.clone()),
+        );
+        let out = book.on_signal(
+            &env,
+            &s,
+            &BrokerName::paper(),
+            &limits,
+            TradingState::Active,
+        );
+        let fill = OrderFilled {
+            order_id: OrderId::new(format!("o{i}")).expect("a valid id"),
+            instrument_token: T,
+            side,
+            quantity: s.quantity,
+            fill_price: s.price,
+            fees: Decimal::new(1234, 2),
+            strategy_id: s.strategy_id.clone(),
+            account: AccountId::new("acc").expect("a valid constant"),
+            execution_mode: ExecutionMode::Paper,
+            broker: BrokerName::paper(),
+            timestamp: t.timestamp,
+            trade_id: None,
+        };
+        book.on_filled(out.envelope.id, uuid::Uuid::from_u128(i as u128), &fill);
+    }
+    let last = &day[200];
+    let s = signal(Side::Buy, last.timestamp, last.last_price);
+    c.bench_function("risk_evaluate_after_200_fills", |b| {
         b.iter(|| black_box(book.evaluate_in(&s, &limits, TradingState::Active)))
     });
 }

@@ -6,9 +6,11 @@
 //! decision is a function of the events handed in, in the order they are handed in.
 //! - `strategy`: the strategy kinds and their indicators, routed by instrument.
 //! - `risk`: the risk rules of one broker and the book they read.
+//! - `day_pnl`: each strategy's PnL per trading day, from fills and marks, for risk.
 //! - `paper`: the paper trader (fill model, charges, orders resting per instrument).
 //! - `portfolio`: positions, PnL and cash of one (broker, strategy).
 
+pub mod day_pnl;
 pub mod paper;
 pub mod portfolio;
 pub mod risk;

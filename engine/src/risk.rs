@@ -9,17 +9,20 @@
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 
 use alpha_panda_config::RiskSettings;
-use alpha_panda_core::events::{RejectedSignal, TradingSignal, ValidatedSignal};
+use alpha_panda_core::events::{OrderFilled, RejectedSignal, TradingSignal, ValidatedSignal};
 use alpha_panda_core::{
-    BrokerName, Decimal, EventBroker, EventData, EventEnvelope, InstrumentToken, StrategyId,
-    Timestamp, TradingState,
+    BrokerName, Decimal, EventBroker, EventData, EventEnvelope, InstrumentToken, OrderType,
+    StrategyId, Timestamp, TradingState,
 };
 use alpha_panda_topics::BrokerTopic;
 use chrono::{Datelike, FixedOffset, NaiveDate, NaiveTime, Weekday};
 use uuid::Uuid;
 
+use crate::day_pnl::DayPnl;
+
 /// IST: UTC+05:30.
-fn ist() -> FixedOffset {
+pub(crate) fn ist() -> FixedOffset {
+    // Truly unreachable: +05:30 is within the ±24 h `east_opt` accepts.
     FixedOffset::east_opt(5 * 3600 + 30 * 60).unwrap_or_else(|| unreachable!("valid offset"))
 }
 
@@ -91,8 +94,8 @@ pub struct RiskBook {
     orders_per_day: HashMap<(StrategyId, NaiveDate), u32>,
     /// Event times of recently validated orders, for the per-second rate.
     recent: VecDeque<Timestamp>,
-    /// Realized + unrealized PnL of the current trading day, as reported by the portfolio.
-    day_pnl: HashMap<NaiveDate, Decimal>,
+    /// Each strategy's PnL per trading day, from the broker's fills and the marks seen.
+    pnl: DayPnl,
     /// Validated orders not yet filled or failed, by the validated signal's event id (the
     /// causation id of the order's events): their strategy, instrument and signed quantity.
     open: HashMap<Uuid, (StrategyId, InstrumentToken, i64)>,
@@ -142,6 +145,15 @@ impl RiskBook {
         state: TradingState,
     ) -> RiskOutput {
         self.on_price(signal.instrument_token, signal.price.get());
+        if signal.order_type == OrderType::Market {
+            // A MARKET signal's price is its tick's: a mark for the day PnL.
+            self.pnl.mark(
+                signal.instrument_token,
+                signal.timestamp,
+                signal_env.id,
+                signal.price.get(),
+            );
+        }
         let verdict = self.evaluate_in(signal, limits, state);
         let (topic, data) = if verdict.passed() {
             (
@@ -183,8 +195,10 @@ impl RiskBook {
         self.last_price.insert(token, price);
     }
 
-    pub fn set_day_pnl(&mut self, day: NaiveDate, pnl: Decimal) {
-        self.day_pnl.insert(day, pnl);
+    /// `strategy`'s PnL on the trading day of `t`, as of `t` (see [`DayPnl`]); `None` when
+    /// a figure is beyond `Decimal`'s range.
+    pub fn day_pnl(&self, strategy: &StrategyId, t: Timestamp) -> Option<Decimal> {
+        self.pnl.as_of(strategy, t)
     }
 
     fn position(&self, s: &StrategyId, t: InstrumentToken) -> i64 {
@@ -205,8 +219,11 @@ impl RiskBook {
         let t = signal.timestamp;
         let qty = signal.quantity.get();
         let price = signal.price.get();
-        let notional = price * Decimal::from(qty);
+        // Figures from a signal are counted with checked arithmetic: one beyond `Decimal`'s
+        // range (`None`) fails the rule that reads it.
+        let notional = price.checked_mul(Decimal::from(qty));
         let token = signal.instrument_token;
+        let uncountable = || format!("{qty} at {price} is beyond what can be counted");
 
         rule("kill_switch", !limits.kill_switch, &|| {
             "trading is switched off".into()
@@ -222,9 +239,11 @@ impl RiskBook {
             &|| format!("NSE is closed at {t}"),
         );
         let band_ok = match self.last_price.get(&token) {
-            Some(last) if !last.is_zero() => {
-                ((price - last).abs() / last) * Decimal::ONE_HUNDRED <= limits.price_band_pct
-            }
+            Some(last) if !last.is_zero() => (price - last)
+                .abs()
+                .checked_div(*last)
+                .and_then(|r| r.checked_mul(Decimal::ONE_HUNDRED))
+                .is_some_and(|pct| pct <= limits.price_band_pct),
             _ => true,
         };
         rule("price_band", band_ok, &|| {
@@ -235,14 +254,17 @@ impl RiskBook {
         });
         rule(
             "max_order_notional",
-            notional <= limits.max_order_notional,
-            &|| format!("{notional} exceeds {}", limits.max_order_notional),
+            notional.is_some_and(|n| n <= limits.max_order_notional),
+            &|| match notional {
+                Some(n) => format!("{n} exceeds {}", limits.max_order_notional),
+                None => uncountable(),
+            },
         );
-        let after =
-            self.position(&signal.strategy_id, token) + signal.signal_type.sign() * qty as i64;
+        let after = i128::from(self.position(&signal.strategy_id, token))
+            + i128::from(signal.signal_type.sign()) * i128::from(qty);
         rule(
             "max_position_per_instrument",
-            after.unsigned_abs() <= limits.max_position_per_instrument,
+            after.unsigned_abs() <= u128::from(limits.max_position_per_instrument),
             &|| {
                 format!(
                     "position would be {after}, limit {}",
@@ -250,33 +272,45 @@ impl RiskBook {
                 )
             },
         );
-        let gross: Decimal = self
-            .positions
-            .iter()
-            .filter(|((s, t), _)| !(s == &signal.strategy_id && *t == token))
-            .map(|((_, t), q)| {
-                Decimal::from(q.unsigned_abs()) * self.last_price.get(t).copied().unwrap_or(price)
-            })
-            .sum::<Decimal>()
-            + Decimal::from(after.unsigned_abs()) * price;
+        let this = Decimal::try_from_i128_with_scale(after, 0)
+            .ok()
+            .and_then(|q| q.abs().checked_mul(price));
+        let gross = this.and_then(|this| {
+            self.positions
+                .iter()
+                .filter(|((s, t), _)| !(s == &signal.strategy_id && *t == token))
+                .try_fold(this, |sum, ((_, t), q)| {
+                    let mark = self.last_price.get(t).copied().unwrap_or(price);
+                    sum.checked_add(Decimal::from(q.unsigned_abs()).checked_mul(mark)?)
+                })
+        });
         rule(
             "max_gross_exposure",
-            gross <= limits.max_gross_exposure,
-            &|| {
-                format!(
-                    "gross exposure would be {gross}, limit {}",
+            gross.is_some_and(|g| g <= limits.max_gross_exposure),
+            &|| match gross {
+                Some(g) => format!(
+                    "gross exposure would be {g}, limit {}",
                     limits.max_gross_exposure
-                )
+                ),
+                None => format!("gross exposure with {}", uncountable()),
             },
         );
         let day = trading_day(t);
-        let pnl = self.day_pnl.get(&day).copied().unwrap_or_default();
-        rule("max_daily_loss", pnl >= -limits.max_daily_loss, &|| {
-            format!(
-                "today's PnL {pnl} is beyond the loss limit {}",
-                limits.max_daily_loss
-            )
-        });
+        let pnl = self.pnl.as_of(&signal.strategy_id, t);
+        rule(
+            "max_daily_loss",
+            pnl.is_some_and(|p| p >= -limits.max_daily_loss),
+            &|| match pnl {
+                Some(p) => format!(
+                    "{}'s PnL on {day} is {p}, beyond the loss limit {}",
+                    signal.strategy_id, limits.max_daily_loss
+                ),
+                None => format!(
+                    "{}'s PnL on {day} is beyond what can be counted",
+                    signal.strategy_id
+                ),
+            },
+        );
         let today = self
             .orders_per_day
             .get(&(signal.strategy_id.clone(), day))
@@ -350,12 +384,19 @@ impl RiskBook {
     /// reserved until it fails, it counts for today and for the rate window.
     pub fn reserve(&mut self, signal: &TradingSignal, order: Uuid) {
         let key = (signal.strategy_id.clone(), signal.instrument_token);
-        let signed = signal.signal_type.sign() * signal.quantity.get() as i64;
+        // Positions saturate at i64's range: a validated position is within
+        // max_position_per_instrument, which only an absurd setting puts beyond it.
+        let qty = i64::try_from(signal.quantity.get()).unwrap_or(i64::MAX);
+        let signed = signal.signal_type.sign().saturating_mul(qty);
         match self.settled_early.remove(&order) {
             Some(true) => {}
-            Some(false) => *self.positions.entry(key).or_insert(0) += signed,
+            Some(false) => {
+                let p = self.positions.entry(key).or_insert(0);
+                *p = p.saturating_add(signed);
+            }
             None => {
-                *self.positions.entry(key.clone()).or_insert(0) += signed;
+                let p = self.positions.entry(key.clone()).or_insert(0);
+                *p = p.saturating_add(signed);
                 self.open.insert(order, (key.0, key.1, signed));
             }
         }
@@ -370,8 +411,11 @@ impl RiskBook {
         }
     }
 
-    /// The broker filled a validated order: its reservation is now a position (no change).
-    pub fn on_filled(&mut self, order: Uuid) {
+    /// The broker filled a validated order (`order`: the validated signal's event id; `id`:
+    /// the fill's event id): its reservation is now a position (no change), and the fill
+    /// counts in its strategy's day PnL.
+    pub fn on_filled(&mut self, order: Uuid, id: Uuid, fill: &OrderFilled) {
+        self.pnl.fill(id, fill);
         if self.open.remove(&order).is_none() {
             self.settled_early.insert(order, false);
         }
@@ -381,7 +425,10 @@ impl RiskBook {
     /// released.
     pub fn on_failed(&mut self, order: Uuid) {
         match self.open.remove(&order) {
-            Some((s, t, signed)) => *self.positions.entry((s, t)).or_insert(0) -= signed,
+            Some((s, t, signed)) => {
+                let p = self.positions.entry((s, t)).or_insert(0);
+                *p = p.saturating_sub(signed);
+            }
             None => {
                 self.settled_early.insert(order, true);
             }
@@ -393,6 +440,7 @@ impl RiskBook {
 mod tests {
     use super::*;
     use alpha_panda_core::{OrderType, Price, Product, Quantity, Side, Validity};
+    use proptest::prelude::*;
 
     #[test]
     fn trading_states_refuse_what_they_forbid() {
@@ -446,6 +494,83 @@ mod tests {
             validity: Validity::Day,
             trigger_price: None,
         }
+    }
+
+    fn fill(strategy: &str, side: Side, qty: u64, price: i64, ts: &str) -> OrderFilled {
+        OrderFilled {
+            order_id: alpha_panda_core::OrderId::new("o").unwrap(),
+            instrument_token: InstrumentToken(1),
+            side,
+            quantity: Quantity::new(qty).unwrap(),
+            fill_price: Price::new(Decimal::from(price)).unwrap(),
+            fees: Decimal::ZERO,
+            strategy_id: StrategyId::new(strategy).unwrap(),
+            account: alpha_panda_core::AccountId::new("acc").unwrap(),
+            execution_mode: alpha_panda_core::ExecutionMode::Paper,
+            broker: BrokerName::paper(),
+            timestamp: ts.parse().unwrap(),
+            trade_id: None,
+        }
+    }
+
+    fn signal_env(s: TradingSignal) -> EventEnvelope {
+        EventEnvelope::root(
+            EventBroker::Shared,
+            "strategy",
+            "m|1".to_owned(),
+            s.timestamp,
+            EventData::TradingSignal(s),
+        )
+    }
+
+    fn on(book: &mut RiskBook, s: TradingSignal, l: &Limits) -> RiskOutput {
+        book.on_signal(
+            &signal_env(s.clone()),
+            &s,
+            &BrokerName::paper(),
+            l,
+            TradingState::Active,
+        )
+    }
+
+    #[test]
+    fn a_losing_strategys_next_signal_is_rejected_for_the_day_and_no_other_strategy_or_day_is() {
+        let mut l = limits();
+        l.max_daily_loss = Decimal::from(500);
+        let mut book = RiskBook::default();
+        // m buys 100 at 100 and it fills.
+        let buy = on(&mut book, sig(Side::Buy, 100, 100, OPEN), &l);
+        assert!(buy.passed());
+        let bought = fill("m", Side::Buy, 100, 100, OPEN);
+        book.on_filled(buy.envelope.id, Uuid::from_u128(1), &bought);
+        // At 96 the position has lost 400: within the limit.
+        let first = on(&mut book, sig(Side::Buy, 1, 96, "2024-01-15T04:01:00Z"), &l);
+        assert!(first.passed(), "{:?}", first.envelope.data);
+        book.on_failed(first.envelope.id);
+        // At 94.99 it has lost 501: m's next signal is refused for the daily loss only.
+        let mut lower = sig(Side::Sell, 1, 100, "2024-01-15T04:02:00Z");
+        lower.price = Price::new(Decimal::new(9499, 2)).unwrap();
+        let refused = on(&mut book, lower, &l);
+        assert!(!refused.passed());
+        let EventData::RejectedSignal(r) = &refused.envelope.data else {
+            panic!("{:?}", refused.envelope.data)
+        };
+        assert_eq!(
+            r.rejection_reason,
+            "max_daily_loss: m's PnL on 2024-01-15 is -501.00, beyond the loss limit 500"
+        );
+        assert_eq!(r.risk_checks.values().filter(|ok| !**ok).count(), 1);
+        // Another strategy trades on.
+        let mut other = sig(Side::Buy, 1, 95, "2024-01-15T04:03:00Z");
+        other.strategy_id = StrategyId::new("n").unwrap();
+        assert!(book.evaluate(&other, &l).passed());
+        // The next day starts at zero for m, its carried position marked from the close.
+        let tomorrow = sig(Side::Buy, 1, 95, "2024-01-16T04:00:00Z");
+        assert!(on(&mut book, tomorrow.clone(), &l).passed());
+        assert_eq!(
+            book.day_pnl(&StrategyId::new("m").unwrap(), tomorrow.timestamp),
+            Some(Decimal::from(100) * (Decimal::from(95) - Decimal::new(9499, 2)))
+        );
     }
 
     fn limits() -> Limits {
@@ -537,7 +662,11 @@ mod tests {
             "the failed order holds nothing"
         );
         book.reserve(&sig(Side::Buy, 10, 100, OPEN), filled);
-        book.on_filled(filled);
+        book.on_filled(
+            filled,
+            Uuid::from_u128(70),
+            &fill("m", Side::Buy, 10, 100, OPEN),
+        );
         assert!(
             !book.evaluate(&next(), &l).checks["max_position_per_instrument"],
             "a fill is a position"
@@ -545,7 +674,11 @@ mod tests {
         // Replayed in another order (outcomes before their validation): the same book.
         let mut replayed = RiskBook::default();
         replayed.on_failed(failed);
-        replayed.on_filled(filled);
+        replayed.on_filled(
+            filled,
+            Uuid::from_u128(70),
+            &fill("m", Side::Buy, 10, 100, OPEN),
+        );
         replayed.reserve(&sig(Side::Buy, 10, 100, OPEN), failed);
         replayed.reserve(&sig(Side::Buy, 10, 100, OPEN), filled);
         assert_eq!(replayed.positions, book.positions);
@@ -572,9 +705,15 @@ mod tests {
             book.evaluate(&sig(Side::Sell, 1, 100, OPEN), &l).checks["max_gross_exposure"],
             "reducing is fine"
         );
-        book.set_day_pnl(
-            NaiveDate::from_ymd_opt(2024, 1, 15).unwrap(),
-            Decimal::from(-60_000),
+        // 1 000 bought at 160, marked at 100: 60 000 lost today (the default limit is 50 000).
+        let bought = fill("m", Side::Buy, 1_000, 160, "2024-01-15T03:50:00Z");
+        book.on_filled(Uuid::from_u128(60), Uuid::from_u128(61), &bought);
+        book.on_signal(
+            &signal_env(sig(Side::Sell, 1, 100, OPEN)),
+            &sig(Side::Sell, 1, 100, OPEN),
+            &BrokerName::paper(),
+            &l,
+            TradingState::Active,
         );
         assert!(!book.evaluate(&sig(Side::Sell, 1, 100, OPEN), &l).checks["max_daily_loss"]);
         l.kill_switch = true;
@@ -600,5 +739,54 @@ mod tests {
         let l = Limits::for_strategy(&r, &StrategyId::new("m").unwrap());
         assert_eq!(l.max_order_notional, Decimal::from(10));
         assert_eq!(l.max_position_per_instrument, r.max_position_per_instrument);
+    }
+
+    proptest! {
+        /// Signals with any price and quantity (prices over `Decimal`'s whole range,
+        /// quantities up to `u64::MAX`), after fills and marks of any size: risk never
+        /// panics, and a figure it cannot count fails its rule.
+        #[test]
+        fn signals_with_extreme_prices_and_quantities_never_panic_risk(
+            signals in proptest::collection::vec(
+                (
+                    proptest::bool::ANY,
+                    proptest::prop_oneof![1u64..1_000, proptest::strategy::Just(u64::MAX), 1u64..u64::MAX],
+                    proptest::prop_oneof![
+                        (1i64..10_000_000).prop_map(|p| Decimal::new(p, 2)),
+                        proptest::strategy::Just(Decimal::MAX),
+                        (proptest::num::u32::ANY, proptest::num::u32::ANY, proptest::num::u32::ANY, 0u32..=28)
+                            .prop_map(|(lo, mid, hi, scale)| Decimal::from_parts(lo, mid, hi, false, scale)),
+                    ],
+                    proptest::bool::ANY,
+                ),
+                1..30,
+            ),
+            generous in proptest::bool::ANY,
+        ) {
+            let mut l = limits();
+            if generous {
+                l.max_position_per_instrument = u64::MAX;
+                l.max_order_notional = Decimal::MAX;
+                l.max_gross_exposure = Decimal::MAX;
+                l.max_daily_loss = Decimal::MAX;
+                l.price_band_pct = Decimal::MAX;
+                l.max_orders_per_second = u32::MAX;
+                l.max_orders_per_day = u32::MAX;
+            }
+            let mut book = RiskBook::default();
+            for (i, (buy, qty, price, fills)) in signals.into_iter().enumerate() {
+                let mut s = sig(if buy { Side::Buy } else { Side::Sell }, 1, 1, OPEN);
+                s.quantity = Quantity::new(qty).unwrap();
+                s.price = Price::new(price).unwrap();
+                let out = on(&mut book, s.clone(), &l);
+                if out.passed() && fills {
+                    let mut f = fill("m", s.signal_type, 1, 1, OPEN);
+                    f.quantity = s.quantity;
+                    f.fill_price = s.price;
+                    book.on_filled(out.envelope.id, Uuid::from_u128(i as u128), &f);
+                }
+                prop_assert!(out.passed() || matches!(out.envelope.data, EventData::RejectedSignal(_)));
+            }
+        }
     }
 }

@@ -128,6 +128,7 @@ fn events() -> &'static IntCounterVec {
             ),
             &["event"],
         )
+        // Truly unreachable: a literal name, help and label that prometheus accepts.
         .unwrap_or_else(|e| unreachable!("a valid metric: {e}"));
         let _ = metrics().registry.register(Box::new(c.clone()));
         c

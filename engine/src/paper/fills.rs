@@ -75,6 +75,11 @@ fn triggers(side: Side, price: Decimal, trigger: Decimal) -> bool {
     }
 }
 
+/// Why an order of `side` cannot fill at `price` moved `slippage_bps` against it.
+fn unslippable(slippage_bps: Decimal, side: Side, price: Decimal) -> String {
+    format!("no fill price: {price} moved {slippage_bps} bps against a {side} is not a valid price")
+}
+
 /// The close of the NSE day of `t`, 15:30 IST, in UTC.
 fn close_of(t: Timestamp) -> Timestamp {
     let day = trading_day(t);
@@ -90,14 +95,17 @@ impl PaperBook {
         }
     }
 
-    /// `price` moved against an order of `side` by the slippage, to the paisa.
-    pub fn slipped(&self, side: Side, price: Decimal) -> Decimal {
+    /// `price` moved against an order of `side` by the slippage, to the paisa; `None` when
+    /// that price is not a price: beyond `Decimal`'s range, or below zero (a SELL slipped by
+    /// more than 10 000 bps; settings bound the slippage, this does not rely on it).
+    pub fn slipped(&self, side: Side, price: Decimal) -> Option<Decimal> {
         let f = self.slippage_bps / Decimal::from(10_000);
-        match side {
-            Side::Buy => price * (Decimal::ONE + f),
-            Side::Sell => price * (Decimal::ONE - f),
-        }
-        .round_dp(2)
+        let factor = match side {
+            Side::Buy => Decimal::ONE.checked_add(f)?,
+            Side::Sell => Decimal::ONE.checked_sub(f)?,
+        };
+        let slipped = price.checked_mul(factor)?.round_dp(2);
+        (!slipped.is_sign_negative() || slipped.is_zero()).then_some(slipped)
     }
 
     /// Places an order against the reference tick price `reference` at `at`.
@@ -114,12 +122,21 @@ impl PaperBook {
             at,
         };
         let slipped = self.slipped(order.side, reference);
-        let immediate = match order.order_type {
-            OrderType::Market => Some(slipped),
-            OrderType::Limit if crosses(order.side, reference, order.price) => {
-                Some(match order.side {
-                    Side::Buy => slipped.min(order.price),
-                    Side::Sell => slipped.max(order.price),
+        let immediate = match (order.order_type, slipped) {
+            (OrderType::Market, Some(slipped)) => Some(slipped),
+            (OrderType::Market, None) => {
+                return vec![PaperEvent::Cancelled {
+                    reason: unslippable(self.slippage_bps, order.side, reference),
+                    order_id: order.order_id,
+                    at,
+                }];
+            }
+            // A slipped price out of range is beyond the limit: the limit bounds the fill.
+            (OrderType::Limit, _) if crosses(order.side, reference, order.price) => {
+                Some(match (order.side, slipped) {
+                    (Side::Buy, Some(slipped)) => slipped.min(order.price),
+                    (Side::Sell, Some(slipped)) => slipped.max(order.price),
+                    (_, None) => order.price,
                 })
             }
             _ => None,
@@ -155,6 +172,8 @@ impl PaperBook {
     ) -> Vec<PaperEvent> {
         let slipped_buy = self.slipped(Side::Buy, price);
         let slipped_sell = self.slipped(Side::Sell, price);
+        let bps = self.slippage_bps;
+        let unslippable = |side| unslippable(bps, side, price);
         let Some(orders) = self.resting.get_mut(&token) else {
             return Vec::new();
         };
@@ -179,12 +198,25 @@ impl PaperBook {
                 r.triggered = true;
             }
             let fill_price = match o.order_type {
-                OrderType::StopLossMarket => Some(match o.side {
+                OrderType::StopLossMarket => match o.side {
                     Side::Buy => slipped_buy,
                     Side::Sell => slipped_sell,
-                }),
-                _ if crosses(o.side, price, o.price) => Some(o.price),
-                _ => None,
+                }
+                .ok_or_else(|| unslippable(o.side))
+                .map(Some),
+                _ if crosses(o.side, price, o.price) => Ok(Some(o.price)),
+                _ => Ok(None),
+            };
+            let fill_price = match fill_price {
+                Ok(p) => p,
+                Err(reason) => {
+                    events.push(PaperEvent::Cancelled {
+                        order_id: o.order_id.clone(),
+                        reason,
+                        at,
+                    });
+                    return false;
+                }
             };
             match fill_price {
                 Some(p) => {

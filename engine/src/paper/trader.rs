@@ -19,6 +19,10 @@
 //!   broker blocks margin, and is charged its real cost when it fills. Whether a BUY finds
 //!   enough cash can depend on how two instruments' records interleave; while cash does
 //!   not bind, nothing does.
+//! - A figure that cannot be counted (a price, cost, charge or cash beyond `Decimal`'s
+//!   range, a quantity beyond `i64`, a SELL slipped below zero) fails the order
+//!   (`orders.failed`, naming the figure); every figure of a fill is computed before
+//!   holdings and cash change, so such a failure leaves them as they were.
 //!
 //! Replays: records replayed to rebuild the state emit nothing new, except where a record
 //! handled live in this run took part (a resting order replayed after the live tick that
@@ -85,7 +89,9 @@ impl Incoming {
         self.signal.timestamp
     }
     fn order_id(&self) -> OrderId {
-        // Derived from the validated signal's id: stable across replays.
+        // Derived from the validated signal's id: stable across replays. Truly unreachable:
+        // "paper-" and 32 hex digits are 38 bytes without whitespace, control characters or
+        // '|', which is all `OrderId::new` refuses.
         OrderId::new(format!("paper-{}", self.envelope.id.simple()))
             .unwrap_or_else(|e| unreachable!("a uuid makes a valid order id: {e}"))
     }
@@ -124,7 +130,8 @@ pub struct PaperTrader {
     /// Per instrument, the newest tick dropped from the buffer.
     pruned: HashMap<InstrumentToken, Timestamp>,
     holdings: HashMap<Holding, i64>,
-    resting_sells: HashMap<Holding, u64>,
+    /// Quantity of resting SELLs (each at most `i64::MAX`, so their sum fits in a `u128`).
+    resting_sells: HashMap<Holding, u128>,
     resting: HashMap<Holding, usize>,
     changes: HashMap<Holding, VecDeque<Change>>,
     cash: HashMap<StrategyId, Decimal>,
@@ -307,13 +314,15 @@ impl PaperTrader {
 
     /// The strategy's holding of the instrument and its resting SELL quantity, as they were
     /// at `at`: resting orders that settled later are taken back out.
-    fn as_of(&self, holding: &Holding, at: Timestamp) -> (i64, u64) {
-        let mut held = self.holdings.get(holding).copied().unwrap_or(0);
-        let mut sells = self.resting_sells.get(holding).copied().unwrap_or(0);
+    /// Counted in `i128`: sums of `i64` holdings and `u64` quantities cannot overflow it.
+    fn as_of(&self, holding: &Holding, at: Timestamp) -> (i128, i128) {
+        let mut held = i128::from(self.holdings.get(holding).copied().unwrap_or(0));
+        let sells = self.resting_sells.get(holding).copied().unwrap_or(0);
+        let mut sells = i128::try_from(sells).unwrap_or(i128::MAX);
         for c in self.changes.get(holding).into_iter().flatten() {
             if c.at > at {
-                held -= c.held;
-                sells += c.sells_released;
+                held -= i128::from(c.held);
+                sells = sells.saturating_add(i128::from(c.sells_released));
             }
         }
         (held, sells)
@@ -443,6 +452,14 @@ impl PaperTrader {
         let qty = v.validated_quantity.get();
         let holding = (s.strategy_id.clone(), s.instrument_token);
         let market = s.order_type == OrderType::Market;
+        if i64::try_from(qty).is_err() {
+            let reason = format!(
+                "quantity {qty} is more than a holding can count ({})",
+                i64::MAX
+            );
+            out.push(self.failed(&order, reason, at, live));
+            return out;
+        }
         if !market && !self.instruments.contains(&s.instrument_token) {
             let reason = format!(
                 "no strategy on {} trades instrument {}, so the paper trader does not follow its ticks: a {} order cannot rest on it",
@@ -452,8 +469,8 @@ impl PaperTrader {
             return out;
         }
         let (held, selling) = self.as_of(&holding, at);
-        let free = held - selling as i64;
-        if s.signal_type == Side::Sell && qty as i64 > free && !self.model.allow_short {
+        let free = held - selling;
+        if s.signal_type == Side::Sell && i128::from(qty) > free && !self.model.allow_short {
             let reason = if selling > 0 {
                 format!(
                     "short selling is not allowed: selling {qty} with {held} held, {selling} of it in resting sells (fill_model.allow_short = false)"
@@ -478,19 +495,32 @@ impl PaperTrader {
         if s.signal_type == Side::Buy {
             let estimate = match s.order_type {
                 OrderType::Market => self.book.slipped(Side::Buy, reference),
-                OrderType::Limit | OrderType::StopLoss => v.validated_price.get(),
+                OrderType::Limit | OrderType::StopLoss => Some(v.validated_price.get()),
                 OrderType::StopLossMarket => self
                     .book
                     .slipped(Side::Buy, s.trigger_price.map_or(reference, |p| p.get())),
             };
-            let cost = estimate * Decimal::from(qty)
-                + charges(Side::Buy, qty, estimate, &self.model.charges).total;
-            let left = self.cash(&s.strategy_id)
-                - self
-                    .blocked
-                    .get(&s.strategy_id)
-                    .copied()
-                    .unwrap_or_default();
+            let blocked_now = self
+                .blocked
+                .get(&s.strategy_id)
+                .copied()
+                .unwrap_or_default();
+            let figures = estimate.and_then(|estimate| {
+                let charged = charges(Side::Buy, qty, estimate, &self.model.charges)?.total;
+                let cost = estimate
+                    .checked_mul(Decimal::from(qty))?
+                    .checked_add(charged)?;
+                let left = self.cash(&s.strategy_id).checked_sub(blocked_now)?;
+                Some((cost, left))
+            });
+            let Some((cost, left)) = figures else {
+                let reason = format!(
+                    "the cost of buying {qty} of {} at about {reference} is beyond what the paper trader can count",
+                    s.instrument_token
+                );
+                out.push(self.failed(&order, reason, at, live));
+                return out;
+            };
             if cost > left {
                 let reason = format!(
                     "insufficient cash for {}: the fill costs {cost} with charges, {left} is left",
@@ -568,7 +598,8 @@ impl PaperTrader {
         match o.side() {
             Side::Buy => *self.blocked.entry(o.strategy().clone()).or_default() += open.blocked,
             Side::Sell => {
-                *self.resting_sells.entry(holding).or_default() += o.signal.validated_quantity.get()
+                *self.resting_sells.entry(holding).or_default() +=
+                    u128::from(o.signal.validated_quantity.get())
             }
         }
     }
@@ -582,6 +613,51 @@ impl PaperTrader {
             changes.pop_front();
         }
         changes.push_back(change);
+    }
+
+    /// What a fill of `qty` at `price` makes of the strategy's books, computed without
+    /// changing them: the fill price, the signed quantity, the holding after it, the
+    /// charges and the cash after it. An error names the figure that cannot be counted.
+    fn fill_figures(
+        &self,
+        holding: &Holding,
+        strategy: &StrategyId,
+        side: Side,
+        qty: u64,
+        price: Decimal,
+    ) -> Result<(Price, i64, i64, Decimal, Decimal), String> {
+        let fill_price =
+            Price::new(price).map_err(|e| format!("no fill: the fill price is invalid: {e}"))?;
+        let beyond =
+            |what: &str| format!("no fill: {what} is beyond what the paper trader can count");
+        let signed = i64::try_from(qty)
+            .ok()
+            .and_then(|q| q.checked_mul(side.sign()))
+            .ok_or_else(|| beyond(&format!("a quantity of {qty}")))?;
+        let held = self
+            .holdings
+            .get(holding)
+            .copied()
+            .unwrap_or(0)
+            .checked_add(signed)
+            .ok_or_else(|| beyond("the holding after it"))?;
+        let fees = charges(side, qty, price, &self.model.charges)
+            .ok_or_else(|| beyond(&format!("the charges of {qty} at {price}")))?
+            .total;
+        let notional = price
+            .checked_mul(Decimal::from(qty))
+            .ok_or_else(|| beyond(&format!("the notional of {qty} at {price}")))?;
+        let cash = self.cash(strategy);
+        let cash = match side {
+            Side::Buy => notional
+                .checked_add(fees)
+                .and_then(|cost| cash.checked_sub(cost)),
+            Side::Sell => notional
+                .checked_sub(fees)
+                .and_then(|proceeds| cash.checked_add(proceeds)),
+        }
+        .ok_or_else(|| beyond("the cash after it"))?;
+        Ok((fill_price, signed, held, fees, cash))
     }
 
     /// Applies a fill or a cancellation: holdings, cash, blocks; emits `order_filled` or
@@ -604,7 +680,7 @@ impl PaperTrader {
                 }
                 Side::Sell => {
                     if let Some(s) = self.resting_sells.get_mut(&holding) {
-                        *s = s.saturating_sub(qty);
+                        *s = s.saturating_sub(u128::from(qty));
                     }
                 }
             }
@@ -613,19 +689,29 @@ impl PaperTrader {
             PaperEvent::Filled {
                 order_id, price, ..
             } => {
+                // Everything that can fail is computed before anything changes: a fill whose
+                // figures cannot be counted fails the order and leaves holdings and cash as
+                // they were.
                 let side = o.side();
-                let signed = side.sign() * qty as i64;
-                *self.holdings.entry(holding.clone()).or_insert(0) += signed;
-                let fees = charges(side, qty, price, &self.model.charges).total;
-                let notional = price * Decimal::from(qty);
-                let cash = self
-                    .cash
-                    .entry(o.strategy().clone())
-                    .or_insert(self.model.starting_cash);
-                *cash += match side {
-                    Side::Buy => -(notional + fees),
-                    Side::Sell => notional - fees,
-                };
+                let (fill_price, signed, held, fees, cash) =
+                    match self.fill_figures(&holding, o.strategy(), side, qty, price) {
+                        Ok(figures) => figures,
+                        Err(reason) => {
+                            if rested && side == Side::Sell {
+                                self.record_change(
+                                    holding,
+                                    Change {
+                                        at,
+                                        held: 0,
+                                        sells_released: qty,
+                                    },
+                                );
+                            }
+                            return self.failed(o, reason, at, live);
+                        }
+                    };
+                self.holdings.insert(holding.clone(), held);
+                self.cash.insert(o.strategy().clone(), cash);
                 if rested {
                     self.record_change(
                         holding,
@@ -636,8 +722,6 @@ impl PaperTrader {
                         },
                     );
                 }
-                let fill_price = Price::new(price)
-                    .unwrap_or_else(|e| unreachable!("a fill price comes from a valid price: {e}"));
                 let s = &o.signal.original_signal;
                 self.emit(
                     o,
@@ -1164,6 +1248,193 @@ mod tests {
                 }
             }
             prop_assert_eq!(by_id(got), by_id(expected));
+        }
+    }
+
+    /// A price anywhere in `Decimal`'s range: ordinary prices, and huge or finely scaled
+    /// ones that overflow a product.
+    fn any_price() -> impl Strategy<Value = Decimal> {
+        prop_oneof![
+            (1i64..10_000_000).prop_map(|p| Decimal::new(p, 2)),
+            Just(Decimal::MAX),
+            (any::<u32>(), any::<u32>(), any::<u32>(), 0u32..=28)
+                .prop_map(|(lo, mid, hi, scale)| Decimal::from_parts(lo, mid, hi, false, scale)),
+        ]
+    }
+
+    fn any_quantity() -> impl Strategy<Value = u64> {
+        prop_oneof![
+            1u64..1_000,
+            Just(u64::MAX),
+            Just(i64::MAX as u64 + 1),
+            1u64..u64::MAX
+        ]
+    }
+
+    /// One input of the trader: a tick (token, price, secs) or a validated signal.
+    #[derive(Debug, Clone)]
+    enum Input {
+        Tick(InstrumentToken, Decimal, i64),
+        Signal {
+            strategy: usize,
+            token: InstrumentToken,
+            side: Side,
+            qty: u64,
+            order_type: OrderType,
+            price: Decimal,
+            trigger: Decimal,
+            secs: i64,
+        },
+    }
+
+    fn any_input() -> impl Strategy<Value = Input> {
+        let token = prop_oneof![Just(A), Just(B)];
+        prop_oneof![
+            (token.clone(), any_price(), 0i64..60).prop_map(|(t, p, s)| Input::Tick(t, p, s)),
+            (
+                (0usize..2, token, any::<bool>(), any_quantity()),
+                (0usize..4, any_price(), any_price(), 0i64..60),
+            )
+                .prop_map(
+                    |((strategy, token, buy, qty), (kind, price, trigger, secs))| {
+                        Input::Signal {
+                            strategy,
+                            token,
+                            side: if buy { Side::Buy } else { Side::Sell },
+                            qty,
+                            order_type: [
+                                OrderType::Market,
+                                OrderType::Limit,
+                                OrderType::StopLoss,
+                                OrderType::StopLossMarket,
+                            ][kind],
+                            price,
+                            trigger,
+                            secs,
+                        }
+                    }
+                ),
+        ]
+    }
+
+    fn validated(input: &Input) -> Option<EventEnvelope> {
+        let Input::Signal {
+            strategy,
+            token,
+            side,
+            qty,
+            order_type,
+            price,
+            trigger,
+            secs,
+        } = input
+        else {
+            return None;
+        };
+        let strategy = StrategyId::new(["s1", "s2"][*strategy]).unwrap();
+        let signal = TradingSignal {
+            strategy_id: strategy.clone(),
+            instrument_token: *token,
+            signal_type: *side,
+            quantity: Quantity::new(*qty).unwrap(),
+            price: Price::new(*price).unwrap(),
+            timestamp: at(*secs),
+            confidence: None,
+            metadata: BTreeMap::new(),
+            order_type: *order_type,
+            product: Product::Mis,
+            validity: Validity::Day,
+            trigger_price: matches!(order_type, OrderType::StopLoss | OrderType::StopLossMarket)
+                .then(|| Price::new(*trigger).unwrap()),
+        };
+        Some(EventEnvelope::root(
+            EventBroker::Broker(broker()),
+            "risk",
+            keys::signal(&strategy, *token),
+            at(*secs),
+            EventData::ValidatedSignal(ValidatedSignal {
+                validated_quantity: signal.quantity,
+                validated_price: signal.price,
+                risk_checks: BTreeMap::new(),
+                timestamp: signal.timestamp,
+                original_signal: signal,
+            }),
+        ))
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(300))]
+
+        /// With any prices, quantities and slippage (even beyond the settings' bound: the
+        /// trader does not rely on validation), the trader never panics; every input moves
+        /// each strategy's cash and holdings by exactly the fills it emits, so a fill that
+        /// fails (`order_failed`) leaves them as they were.
+        #[test]
+        fn extreme_prices_and_slippage_never_panic_and_a_failed_fill_changes_nothing(
+            slippage in prop_oneof![0u32..=1_000, 1_000u32..=30_000],
+            short in any::<bool>(),
+            cash in any_price(),
+            inputs in prop::collection::vec(any_input(), 1..40),
+        ) {
+            let model = FillModel {
+                slippage_bps: Decimal::from(slippage),
+                starting_cash: cash,
+                allow_short: short,
+                ..FillModel::default()
+            };
+            let mut t = PaperTrader::new(broker(), AccountId::new("acc").unwrap(), model, [A, B]);
+            let strategies = [StrategyId::new("s1").unwrap(), StrategyId::new("s2").unwrap()];
+            let state = |t: &PaperTrader| {
+                let mut v = Vec::new();
+                for s in &strategies {
+                    v.push((t.cash(s), t.holding(s, A), t.holding(s, B)));
+                }
+                v
+            };
+            for input in &inputs {
+                let before = state(&t);
+                let emitted = match (input, validated(input)) {
+                    (_, Some(env)) => t.on_validated(&env, true, false),
+                    (Input::Tick(token, price, secs), None) => {
+                        let env = EventEnvelope::root(
+                            EventBroker::Shared,
+                            "feed",
+                            token.to_string(),
+                            at(*secs),
+                            EventData::MarketTick(MarketTick::new(*token, Price::new(*price).unwrap(), at(*secs))),
+                        );
+                        t.on_tick(&env, true)
+                    }
+                    _ => unreachable!("a signal input makes an envelope"),
+                };
+                // What the fills emitted should have changed, computed on i128 and
+                // checked decimals (a fill the trader emitted was computable).
+                let mut expected: Vec<(Decimal, i128, i128)> = before
+                    .iter()
+                    .map(|(c, a, b)| (*c, i128::from(*a), i128::from(*b)))
+                    .collect();
+                for e in &emitted {
+                    if let EventData::OrderFilled(f) = &e.envelope.data {
+                        let i = strategies.iter().position(|s| *s == f.strategy_id).unwrap();
+                        let q = f.quantity.get();
+                        let notional = f.fill_price.get().checked_mul(Decimal::from(q)).unwrap();
+                        let row = &mut expected[i];
+                        let signed = i128::from(f.side.sign()) * i128::from(q);
+                        if f.instrument_token == A { row.1 += signed } else { row.2 += signed }
+                        // As the trader counts it (at 28 digits the grouping rounds).
+                        row.0 = match f.side {
+                            Side::Buy => notional.checked_add(f.fees).and_then(|c| row.0.checked_sub(c)),
+                            Side::Sell => notional.checked_sub(f.fees).and_then(|p| row.0.checked_add(p)),
+                        }
+                        .unwrap();
+                    }
+                }
+                let after: Vec<(Decimal, i128, i128)> = state(&t)
+                    .into_iter()
+                    .map(|(c, a, b)| (c, i128::from(a), i128::from(b)))
+                    .collect();
+                prop_assert_eq!(after, expected, "after {:?}", input);
+            }
         }
     }
 }

@@ -172,7 +172,7 @@ fn settle(lane: &mut Lane, emissions: Vec<Emission>, fills: &mut Vec<(String, Or
         };
         match e.envelope.data {
             EventData::OrderFilled(f) => {
-                lane.risk.on_filled(order);
+                lane.risk.on_filled(order, e.envelope.id, &f);
                 fills.push((lane.name.to_string(), f));
             }
             EventData::OrderFailed(_) => lane.risk.on_failed(order),

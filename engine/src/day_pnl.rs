@@ -1,0 +1,476 @@
+//! The day PnL of each strategy on one broker, as its risk stage can know it: from the
+//! broker's fills (realized, net of charges) and from market prices (marks). Pure.
+//!
+//! Day PnL of a strategy on trading day `D` (the NSE day, Asia/Kolkata, of the event time),
+//! as of event time `T` in `D`, marked to market: for each instrument it has filled,
+//!
+//! `cash of D's fills up to T + position at T × mark at T − position at D's start × mark
+//! before D`
+//!
+//! where a fill's cash is `−signed quantity × price − charges`. Realized and unrealized PnL
+//! of the day are both in it; a position carried into the day counts only its move since
+//! the previous close.
+//!
+//! It depends on the records and their event times only, never on the order they arrive in:
+//! fills and marks are kept by (event time, event id), a copy of one changes nothing, and the
+//! figure as of `T` leaves out every record later than `T`. Marks are the prices the risk
+//! stage sees: MARKET signals' prices (the tick the strategy decided on); when an
+//! instrument has no such mark at or before `T`, the strategy's latest fill price there
+//! stands in. At equal event times the record with the higher event id wins.
+//!
+//! State grows with the signals and fills a broker sees (not with ticks), as the risk
+//! stage's order counters do.
+
+use std::collections::{BTreeMap, HashMap};
+use std::ops::Bound;
+
+use alpha_panda_core::events::OrderFilled;
+use alpha_panda_core::{Decimal, InstrumentToken, StrategyId, Timestamp};
+use chrono::NaiveDate;
+use uuid::Uuid;
+
+use crate::risk::trading_day;
+
+/// A record's place in event time: its time, then its event id.
+type At = (Timestamp, Uuid);
+
+/// One fill of a strategy in an instrument.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Fill {
+    /// Positive for a BUY.
+    signed: i128,
+    price: Decimal,
+    /// `−signed × price − charges`; `None` when beyond `Decimal`'s range.
+    cash: Option<Decimal>,
+}
+
+/// The fills of one trading day.
+#[derive(Debug, Clone, Default)]
+struct DayFills {
+    fills: BTreeMap<At, Fill>,
+    /// Sums over every fill of the day (the common case: a question about a time after the
+    /// day's last fill).
+    qty: i128,
+    cash: Option<Decimal>,
+}
+
+impl DayFills {
+    fn add(&mut self, at: At, fill: Fill) {
+        if self.fills.insert(at, fill).is_some() {
+            return;
+        }
+        if self.fills.len() == 1 {
+            self.cash = Some(Decimal::ZERO);
+        }
+        self.qty += fill.signed;
+        self.cash = self.cash.zip(fill.cash).and_then(|(a, b)| a.checked_add(b));
+    }
+
+    /// Quantity and cash of the fills at or before `t`.
+    fn up_to(&self, t: Timestamp) -> (i128, Option<Decimal>) {
+        if self
+            .fills
+            .last_key_value()
+            .is_none_or(|(last, _)| last.0 <= t)
+        {
+            return (self.qty, self.cash);
+        }
+        let mut qty = 0;
+        let mut cash = Some(Decimal::ZERO);
+        for f in self.fills.range(..=(t, Uuid::max())).map(|(_, f)| f) {
+            qty += f.signed;
+            cash = cash.zip(f.cash).and_then(|(a, b)| a.checked_add(b));
+        }
+        (qty, cash)
+    }
+}
+
+/// The fills of a strategy in one instrument, by trading day.
+#[derive(Debug, Clone, Default)]
+struct Ledger {
+    days: BTreeMap<NaiveDate, DayFills>,
+    /// Net quantity of every fill.
+    total: i128,
+}
+
+impl Ledger {
+    /// Net quantity of the fills before day `day`.
+    fn before(&self, day: NaiveDate) -> i128 {
+        self.total - self.days.range(day..).map(|(_, d)| d.qty).sum::<i128>()
+    }
+
+    /// The price of the latest fill below `upto`.
+    fn last_fill_price(&self, upto: Bound<At>) -> Option<Decimal> {
+        let day = match upto {
+            Bound::Included(at) | Bound::Excluded(at) => trading_day(at.0),
+            Bound::Unbounded => NaiveDate::MAX,
+        };
+        self.days
+            .range(..=day)
+            .rev()
+            .find_map(|(_, d)| d.fills.range((Bound::Unbounded, upto)).next_back())
+            .map(|(_, f)| f.price)
+    }
+}
+
+/// Day PnL of every strategy of one broker.
+#[derive(Debug, Clone, Default)]
+pub struct DayPnl {
+    ledgers: HashMap<StrategyId, BTreeMap<InstrumentToken, Ledger>>,
+    marks: HashMap<InstrumentToken, BTreeMap<At, Decimal>>,
+}
+
+impl DayPnl {
+    /// A market price of `token` at `at` (`id`: the event that carried it).
+    pub fn mark(&mut self, token: InstrumentToken, at: Timestamp, id: Uuid, price: Decimal) {
+        self.marks.entry(token).or_default().insert((at, id), price);
+    }
+
+    /// A fill of the broker (`id`: its event id). A copy of a fill already applied changes
+    /// nothing.
+    pub fn fill(&mut self, id: Uuid, f: &OrderFilled) {
+        let signed = i128::from(f.side.sign()) * i128::from(f.quantity.get());
+        let price = f.fill_price.get();
+        let cash = Decimal::try_from_i128_with_scale(-signed, 0)
+            .ok()
+            .and_then(|q| q.checked_mul(price))
+            .and_then(|c| c.checked_sub(f.fees));
+        let ledger = self
+            .ledgers
+            .entry(f.strategy_id.clone())
+            .or_default()
+            .entry(f.instrument_token)
+            .or_default();
+        let day = ledger.days.entry(trading_day(f.timestamp)).or_default();
+        let before = day.fills.len();
+        day.add(
+            (f.timestamp, id),
+            Fill {
+                signed,
+                price,
+                cash,
+            },
+        );
+        if day.fills.len() > before {
+            ledger.total += signed;
+        }
+    }
+
+    /// The latest mark of `token` below `upto`, else the strategy's latest fill price there.
+    fn mark_below(
+        &self,
+        token: InstrumentToken,
+        ledger: &Ledger,
+        upto: Bound<At>,
+    ) -> Option<Decimal> {
+        self.marks
+            .get(&token)
+            .and_then(|m| m.range((Bound::Unbounded, upto)).next_back())
+            .map(|(_, p)| *p)
+            .or_else(|| ledger.last_fill_price(upto))
+    }
+
+    /// `strategy`'s PnL on the trading day of `t`, as of `t`; `None` when a figure is
+    /// beyond `Decimal`'s range.
+    pub fn as_of(&self, strategy: &StrategyId, t: Timestamp) -> Option<Decimal> {
+        let Some(ledgers) = self.ledgers.get(strategy) else {
+            return Some(Decimal::ZERO);
+        };
+        let day = trading_day(t);
+        let now = Bound::Included((t, Uuid::max()));
+        let open = Bound::Excluded((day_start(day), Uuid::nil()));
+        let mut pnl = Decimal::ZERO;
+        for (token, ledger) in ledgers {
+            let carried = ledger.before(day);
+            let (qty, cash) = ledger
+                .days
+                .get(&day)
+                .map_or((0, Some(Decimal::ZERO)), |d| d.up_to(t));
+            let held = carried + qty;
+            let value = |q: i128, mark: Option<Decimal>| {
+                if q == 0 {
+                    return Some(Decimal::ZERO);
+                }
+                Decimal::try_from_i128_with_scale(q, 0)
+                    .ok()?
+                    .checked_mul(mark.unwrap_or_default())
+            };
+            let close = value(carried, self.mark_below(*token, ledger, open));
+            let marked = value(held, self.mark_below(*token, ledger, now));
+            pnl = pnl
+                .checked_add(cash?)?
+                .checked_add(marked?)?
+                .checked_sub(close?)?;
+        }
+        Some(pnl)
+    }
+}
+
+/// The instant NSE day `day` starts (00:00 IST): records before it belong to earlier days.
+fn day_start(day: NaiveDate) -> Timestamp {
+    let midnight = day
+        .and_hms_opt(0, 0, 0)
+        .unwrap_or_default()
+        .and_local_timezone(crate::risk::ist())
+        .single()
+        .map(|t| t.to_utc())
+        .unwrap_or_default();
+    Timestamp(midnight)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use alpha_panda_core::{AccountId, BrokerName, ExecutionMode, OrderId, Price, Quantity, Side};
+    use proptest::prelude::*;
+
+    /// 2024-01-15 09:30 IST plus `secs`.
+    fn at(secs: i64) -> Timestamp {
+        Timestamp::from_unix_millis(1_705_291_200_000 + secs * 1000).unwrap()
+    }
+
+    const DAY: i64 = 24 * 3600;
+
+    fn fill(
+        strategy: &str,
+        token: u32,
+        side: Side,
+        qty: u64,
+        price: Decimal,
+        fees: Decimal,
+        secs: i64,
+    ) -> OrderFilled {
+        OrderFilled {
+            order_id: OrderId::new("o").unwrap(),
+            instrument_token: InstrumentToken(token),
+            side,
+            quantity: Quantity::new(qty).unwrap(),
+            fill_price: Price::new(price).unwrap(),
+            fees,
+            strategy_id: StrategyId::new(strategy).unwrap(),
+            account: AccountId::new("acc").unwrap(),
+            execution_mode: ExecutionMode::Paper,
+            broker: BrokerName::paper(),
+            timestamp: at(secs),
+            trade_id: None,
+        }
+    }
+
+    fn d(n: i64) -> Decimal {
+        Decimal::from(n)
+    }
+
+    #[test]
+    fn realized_and_marked_pnl_of_the_day_count_a_carried_position_from_the_previous_close() {
+        let s = StrategyId::new("s").unwrap();
+        let mut p = DayPnl::default();
+        // Day 1: buy 10 at 100 (fees 1), marked at 90 later that day.
+        p.fill(
+            Uuid::from_u128(1),
+            &fill("s", 1, Side::Buy, 10, d(100), d(1), 0),
+        );
+        assert_eq!(
+            p.as_of(&s, at(0)),
+            Some(d(-1)),
+            "only the fees: marked at its own price"
+        );
+        p.mark(InstrumentToken(1), at(60), Uuid::from_u128(2), d(90));
+        assert_eq!(
+            p.as_of(&s, at(59)),
+            Some(d(-1)),
+            "the mark after 59 s is left out"
+        );
+        assert_eq!(p.as_of(&s, at(60)), Some(d(-101)));
+        // Day 2: the 10 carried are worth 90 at the open; marked at 95, then 5 sold at 97
+        // (fees 2): 5 × (97 − 90) realized, 5 × (95 − 90) marked, less 2.
+        p.mark(InstrumentToken(1), at(DAY + 10), Uuid::from_u128(3), d(95));
+        assert_eq!(p.as_of(&s, at(DAY)), Some(d(0)), "a new day starts at zero");
+        assert_eq!(p.as_of(&s, at(DAY + 10)), Some(d(50)));
+        p.fill(
+            Uuid::from_u128(4),
+            &fill("s", 1, Side::Sell, 5, d(97), d(2), DAY + 20),
+        );
+        assert_eq!(p.as_of(&s, at(DAY + 20)), Some(d(5 * 7 + 5 * 5 - 2)));
+        // A copy of a fill changes nothing; another strategy has nothing.
+        p.fill(
+            Uuid::from_u128(4),
+            &fill("s", 1, Side::Sell, 5, d(97), d(2), DAY + 20),
+        );
+        assert_eq!(p.as_of(&s, at(DAY + 20)), Some(d(58)));
+        assert_eq!(
+            p.as_of(&StrategyId::new("t").unwrap(), at(DAY + 20)),
+            Some(d(0))
+        );
+        // Day 1 asked again later: the same figure as before.
+        assert_eq!(p.as_of(&s, at(60)), Some(d(-101)));
+    }
+
+    /// A record: a fill (strategy, token, buy, qty, price in paise, fees in paise) or a
+    /// mark (token, price in paise), at (seconds, id).
+    #[derive(Debug, Clone)]
+    enum Rec {
+        Fill(usize, u32, bool, u64, i64, i64, i64, u128),
+        Mark(u32, i64, i64, u128),
+    }
+
+    fn secs() -> impl Strategy<Value = i64> {
+        // Three days, with ties.
+        (
+            0i64..3,
+            prop::sample::select(vec![0i64, 10, 10, 500, 20_000]),
+        )
+            .prop_map(|(day, s)| day * DAY + s)
+    }
+
+    fn rec() -> impl Strategy<Value = Rec> {
+        prop_oneof![
+            (
+                0usize..2,
+                1u32..3,
+                any::<bool>(),
+                1u64..50,
+                1i64..100_000,
+                0i64..500,
+                secs(),
+                0u128..20
+            )
+                .prop_map(|(s, t, b, q, p, f, at, id)| Rec::Fill(s, t, b, q, p, f, at, id)),
+            (1u32..3, 1i64..100_000, secs(), 0u128..20).prop_map(|(t, p, at, id)| Rec::Mark(
+                t,
+                p,
+                at,
+                id + 100
+            )),
+        ]
+    }
+
+    fn apply(p: &mut DayPnl, r: &Rec) {
+        match *r {
+            Rec::Fill(s, t, buy, q, price, fees, secs, id) => p.fill(
+                Uuid::from_u128(id),
+                &fill(
+                    ["s1", "s2"][s],
+                    t,
+                    if buy { Side::Buy } else { Side::Sell },
+                    q,
+                    Decimal::new(price, 2),
+                    Decimal::new(fees, 2),
+                    secs,
+                ),
+            ),
+            Rec::Mark(t, price, secs, id) => p.mark(
+                InstrumentToken(t),
+                at(secs),
+                Uuid::from_u128(id),
+                Decimal::new(price, 2),
+            ),
+        }
+    }
+
+    /// The figure computed from the whole set of records by a plain scan, as the module
+    /// docs define it.
+    fn reference(recs: &[Rec], s: usize, t: Timestamp) -> Decimal {
+        // The first copy of an id wins (a fill is applied once).
+        let mut fills: BTreeMap<(u32, At), (i128, Decimal, Decimal)> = BTreeMap::new();
+        for r in recs {
+            if let Rec::Fill(fs, tok, buy, q, price, fees, secs, id) = *r {
+                let key = (tok, (at(secs), Uuid::from_u128(id)));
+                if fs == s {
+                    fills.entry(key).or_insert((
+                        if buy { i128::from(q) } else { -i128::from(q) },
+                        Decimal::new(price, 2),
+                        Decimal::new(fees, 2),
+                    ));
+                }
+            }
+        }
+        let mut marks: BTreeMap<(u32, At), Decimal> = BTreeMap::new();
+        for r in recs {
+            if let Rec::Mark(tok, price, secs, id) = *r {
+                marks.insert(
+                    (tok, (at(secs), Uuid::from_u128(id))),
+                    Decimal::new(price, 2),
+                );
+            }
+        }
+        let day = trading_day(t);
+        let start = day_start(day);
+        let mut pnl = Decimal::ZERO;
+        for tok in 1u32..3 {
+            let own: Vec<_> = fills.iter().filter(|((k, _), _)| *k == tok).collect();
+            if own.is_empty() {
+                continue;
+            }
+            let price_below = |before: &dyn Fn(&At) -> bool| {
+                marks
+                    .iter()
+                    .filter(|((k, a), _)| *k == tok && before(a))
+                    .map(|(_, p)| *p)
+                    .next_back()
+                    .or_else(|| {
+                        own.iter()
+                            .filter(|((_, a), _)| before(a))
+                            .map(|(_, f)| f.1)
+                            .next_back()
+                    })
+                    .unwrap_or_default()
+            };
+            let carried: i128 = own
+                .iter()
+                .filter(|((_, a), _)| a.0 < start)
+                .map(|(_, f)| f.0)
+                .sum();
+            let today: Vec<_> = own
+                .iter()
+                .filter(|((_, a), _)| a.0 >= start && a.0 <= t)
+                .collect();
+            let held = carried + today.iter().map(|(_, f)| f.0).sum::<i128>();
+            for (_, (q, price, fees)) in &today {
+                pnl += -Decimal::from(*q as i64) * *price - *fees;
+            }
+            pnl += Decimal::from(held as i64) * price_below(&|a: &At| a.0 <= t);
+            pnl -= Decimal::from(carried as i64) * price_below(&|a: &At| a.0 < start);
+        }
+        pnl
+    }
+
+    proptest! {
+        /// Whatever order the fills and marks arrive in (copies included), each strategy's
+        /// figure at any time is the one a plain scan of the records gives, and only records
+        /// at or before that time count.
+        #[test]
+        fn day_pnl_depends_on_the_records_and_their_times_not_on_arrival_order(
+            recs in prop::collection::vec(rec(), 1..40),
+            order in prop::collection::vec(any::<prop::sample::Index>(), 0..80),
+            queries in prop::collection::vec((0usize..2, secs()), 1..10),
+        ) {
+            // One event id is one record: drop generated records that reuse another's
+            // (time, id) with other contents.
+            let mut seen = std::collections::HashSet::new();
+            let recs: Vec<Rec> = recs
+                .into_iter()
+                .filter(|r| match r {
+                    Rec::Fill(s, t, _, _, _, _, secs, id) => seen.insert((*s, *t, *secs, *id)),
+                    Rec::Mark(t, _, secs, id) => seen.insert((9, *t, *secs, *id)),
+                })
+                .collect();
+            let mut arrived = recs.clone();
+            for (i, pick) in order.iter().enumerate() {
+                let n = arrived.len();
+                arrived.swap(i % n, pick.index(n));
+            }
+            // Copies of some records arrive again.
+            arrived.extend(order.iter().take(5).map(|pick| recs[pick.index(recs.len())].clone()));
+            let (mut first, mut shuffled) = (DayPnl::default(), DayPnl::default());
+            recs.iter().for_each(|r| apply(&mut first, r));
+            arrived.iter().for_each(|r| apply(&mut shuffled, r));
+            for (s, secs) in queries {
+                let strategy = StrategyId::new(["s1", "s2"][s]).unwrap();
+                let t = at(secs);
+                let want = reference(&recs, s, t);
+                prop_assert_eq!(first.as_of(&strategy, t), Some(want));
+                prop_assert_eq!(shuffled.as_of(&strategy, t), Some(want));
+            }
+        }
+    }
+}
