@@ -1,0 +1,299 @@
+//! The zerodha trader end to end over Kafka (a broker of the test's own) and redis-server,
+//! against the loopback Kite simulator: a validated signal on `zerodha.signals.validated`
+//! becomes exactly one order at the simulator and one fill downstream (`zerodha.orders.filled`
+//! and the portfolio), when Kite's reply is lost after it accepted the order, and when the
+//! daemon is SIGKILLed between sending the order and reading the reply.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use alpha_panda_actors::delivery::Output;
+use alpha_panda_core::events::{PnlSnapshot, TradingSignal, ValidatedSignal};
+use alpha_panda_core::{
+    BrokerName, EventBroker, EventData, EventEnvelope, InstrumentToken, OrderType, Price, Product,
+    Quantity, Side, StrategyId, Timestamp, Validity,
+};
+use alpha_panda_kite::sim::{Fault, SimConfig, Simulator};
+use alpha_panda_tests::PrivateKafka;
+use alpha_panda_tests::ops::{Daemon, PrivateRedis, daemon_command, free_port};
+use alpha_panda_topics::{BrokerTopic, TopicName, keys};
+use rdkafka::Message;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use uuid::Uuid;
+
+const TOKEN: &str = "simaccesstoken1";
+const STRATEGY: &str = "momentum_1";
+const TCS: u32 = 2953217;
+
+fn start(kafka: &PrivateKafka, redis: &str, sim: &Simulator, request_timeout_ms: u64) -> Daemon {
+    let addr = sim.addr();
+    let log = std::env::var("DAEMON_LOG").is_ok();
+    let child = daemon_command(env!("CARGO_BIN_EXE_alpha-panda"))
+        .env("ACTIVE_BROKERS", "paper,zerodha")
+        .env("ALPHA_PANDA__KAFKA__BOOTSTRAP_SERVERS", &kafka.servers)
+        // Killed on purpose: the restarted daemon takes its partitions back at once.
+        .env("ALPHA_PANDA__KAFKA__SESSION_TIMEOUT_MS", "10000")
+        .env("ALPHA_PANDA__KAFKA__INSTANCE_ID", "zerodha-trader-test")
+        .env("ALPHA_PANDA__REDIS__URL", redis)
+        .env("ALPHA_PANDA__FEED", "kite")
+        .env(
+            "ALPHA_PANDA__HTTP__LISTEN",
+            format!("127.0.0.1:{}", free_port()),
+        )
+        .env("ALPHA_PANDA__BROKERS__ZERODHA__KITE__API_KEY", "simkey")
+        .env("ALPHA_PANDA__BROKERS__ZERODHA__KITE__ACCESS_TOKEN", TOKEN)
+        .env(
+            "ALPHA_PANDA__BROKERS__ZERODHA__KITE__API_URL",
+            format!("http://{addr}"),
+        )
+        .env(
+            "ALPHA_PANDA__BROKERS__ZERODHA__KITE__TICKER_URL",
+            format!("ws://{addr}"),
+        )
+        .env(
+            "ALPHA_PANDA__BROKERS__ZERODHA__KITE__TICKER_INSTRUMENTS",
+            format!("[{TCS}]"),
+        )
+        .env(
+            "ALPHA_PANDA__BROKERS__ZERODHA__KITE__REQUEST_TIMEOUT_MS",
+            request_timeout_ms.to_string(),
+        )
+        .env("ALPHA_PANDA__BROKERS__ZERODHA__KITE__ORDER_POLL_MS", "300")
+        .env(
+            "ALPHA_PANDA__LOG__LEVEL",
+            std::env::var("DAEMON_LOG").unwrap_or_else(|_| "warn".into()),
+        )
+        .stdout(if log { Stdio::inherit() } else { Stdio::null() })
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap_or_else(|e| panic!("the daemon does not start: {e}"));
+    Daemon(child)
+}
+
+fn validated_signal(quantity: u64) -> EventEnvelope {
+    let at = Timestamp::now();
+    let strategy = StrategyId::new(STRATEGY).unwrap_or_else(|e| panic!("{e}"));
+    let signal = TradingSignal {
+        strategy_id: strategy.clone(),
+        instrument_token: InstrumentToken(TCS),
+        signal_type: Side::Buy,
+        quantity: Quantity::new(quantity).unwrap_or_else(|e| panic!("{e}")),
+        price: Price::new(3500.into()).unwrap_or_else(|e| panic!("{e}")),
+        timestamp: at,
+        confidence: None,
+        metadata: BTreeMap::new(),
+        order_type: OrderType::Market,
+        product: Product::Mis,
+        validity: Validity::Day,
+        trigger_price: None,
+    };
+    EventEnvelope::root(
+        EventBroker::Broker(BrokerName::zerodha()),
+        "risk",
+        keys::signal(&strategy, InstrumentToken(TCS)),
+        at,
+        EventData::ValidatedSignal(ValidatedSignal {
+            validated_quantity: signal.quantity,
+            validated_price: signal.price,
+            original_signal: signal,
+            risk_checks: BTreeMap::new(),
+            timestamp: at,
+        }),
+    )
+}
+
+fn until(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) {
+    let deadline = Instant::now() + timeout;
+    while !f() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// Distinct event ids seen per topic, and the fill quantity of each distinct fill.
+#[derive(Default)]
+struct Seen {
+    ids: BTreeMap<String, BTreeSet<Uuid>>,
+    filled: BTreeMap<Uuid, u64>,
+}
+
+fn read(consumer: &BaseConsumer, seen: &mut Seen, for_how_long: Duration) {
+    let until = Instant::now() + for_how_long;
+    while Instant::now() < until {
+        if let Some(Ok(m)) = consumer.poll(Duration::from_millis(100))
+            && let Ok(env) = EventEnvelope::decode(m.payload().unwrap_or_default())
+        {
+            if let EventData::OrderFilled(f) = &env.data {
+                seen.filled.insert(env.id, f.quantity.get());
+            }
+            seen.ids
+                .entry(m.topic().to_owned())
+                .or_default()
+                .insert(env.id);
+        }
+    }
+}
+
+fn position(redis: &str) -> Option<i64> {
+    let client = redis::Client::open(redis).ok()?;
+    let mut conn = client.get_connection().ok()?;
+    let json: Option<String> = redis::cmd("GET")
+        .arg(format!("zerodha:portfolio:{STRATEGY}"))
+        .query(&mut conn)
+        .ok()?;
+    let snap: PnlSnapshot = serde_json::from_str(&json?).ok()?;
+    snap.positions
+        .iter()
+        .find(|p| p.instrument_token == InstrumentToken(TCS))
+        .map(|p| p.quantity)
+}
+
+fn intent_states(redis: &str) -> Vec<String> {
+    let client = redis::Client::open(redis).unwrap_or_else(|e| panic!("{e}"));
+    let mut conn = client.get_connection().unwrap_or_else(|e| panic!("{e}"));
+    let json: Option<String> = redis::cmd("GET")
+        .arg("zerodha:trader:intents")
+        .query(&mut conn)
+        .unwrap_or_else(|e| panic!("{e}"));
+    let v: serde_json::Value =
+        serde_json::from_str(&json.unwrap_or_else(|| "{}".into())).unwrap_or_default();
+    v["intents"]
+        .as_object()
+        .map(|m| {
+            m.values()
+                .map(|i| i["state"]["state"].as_str().unwrap_or_default().to_owned())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Runs one signal through a daemon with `fault` injected at its placement; with
+/// `kill_when_sent`, SIGKILLs the daemon once the simulator holds the order (the reply still
+/// pending) and starts it again. Asserts one order at the simulator and one fill downstream.
+fn one_signal_one_order_one_fill(fault: Fault, request_timeout_ms: u64, kill_when_sent: bool) {
+    let kafka = PrivateKafka::start();
+    let redis = PrivateRedis::start();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap_or_else(|e| panic!("{e}"));
+    let mut cfg = SimConfig::new("simkey", "simsecret");
+    cfg.tick_interval = Duration::from_millis(200);
+    cfg.heartbeat_interval = Duration::from_millis(500);
+    cfg.access_token = Some(TOKEN.to_owned());
+    let sim = rt
+        .block_on(Simulator::start(
+            "127.0.0.1:0".parse().unwrap_or_else(|e| panic!("{e}")),
+            cfg,
+        ))
+        .unwrap_or_else(|e| panic!("simulator: {e}"));
+    let mut daemon = start(&kafka, &redis.url(), &sim, request_timeout_ms);
+    until("the daemon's topics", Duration::from_secs(60), || {
+        alpha_panda_actors::kafka::admin::describe(&kafka.servers, "t")
+            .map(|t| t.contains_key("zerodha.signals.validated"))
+            .unwrap_or(false)
+    });
+    let reader: BaseConsumer =
+        alpha_panda_actors::kafka::consumer_config(&kafka.servers, "reader", "zerodha-test-reader")
+            .create()
+            .unwrap_or_else(|e| panic!("{e}"));
+    reader
+        .subscribe(&[
+            "zerodha.orders.submitted",
+            "zerodha.orders.ack",
+            "zerodha.orders.filled",
+            "zerodha.orders.failed",
+        ])
+        .unwrap_or_else(|e| panic!("{e}"));
+
+    sim.inject(fault);
+    let signal = validated_signal(5);
+    rt.block_on(async {
+        alpha_panda_tests::producer(&kafka.servers, "zerodha-test")
+            .send_all(&[Output {
+                topic: TopicName::broker(&BrokerName::zerodha(), BrokerTopic::SignalsValidated),
+                envelope: signal.clone(),
+            }])
+            .await
+            .unwrap_or_else(|e| panic!("{e}"))
+    });
+
+    if kill_when_sent {
+        until(
+            "the order at the simulator",
+            Duration::from_secs(60),
+            || !sim.orders().is_empty(),
+        );
+        std::thread::sleep(Duration::from_millis(300));
+        // The reply is still held back: the intent is recorded, its outcome not.
+        assert_eq!(intent_states(&redis.url()), vec!["recorded".to_owned()]);
+        daemon.0.kill().unwrap_or_else(|e| panic!("SIGKILL: {e}"));
+        daemon.0.wait().unwrap_or_else(|e| panic!("{e}"));
+        daemon = start(&kafka, &redis.url(), &sim, request_timeout_ms);
+    }
+
+    let mut seen = Seen::default();
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while seen.filled.values().sum::<u64>() < 5 {
+        assert!(
+            Instant::now() < deadline,
+            "no fill of the order: {:?}",
+            seen.ids
+        );
+        read(&reader, &mut seen, Duration::from_millis(200));
+    }
+    // Settle: polling and WebSocket updates go on; nothing new may come of them.
+    read(&reader, &mut seen, Duration::from_secs(5));
+    until("the portfolio's position", Duration::from_secs(60), || {
+        position(&redis.url()).is_some()
+    });
+
+    let orders = sim.orders();
+    assert_eq!(orders.len(), 1, "orders at the simulator: {orders:?}");
+    assert_eq!(
+        sim.placements().len(),
+        1,
+        "order calls: {:?}",
+        sim.placements()
+    );
+    assert_eq!(orders[0].quantity, 5);
+    assert_eq!(
+        orders[0].tag.as_deref(),
+        Some(
+            alpha_panda_kite::intent::tag_for(alpha_panda_kite::intent::intent_id(signal.id))
+                .as_str()
+        )
+    );
+    assert_eq!(seen.filled.len(), 1, "distinct fills: {:?}", seen.filled);
+    assert_eq!(seen.filled.values().sum::<u64>(), 5);
+    assert_eq!(seen.ids["zerodha.orders.submitted"].len(), 1);
+    assert_eq!(seen.ids["zerodha.orders.ack"].len(), 1);
+    assert!(
+        !seen.ids.contains_key("zerodha.orders.failed"),
+        "{:?}",
+        seen.ids
+    );
+    assert_eq!(position(&redis.url()), Some(5));
+    drop(daemon);
+    drop(rt);
+}
+
+#[test]
+fn a_timeout_after_kite_accepted_the_order_gives_one_order_and_one_fill() {
+    one_signal_one_order_one_fill(
+        Fault::TimeoutAfterAccept(Duration::from_secs(4)),
+        1000,
+        false,
+    );
+}
+
+#[test]
+fn a_daemon_killed_between_sending_and_the_reply_places_one_order_after_restart() {
+    one_signal_one_order_one_fill(
+        Fault::TimeoutAfterAccept(Duration::from_secs(40)),
+        60_000,
+        true,
+    );
+}
