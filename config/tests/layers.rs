@@ -528,7 +528,7 @@ fn the_square_off_time_defaults_to_15_20_ist_and_must_be_hh_mm() {
     let k = &s.brokers[&BrokerName::zerodha()].kite;
     assert_eq!(k.square_off_time(), Some((15, 20)));
     assert_eq!(k.order_poll_ms, 1000);
-    for bad in ["25:00", "3:20pm", "15.20", "15:2"] {
+    for bad in ["25:00", "3:20pm", "15-20", "15:2"] {
         let mut vars = zerodha.to_vec();
         vars.push(("ALPHA_PANDA__BROKERS__ZERODHA__KITE__SQUARE_OFF_AT", bad));
         let (key, value, problem, _) = invalid(load(None, env(&vars)).unwrap_err());

@@ -297,3 +297,138 @@ fn a_daemon_killed_between_sending_and_the_reply_places_one_order_after_restart(
         true,
     );
 }
+
+/// The embedded default (in-process transport, memory store) with `feed = "kite"`: the
+/// simulator's ticks → a strategy of the zerodha broker → risk → the zerodha trader → the
+/// simulator's matching engine → fills → portfolio. Every order reaches the simulator once,
+/// and the portfolio holds exactly what the simulator filled.
+#[test]
+fn the_embedded_daemon_trades_simulator_ticks_through_the_zerodha_trader_to_the_portfolio() {
+    const ADMIN: &str = "zerodha-trader-admin-token-0123";
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap_or_else(|e| panic!("{e}"));
+    let mut cfg = SimConfig::new("simkey", "simsecret");
+    cfg.tick_interval = Duration::from_millis(100);
+    cfg.heartbeat_interval = Duration::from_millis(500);
+    cfg.access_token = Some(TOKEN.to_owned());
+    let sim = rt
+        .block_on(Simulator::start(
+            "127.0.0.1:0".parse().unwrap_or_else(|e| panic!("{e}")),
+            cfg,
+        ))
+        .unwrap_or_else(|e| panic!("simulator: {e}"));
+    let config = std::env::temp_dir().join(format!("ap-zerodha-embedded-{}.toml", free_port()));
+    std::fs::write(
+        &config,
+        format!(
+            r#"
+active_brokers = ["zerodha"]
+feed = "kite"
+
+[[strategies]]
+id = "{STRATEGY}"
+kind = "momentum"
+instruments = [{TCS}]
+brokers = ["zerodha"]
+params = {{ lookback = 1, threshold = "0.000001", quantity = 5 }}
+"#
+        ),
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    let port = free_port();
+    let addr: std::net::SocketAddr = ([127, 0, 0, 1], port).into();
+    let sim_addr = sim.addr();
+    let _daemon = Daemon(
+        daemon_command(env!("CARGO_BIN_EXE_alpha-panda"))
+            .arg("--config")
+            .arg(&config)
+            .env("ALPHA_PANDA__HTTP__LISTEN", addr.to_string())
+            .env("ALPHA_PANDA__ADMIN__TOKEN", ADMIN)
+            .env("ALPHA_PANDA__BROKERS__ZERODHA__KITE__API_KEY", "simkey")
+            .env("ALPHA_PANDA__BROKERS__ZERODHA__KITE__ACCESS_TOKEN", TOKEN)
+            .env(
+                "ALPHA_PANDA__BROKERS__ZERODHA__KITE__API_URL",
+                format!("http://{sim_addr}"),
+            )
+            .env(
+                "ALPHA_PANDA__BROKERS__ZERODHA__KITE__TICKER_URL",
+                format!("ws://{sim_addr}"),
+            )
+            .env(
+                "ALPHA_PANDA__BROKERS__ZERODHA__KITE__TICKER_INSTRUMENTS",
+                format!("[{TCS}]"),
+            )
+            .env("ALPHA_PANDA__BROKERS__ZERODHA__KITE__ORDER_POLL_MS", "300")
+            .env(
+                "ALPHA_PANDA__LOG__LEVEL",
+                std::env::var("DAEMON_LOG").unwrap_or_else(|_| "warn".into()),
+            )
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap_or_else(|e| panic!("the daemon does not start: {e}")),
+    );
+    let complete = || {
+        sim.orders()
+            .iter()
+            .filter(|o| o.status.as_str() == "COMPLETE")
+            .count()
+    };
+    until(
+        "two filled orders at the simulator",
+        Duration::from_secs(90),
+        || complete() >= 2,
+    );
+    // Stop new orders, let the last ones settle.
+    let (code, body) = alpha_panda_tests::ops::http(
+        addr,
+        "POST",
+        "/admin/trading-state",
+        Some(ADMIN),
+        Some(r#"{"broker":"zerodha","state":"HALTED"}"#),
+    );
+    assert_eq!(code, 200, "{body}");
+    std::thread::sleep(Duration::from_secs(3));
+
+    let net = || -> i64 {
+        sim.orders()
+            .iter()
+            .map(|o| {
+                let q = i64::try_from(o.filled_quantity).unwrap_or(i64::MAX);
+                match o.transaction_type {
+                    alpha_panda_kite::types::order::TransactionType::Buy => q,
+                    alpha_panda_kite::types::order::TransactionType::Sell => -q,
+                }
+            })
+            .sum()
+    };
+    let held = || -> Option<i64> {
+        let (_, v) = alpha_panda_tests::ops::get_json_as(addr, "/portfolio/zerodha", ADMIN);
+        let snap: PnlSnapshot = serde_json::from_value(v["strategies"][STRATEGY].clone()).ok()?;
+        Some(
+            snap.positions
+                .iter()
+                .filter(|p| p.instrument_token == InstrumentToken(TCS))
+                .map(|p| p.quantity)
+                .sum(),
+        )
+    };
+    until(
+        "the portfolio to hold what the simulator filled",
+        Duration::from_secs(30),
+        || held() == Some(net()),
+    );
+    let orders = sim.orders();
+    let tags: BTreeSet<Option<String>> = orders.iter().map(|o| o.tag.clone()).collect();
+    assert_eq!(tags.len(), orders.len(), "one order per tag: {orders:?}");
+    assert!(
+        tags.iter()
+            .all(|t| t.as_deref().is_some_and(|t| t.starts_with("ap")))
+    );
+    assert_eq!(sim.placements().len(), orders.len(), "no order call twice");
+    let _ = std::fs::remove_file(&config);
+    drop(rt);
+}
