@@ -1,8 +1,10 @@
-//! The zerodha trader end to end over Kafka (a broker of the test's own) and redis-server,
-//! against the loopback Kite simulator: a validated signal on `zerodha.signals.validated`
+//! The zerodha trader end to end against the loopback Kite simulator. Over Kafka (a broker
+//! of the test's own) and redis-server: a validated signal on `zerodha.signals.validated`
 //! becomes exactly one order at the simulator and one fill downstream (`zerodha.orders.filled`
 //! and the portfolio), when Kite's reply is lost after it accepted the order, and when the
-//! daemon is SIGKILLed between sending the order and reading the reply.
+//! daemon is SIGKILLed between sending the order and reading the reply; a burst of 50
+//! signals reaches the simulator at no more than 10 orders a second. On the embedded default:
+//! the whole pipeline from the simulator's ticks to the portfolio.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::process::Stdio;
@@ -26,7 +28,25 @@ const TOKEN: &str = "simaccesstoken1";
 const STRATEGY: &str = "momentum_1";
 const TCS: u32 = 2953217;
 
-fn start(kafka: &PrivateKafka, redis: &str, sim: &Simulator, request_timeout_ms: u64) -> Daemon {
+/// How the daemon learns of its orders: the ticker's order messages and the order book
+/// read every `poll_ms`, or only the book.
+#[derive(Clone, Copy)]
+enum Updates {
+    TickerAndPoll { poll_ms: u64 },
+    PollOnly { poll_ms: u64 },
+}
+
+fn start(
+    kafka: &PrivateKafka,
+    redis: &str,
+    sim: &Simulator,
+    request_timeout_ms: u64,
+    updates: Updates,
+) -> Daemon {
+    let (feed, poll_ms) = match updates {
+        Updates::TickerAndPoll { poll_ms } => ("kite", poll_ms),
+        Updates::PollOnly { poll_ms } => ("none", poll_ms),
+    };
     let addr = sim.addr();
     let log = std::env::var("DAEMON_LOG").is_ok();
     let child = daemon_command(env!("CARGO_BIN_EXE_alpha-panda"))
@@ -36,7 +56,7 @@ fn start(kafka: &PrivateKafka, redis: &str, sim: &Simulator, request_timeout_ms:
         .env("ALPHA_PANDA__KAFKA__SESSION_TIMEOUT_MS", "10000")
         .env("ALPHA_PANDA__KAFKA__INSTANCE_ID", "zerodha-trader-test")
         .env("ALPHA_PANDA__REDIS__URL", redis)
-        .env("ALPHA_PANDA__FEED", "kite")
+        .env("ALPHA_PANDA__FEED", feed)
         .env(
             "ALPHA_PANDA__HTTP__LISTEN",
             format!("127.0.0.1:{}", free_port()),
@@ -59,7 +79,10 @@ fn start(kafka: &PrivateKafka, redis: &str, sim: &Simulator, request_timeout_ms:
             "ALPHA_PANDA__BROKERS__ZERODHA__KITE__REQUEST_TIMEOUT_MS",
             request_timeout_ms.to_string(),
         )
-        .env("ALPHA_PANDA__BROKERS__ZERODHA__KITE__ORDER_POLL_MS", "300")
+        .env(
+            "ALPHA_PANDA__BROKERS__ZERODHA__KITE__ORDER_POLL_MS",
+            poll_ms.to_string(),
+        )
         .env(
             "ALPHA_PANDA__LOG__LEVEL",
             std::env::var("DAEMON_LOG").unwrap_or_else(|_| "warn".into()),
@@ -72,11 +95,15 @@ fn start(kafka: &PrivateKafka, redis: &str, sim: &Simulator, request_timeout_ms:
 }
 
 fn validated_signal(quantity: u64) -> EventEnvelope {
+    validated_signal_on(TCS, quantity)
+}
+
+fn validated_signal_on(token: u32, quantity: u64) -> EventEnvelope {
     let at = Timestamp::now();
     let strategy = StrategyId::new(STRATEGY).unwrap_or_else(|e| panic!("{e}"));
     let signal = TradingSignal {
         strategy_id: strategy.clone(),
-        instrument_token: InstrumentToken(TCS),
+        instrument_token: InstrumentToken(token),
         signal_type: Side::Buy,
         quantity: Quantity::new(quantity).unwrap_or_else(|e| panic!("{e}")),
         price: Price::new(3500.into()).unwrap_or_else(|e| panic!("{e}")),
@@ -91,7 +118,7 @@ fn validated_signal(quantity: u64) -> EventEnvelope {
     EventEnvelope::root(
         EventBroker::Broker(BrokerName::zerodha()),
         "risk",
-        keys::signal(&strategy, InstrumentToken(TCS)),
+        keys::signal(&strategy, InstrumentToken(token)),
         at,
         EventData::ValidatedSignal(ValidatedSignal {
             validated_quantity: signal.quantity,
@@ -168,33 +195,36 @@ fn intent_states(redis: &str) -> Vec<String> {
         .unwrap_or_default()
 }
 
-/// Runs one signal through a daemon with `fault` injected at its placement; with
-/// `kill_when_sent`, SIGKILLs the daemon once the simulator holds the order (the reply still
-/// pending) and starts it again. Asserts one order at the simulator and one fill downstream.
-fn one_signal_one_order_one_fill(fault: Fault, request_timeout_ms: u64, kill_when_sent: bool) {
-    let kafka = PrivateKafka::start();
-    let redis = PrivateRedis::start();
-    let rt = tokio::runtime::Builder::new_multi_thread()
+/// A simulator on loopback with a session valid from the start.
+fn simulator(rt: &tokio::runtime::Runtime, tick: Duration) -> Simulator {
+    let mut cfg = SimConfig::new("simkey", "simsecret");
+    cfg.tick_interval = tick;
+    cfg.heartbeat_interval = Duration::from_millis(500);
+    cfg.access_token = Some(TOKEN.to_owned());
+    rt.block_on(Simulator::start(
+        "127.0.0.1:0".parse().unwrap_or_else(|e| panic!("{e}")),
+        cfg,
+    ))
+    .unwrap_or_else(|e| panic!("simulator: {e}"))
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
         .enable_all()
         .build()
-        .unwrap_or_else(|e| panic!("{e}"));
-    let mut cfg = SimConfig::new("simkey", "simsecret");
-    cfg.tick_interval = Duration::from_millis(200);
-    cfg.heartbeat_interval = Duration::from_millis(500);
-    cfg.access_token = Some(TOKEN.to_owned());
-    let sim = rt
-        .block_on(Simulator::start(
-            "127.0.0.1:0".parse().unwrap_or_else(|e| panic!("{e}")),
-            cfg,
-        ))
-        .unwrap_or_else(|e| panic!("simulator: {e}"));
-    let mut daemon = start(&kafka, &redis.url(), &sim, request_timeout_ms);
+        .unwrap_or_else(|e| panic!("{e}"))
+}
+
+fn wait_for_topics(kafka: &PrivateKafka) {
     until("the daemon's topics", Duration::from_secs(60), || {
         alpha_panda_actors::kafka::admin::describe(&kafka.servers, "t")
             .map(|t| t.contains_key("zerodha.signals.validated"))
             .unwrap_or(false)
     });
+}
+
+fn order_events_reader(kafka: &PrivateKafka) -> BaseConsumer {
     let reader: BaseConsumer =
         alpha_panda_actors::kafka::consumer_config(&kafka.servers, "reader", "zerodha-test-reader")
             .create()
@@ -207,18 +237,44 @@ fn one_signal_one_order_one_fill(fault: Fault, request_timeout_ms: u64, kill_whe
             "zerodha.orders.failed",
         ])
         .unwrap_or_else(|e| panic!("{e}"));
+    reader
+}
 
-    sim.inject(fault);
-    let signal = validated_signal(5);
+fn publish(rt: &tokio::runtime::Runtime, kafka: &PrivateKafka, signals: &[EventEnvelope]) {
+    let outputs: Vec<Output> = signals
+        .iter()
+        .map(|s| Output {
+            topic: TopicName::broker(&BrokerName::zerodha(), BrokerTopic::SignalsValidated),
+            envelope: s.clone(),
+        })
+        .collect();
     rt.block_on(async {
         alpha_panda_tests::producer(&kafka.servers, "zerodha-test")
-            .send_all(&[Output {
-                topic: TopicName::broker(&BrokerName::zerodha(), BrokerTopic::SignalsValidated),
-                envelope: signal.clone(),
-            }])
+            .send_all(&outputs)
             .await
             .unwrap_or_else(|e| panic!("{e}"))
     });
+}
+
+/// Runs one signal through a daemon with `fault` injected at its placement; with
+/// `kill_when_sent`, SIGKILLs the daemon once the simulator holds the order (the reply still
+/// pending) and starts it again. Asserts one order at the simulator and one fill downstream.
+fn one_signal_one_order_one_fill(
+    fault: Fault,
+    request_timeout_ms: u64,
+    updates: Updates,
+    kill_when_sent: bool,
+) {
+    let kafka = PrivateKafka::start();
+    let redis = PrivateRedis::start();
+    let rt = runtime();
+    let sim = simulator(&rt, Duration::from_millis(200));
+    let mut daemon = start(&kafka, &redis.url(), &sim, request_timeout_ms, updates);
+    wait_for_topics(&kafka);
+    let reader = order_events_reader(&kafka);
+    sim.inject(fault);
+    let signal = validated_signal(5);
+    publish(&rt, &kafka, std::slice::from_ref(&signal));
 
     if kill_when_sent {
         until(
@@ -227,11 +283,13 @@ fn one_signal_one_order_one_fill(fault: Fault, request_timeout_ms: u64, kill_whe
             || !sim.orders().is_empty(),
         );
         std::thread::sleep(Duration::from_millis(300));
-        // The reply is still held back: the intent is recorded, its outcome not.
+        // The reply is still held back and no order update is read before the kill (the
+        // book is read at start, then every ten minutes): the intent is recorded, its
+        // outcome not.
         assert_eq!(intent_states(&redis.url()), vec!["recorded".to_owned()]);
         daemon.0.kill().unwrap_or_else(|e| panic!("SIGKILL: {e}"));
         daemon.0.wait().unwrap_or_else(|e| panic!("{e}"));
-        daemon = start(&kafka, &redis.url(), &sim, request_timeout_ms);
+        daemon = start(&kafka, &redis.url(), &sim, request_timeout_ms, updates);
     }
 
     let mut seen = Seen::default();
@@ -285,6 +343,7 @@ fn a_timeout_after_kite_accepted_the_order_gives_one_order_and_one_fill() {
     one_signal_one_order_one_fill(
         Fault::TimeoutAfterAccept(Duration::from_secs(4)),
         1000,
+        Updates::TickerAndPoll { poll_ms: 300 },
         false,
     );
 }
@@ -294,6 +353,9 @@ fn a_daemon_killed_between_sending_and_the_reply_places_one_order_after_restart(
     one_signal_one_order_one_fill(
         Fault::TimeoutAfterAccept(Duration::from_secs(40)),
         60_000,
+        // After the restart only the stage's redelivery and the follower's first reading
+        // of the book (at its start) can resolve the intent.
+        Updates::PollOnly { poll_ms: 600_000 },
         true,
     );
 }
@@ -305,21 +367,8 @@ fn a_daemon_killed_between_sending_and_the_reply_places_one_order_after_restart(
 #[test]
 fn the_embedded_daemon_trades_simulator_ticks_through_the_zerodha_trader_to_the_portfolio() {
     const ADMIN: &str = "zerodha-trader-admin-token-0123";
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .enable_all()
-        .build()
-        .unwrap_or_else(|e| panic!("{e}"));
-    let mut cfg = SimConfig::new("simkey", "simsecret");
-    cfg.tick_interval = Duration::from_millis(100);
-    cfg.heartbeat_interval = Duration::from_millis(500);
-    cfg.access_token = Some(TOKEN.to_owned());
-    let sim = rt
-        .block_on(Simulator::start(
-            "127.0.0.1:0".parse().unwrap_or_else(|e| panic!("{e}")),
-            cfg,
-        ))
-        .unwrap_or_else(|e| panic!("simulator: {e}"));
+    let rt = runtime();
+    let sim = simulator(&rt, Duration::from_millis(100));
     let config = std::env::temp_dir().join(format!("ap-zerodha-embedded-{}.toml", free_port()));
     std::fs::write(
         &config,
@@ -430,5 +479,51 @@ params = {{ lookback = 1, threshold = "0.000001", quantity = 5 }}
     );
     assert_eq!(sim.placements().len(), orders.len(), "no order call twice");
     let _ = std::fs::remove_file(&config);
+    drop(rt);
+}
+
+#[test]
+fn a_burst_of_50_signals_reaches_the_simulator_at_no_more_than_10_orders_a_second() {
+    let kafka = PrivateKafka::start();
+    let redis = PrivateRedis::start();
+    let rt = runtime();
+    let sim = simulator(&rt, Duration::from_millis(200));
+    let _daemon = start(
+        &kafka,
+        &redis.url(),
+        &sim,
+        5000,
+        Updates::TickerAndPoll { poll_ms: 300 },
+    );
+    wait_for_topics(&kafka);
+    let reader = order_events_reader(&kafka);
+    // Spread over the three instruments, so several partitions place at once.
+    let signals: Vec<EventEnvelope> = (0..50)
+        .map(|i| validated_signal_on([738561, 408065, TCS][i % 3], 1))
+        .collect();
+    publish(&rt, &kafka, &signals);
+    let mut seen = Seen::default();
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while seen.filled.len() < 50 {
+        assert!(
+            Instant::now() < deadline,
+            "{} of 50 fills; {} orders at the simulator",
+            seen.filled.len(),
+            sim.orders().len()
+        );
+        read(&reader, &mut seen, Duration::from_millis(200));
+    }
+    let mut at: Vec<Instant> = sim.placements().iter().map(|(t, _)| *t).collect();
+    at.sort();
+    assert_eq!(at.len(), 50, "one call per signal");
+    for w in at.windows(11) {
+        assert!(
+            w[10] - w[0] >= Duration::from_secs(1),
+            "11 order calls within {:?}",
+            w[10] - w[0]
+        );
+    }
+    // 50 calls at 10 a second take at least 4 s from the first to the last.
+    assert!(at[49] - at[0] >= Duration::from_secs(4));
     drop(rt);
 }
