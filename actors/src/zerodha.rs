@@ -185,9 +185,10 @@ impl ZerodhaTrader {
             .collect()
     }
 
-    /// What an intent's state says to publish for the call (submitted, or failed).
+    /// What an intent's state says to publish for the call (submitted, or failed), at the
+    /// signal's event time: handled again, it publishes the same events.
     fn call_events(&self, intent: &Intent) -> Vec<Emission> {
-        let at = alpha_panda_core::Timestamp::now();
+        let at = intent.at;
         intent
             .submitted(&self.broker, at)
             .into_iter()
