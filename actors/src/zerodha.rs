@@ -52,8 +52,6 @@ pub fn state_key(broker: &BrokerName) -> String {
 pub struct FollowConfig {
     /// How often the order book is read while an intent waits for Kite.
     pub poll: Duration,
-    /// An `Unknown` intent absent from the book this long after its call failed.
-    pub grace: Duration,
     /// MIS square-off time, IST.
     pub square_off_at: NaiveTime,
 }

@@ -203,6 +203,9 @@ pub async fn trader(
     }
     client.set_access_token(token);
     let timeout = Duration::from_millis(kite.request_timeout_ms);
+    // An order Kite accepted is in its book at once: an UNKNOWN intent absent twice the
+    // request timeout after its call failed was never received.
+    let grace = (timeout * 2).max(Duration::from_secs(5));
     let trader = Arc::new(
         ZerodhaTrader::load(
             broker.clone(),
@@ -210,9 +213,7 @@ pub async fn trader(
             client.clone(),
             store.clone(),
             control,
-            // An order Kite accepted is in its book at once: absent twice the request
-            // timeout after the call, it was never received.
-            (timeout * 2).max(Duration::from_secs(5)),
+            grace,
         )
         .await
         .map_err(|e| anyhow::anyhow!("loading the {broker} trader state: {e}"))?,
@@ -222,7 +223,6 @@ pub async fn trader(
         .ok_or_else(|| anyhow::anyhow!("brokers.{broker}.kite.square_off_at is not HH:MM"))?;
     let config = FollowConfig {
         poll: Duration::from_millis(kite.order_poll_ms),
-        grace: (timeout * 2).max(Duration::from_secs(5)),
         square_off_at: chrono::NaiveTime::from_hms_opt(square_h, square_m, 0)
             .ok_or_else(|| anyhow::anyhow!("square_off_at is not a time of day"))?,
     };
