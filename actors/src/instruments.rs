@@ -142,6 +142,11 @@ impl InstrumentMaster {
             .and_then(|t| self.by_token.get(t))
     }
 
+    /// Every instrument, in no particular order.
+    pub fn iter(&self) -> impl Iterator<Item = &Instrument> {
+        self.by_token.values()
+    }
+
     pub fn len(&self) -> usize {
         self.by_token.len()
     }

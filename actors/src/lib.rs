@@ -12,6 +12,7 @@ pub mod metrics;
 pub mod readiness;
 pub mod stages;
 pub mod store;
+pub mod zerodha;
 
 // The pure trading logic lives in `alpha-panda-engine` (shared with the backtest loop); the
 // actors reach it under its old paths.

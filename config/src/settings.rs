@@ -394,6 +394,22 @@ pub struct KiteSettings {
     pub ticker_mode: TickerMode,
     /// Seconds without any ticker message (data or heartbeat) before reconnecting.
     pub ticker_read_timeout_secs: u64,
+    /// How often the trader reads the order book while an order waits for Kite (ms).
+    pub order_poll_ms: u64,
+    /// IST time (`HH:MM`) at which the trader squares off the MIS positions its fills made.
+    pub square_off_at: String,
+}
+
+impl KiteSettings {
+    /// `square_off_at` as (hour, minute), or `None` when it is not `HH:MM`.
+    pub fn square_off_time(&self) -> Option<(u32, u32)> {
+        let (h, m) = self.square_off_at.split_once(':')?;
+        if h.len() != 2 || m.len() != 2 {
+            return None;
+        }
+        let (h, m): (u32, u32) = (h.parse().ok()?, m.parse().ok()?);
+        (h < 24 && m < 60).then_some((h, m))
+    }
 }
 
 /// KiteTicker subscription modes.
@@ -419,6 +435,8 @@ impl Default for KiteSettings {
             ticker_instruments: Vec::new(),
             ticker_mode: TickerMode::Full,
             ticker_read_timeout_secs: 10,
+            order_poll_ms: 1000,
+            square_off_at: "15:20".to_owned(),
         }
     }
 }

@@ -263,6 +263,7 @@ fn kite(b: &str, k: &crate::settings::KiteSettings) -> Result<(), Failure> {
         ("orders_per_day", u64::from(k.orders_per_day)),
         ("request_timeout_ms", k.request_timeout_ms),
         ("ticker_read_timeout_secs", k.ticker_read_timeout_secs),
+        ("order_poll_ms", k.order_poll_ms),
     ] {
         if v == 0 {
             return Err((
@@ -271,6 +272,13 @@ fn kite(b: &str, k: &crate::settings::KiteSettings) -> Result<(), Failure> {
                 "expected a number above 0".into(),
             ));
         }
+    }
+    if k.square_off_time().is_none() {
+        return Err((
+            key("square_off_at"),
+            Some(format!("{:?}", k.square_off_at)),
+            "expected an IST time as HH:MM, e.g. \"15:20\"".into(),
+        ));
     }
     Ok(())
 }

@@ -517,3 +517,23 @@ fn the_kite_feed_needs_ticker_instruments_and_kite_limits_must_be_positive() {
     assert_eq!(key, "brokers.zerodha.kite.orders_per_minute");
     assert!(problem.contains("above 0"), "{problem}");
 }
+
+#[test]
+fn the_square_off_time_defaults_to_15_20_ist_and_must_be_hh_mm() {
+    let zerodha = [
+        ("ACTIVE_BROKERS", "paper,zerodha"),
+        ("ALPHA_PANDA__BROKERS__ZERODHA__KITE__API_KEY", "kitekey"),
+    ];
+    let s = load(None, env(&zerodha)).unwrap();
+    let k = &s.brokers[&BrokerName::zerodha()].kite;
+    assert_eq!(k.square_off_time(), Some((15, 20)));
+    assert_eq!(k.order_poll_ms, 1000);
+    for bad in ["25:00", "3:20pm", "15-20", "15:2"] {
+        let mut vars = zerodha.to_vec();
+        vars.push(("ALPHA_PANDA__BROKERS__ZERODHA__KITE__SQUARE_OFF_AT", bad));
+        let (key, value, problem, _) = invalid(load(None, env(&vars)).unwrap_err());
+        assert_eq!(key, "brokers.zerodha.kite.square_off_at", "{bad}");
+        assert!(value.is_some_and(|v| v.contains(bad)), "{bad}");
+        assert!(problem.contains("HH:MM"), "{problem}");
+    }
+}

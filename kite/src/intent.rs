@@ -10,13 +10,17 @@
 //! by reading the order book and matching the tag ([`resolve`]), never by sending again
 //! blindly. Prices of LIMIT/SL orders are rounded to the instrument's tick size (a BUY down,
 //! a SELL up: never worse than the strategy asked), quantities down to the lot size.
-//! [`transition`] is the life cycle table; anything else is refused. [`Progress`] turns an
+//! [`transition`] is the life cycle table; anything else is refused. A placed intent only
+//! takes confirmations of its own order id (the reply and an order update race), and a
+//! recorded intent the book does not hold stays recorded: its call never reached Kite, so
+//! sending it is safe — after the book was read, never before. [`Progress`] turns an
 //! order's updates and trades into what the trader emits — one ack, one fill per Kite trade
 //! (partial fills), one failure for REJECTED or CANCELLED — each once, whatever order and
 //! how often updates arrive (WebSocket and polling both deliver them), with event ids
 //! derived from the intent ([`event_id`]).
 
 use rust_decimal::Decimal;
+use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use crate::types::order::{Order, TransactionType};
@@ -42,7 +46,8 @@ pub fn tag_for(intent: Uuid) -> String {
 }
 
 /// Where an intent is in its life.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "state", rename_all = "snake_case")]
 pub enum IntentState {
     /// Written to the store; the HTTP call comes next.
     Recorded,
@@ -93,6 +98,15 @@ pub fn transition(state: &IntentState, event: &IntentEvent) -> Option<IntentStat
             reason: "not in Kite's order book after the call".into(),
         }),
         (S::Unknown, E::OutcomeLost) => Some(S::Unknown),
+        (S::Recorded, E::AbsentFromBook) => Some(S::Recorded),
+        (S::Placed { order_id: a }, E::Replied { order_id: b })
+        | (S::Placed { order_id: a }, E::FoundInBook { order_id: b })
+            if a == b =>
+        {
+            Some(S::Placed {
+                order_id: a.clone(),
+            })
+        }
         _ => None,
     }
 }
@@ -174,15 +188,32 @@ pub fn event_id(intent: Uuid, what: &str) -> Uuid {
 }
 
 /// What has been emitted for one intent so far.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Progress {
     acked: bool,
     failed: bool,
     filled_seen: u64,
     trades: std::collections::BTreeSet<String>,
+    /// Kite reported a final status (COMPLETE, CANCELLED, REJECTED).
+    #[serde(default)]
+    final_status: bool,
+    /// Quantity of the trades turned into fills.
+    #[serde(default)]
+    traded: u64,
 }
 
 impl Progress {
+    /// Nothing more will come of the order: Kite reported a final status and every traded
+    /// quantity it reported has become a fill.
+    pub fn is_closed(&self) -> bool {
+        self.final_status && self.traded >= self.filled_seen
+    }
+
+    /// Quantity filled so far.
+    pub fn traded(&self) -> u64 {
+        self.traded
+    }
+
     /// An order update (WebSocket text message, postback or a row of the order history).
     pub fn on_order(&mut self, o: &Order) -> Vec<Step> {
         use crate::types::order::OrderStatus as S;
@@ -203,6 +234,9 @@ impl Progress {
                 broker_order_id: o.order_id.clone(),
             });
         }
+        if o.status.is_final() {
+            self.final_status = true;
+        }
         if matches!(o.status, S::Rejected | S::Cancelled) && !self.failed {
             self.failed = true;
             let reason = o
@@ -221,6 +255,7 @@ impl Progress {
         trades
             .iter()
             .filter(|t| self.trades.insert(t.trade_id.clone()))
+            .inspect(|t| self.traded += t.quantity)
             .map(|t| Step::Fill {
                 trade_id: t.trade_id.clone(),
                 quantity: t.quantity,
@@ -284,6 +319,21 @@ mod tests {
         };
         assert_eq!(transition(&placed, &IntentEvent::AbsentFromBook), None);
         assert_eq!(transition(&placed, &IntentEvent::OutcomeLost), None);
+        // The reply and an order update race: a confirmation of the same order is no
+        // change, another order id is refused.
+        let same = IntentEvent::Replied {
+            order_id: "1".into(),
+        };
+        assert_eq!(transition(&placed, &same), Some(placed.clone()));
+        let other = IntentEvent::FoundInBook {
+            order_id: "2".into(),
+        };
+        assert_eq!(transition(&placed, &other), None);
+        // A recorded intent the book does not hold was never received: it may be sent.
+        assert_eq!(
+            transition(&IntentState::Recorded, &IntentEvent::AbsentFromBook),
+            Some(IntentState::Recorded)
+        );
         assert!(matches!(
             transition(&IntentState::Unknown, &IntentEvent::AbsentFromBook),
             Some(IntentState::Failed { .. })

@@ -15,6 +15,7 @@ pub mod intent;
 pub mod limits;
 pub mod sim;
 pub mod ticker;
+pub mod trader;
 pub mod types;
 
 pub use client::{KiteClient, KiteConfig};

@@ -71,8 +71,11 @@ async fn run_async(settings: Arc<Settings>) -> anyhow::Result<()> {
         http = %settings.http.listen,
         "alpha-panda starting"
     );
-    let a = Assembly::new(settings.clone(), transport, producer.clone(), store.clone());
+    let mut a = Assembly::new(settings.clone(), transport, producer.clone(), store.clone());
     a.load_control().await?;
+    let zerodha =
+        crate::kite::trader(&settings, &store, a.control.clone(), producer.clone()).await?;
+    a.zerodha = zerodha.as_ref().map(|z| z.trader.clone());
     for (broker, strategy, state) in a.control.trading_states() {
         if state != alpha_panda_core::TradingState::Active {
             tracing::warn!(
@@ -146,6 +149,7 @@ async fn run_async(settings: Arc<Settings>) -> anyhow::Result<()> {
             producer.clone(),
             store.clone(),
             a.control.clone(),
+            zerodha.as_ref().map(|z| z.updates.clone()),
         ))),
     };
     let stats = actix_rt::spawn(report(settings.clone(), store.clone(), counters.clone()));
@@ -174,6 +178,9 @@ async fn run_async(settings: Arc<Settings>) -> anyhow::Result<()> {
     }
     for m in members {
         m.shutdown().await;
+    }
+    if let Some(z) = zerodha {
+        z.stop();
     }
     http_handle.stop(true).await;
     console_reader.shutdown().await;

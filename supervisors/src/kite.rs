@@ -10,7 +10,12 @@
 //! store for a new session every 5 s. When the ticker refuses the token, or the session
 //! expires, the zerodha broker is set HALTED (its risk stage then refuses its signals) with a
 //! log line saying what to run; other brokers are not touched. Every ticker event is counted
-//! in `alpha_panda_kite_ticker_events_total{event}`.
+//! in `alpha_panda_kite_ticker_events_total{event}`; order updates go to the zerodha trader.
+//!
+//! [`trader`] builds the zerodha broker's trader (`alpha_panda_actors::zerodha`): its client
+//! takes the session from the store at start and every 5 s after; its follower reads the
+//! order book every `order_poll_ms` while an order waits and squares MIS positions off at
+//! `square_off_at` IST.
 
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
@@ -19,12 +24,14 @@ use alpha_panda_actors::control::Control;
 use alpha_panda_actors::delivery::{EventProducer, Output};
 use alpha_panda_actors::metrics::metrics;
 use alpha_panda_actors::store::Store;
+use alpha_panda_actors::zerodha::{FollowConfig, ZerodhaTrader};
 use alpha_panda_config::{BrokerKind, KiteSettings, Settings, TickerMode};
 use alpha_panda_core::{BrokerName, EventBroker, EventData, EventEnvelope, TradingState};
 use alpha_panda_kite::limits::ist;
 use alpha_panda_kite::ticker::connection::{TickerConfig, TickerEvent, run};
 use alpha_panda_kite::ticker::packet::Mode;
 use alpha_panda_kite::ticker::tick::to_market_tick;
+use alpha_panda_kite::types::order::Order;
 use alpha_panda_kite::{KiteClient, KiteConfig, mask};
 use alpha_panda_topics::{TopicName, keys};
 use chrono::{DateTime, Utc};
@@ -158,12 +165,99 @@ async fn halt(control: &Control, broker: &str, why: &str) {
     }
 }
 
-/// Runs the `kite` feed until the process stops.
+/// The active zerodha broker's trader, running.
+pub struct Trader {
+    pub trader: Arc<ZerodhaTrader>,
+    /// Order updates for the trader (the `kite` feed's WebSocket messages).
+    pub updates: mpsc::UnboundedSender<Order>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Trader {
+    pub fn stop(self) {
+        for t in self.tasks {
+            t.abort();
+        }
+    }
+}
+
+/// Builds and starts the trader of the active zerodha broker, if there is one: its state
+/// loaded from the store, its follower and its session refresher running.
+pub async fn trader(
+    settings: &Settings,
+    store: &Store,
+    control: Arc<Control>,
+    producer: EventProducer,
+) -> anyhow::Result<Option<Trader>> {
+    let Some((broker, kite)) = zerodha(settings) else {
+        return Ok(None);
+    };
+    let account = settings
+        .brokers
+        .get(&broker)
+        .map(|b| b.account.clone())
+        .ok_or_else(|| anyhow::anyhow!("broker {broker} is not configured"))?;
+    let client = client(kite)?;
+    let token = current_token(store, broker.as_str(), kite).await?;
+    if token.is_none() && settings.feed != alpha_panda_config::Feed::Kite {
+        halt(&control, broker.as_str(), "no valid Kite session").await;
+    }
+    client.set_access_token(token);
+    let timeout = Duration::from_millis(kite.request_timeout_ms);
+    // An order Kite accepted is in its book at once: an UNKNOWN intent absent twice the
+    // request timeout after its call failed was never received.
+    let grace = (timeout * 2).max(Duration::from_secs(5));
+    let trader = Arc::new(
+        ZerodhaTrader::load(
+            broker.clone(),
+            account,
+            client.clone(),
+            store.clone(),
+            control,
+            grace,
+        )
+        .await
+        .map_err(|e| anyhow::anyhow!("loading the {broker} trader state: {e}"))?,
+    );
+    let (square_h, square_m) = kite
+        .square_off_time()
+        .ok_or_else(|| anyhow::anyhow!("brokers.{broker}.kite.square_off_at is not HH:MM"))?;
+    let config = FollowConfig {
+        poll: Duration::from_millis(kite.order_poll_ms),
+        square_off_at: chrono::NaiveTime::from_hms_opt(square_h, square_m, 0)
+            .ok_or_else(|| anyhow::anyhow!("square_off_at is not a time of day"))?,
+    };
+    let (updates, rx) = mpsc::unbounded_channel();
+    let follower = tokio::spawn(trader.as_ref().clone().follow(rx, producer, config));
+    let refresher = {
+        let (store, broker, kite) = (store.clone(), broker.clone(), kite.clone());
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(Duration::from_secs(5)).await;
+                match current_token(&store, broker.as_str(), &kite).await {
+                    Ok(t) => client.set_access_token(t),
+                    Err(e) => {
+                        tracing::warn!(broker = %broker, error = %e, "cannot read the Kite session")
+                    }
+                }
+            }
+        })
+    };
+    tracing::info!(broker = %broker, "zerodha trader started");
+    Ok(Some(Trader {
+        trader,
+        updates,
+        tasks: vec![follower, refresher],
+    }))
+}
+
+/// Runs the `kite` feed until the process stops; order updates go to `orders`.
 pub async fn feed(
     settings: Arc<Settings>,
     producer: EventProducer,
     store: Store,
     control: Arc<Control>,
+    orders: Option<mpsc::UnboundedSender<Order>>,
 ) {
     let Some((broker, kite)) = zerodha(&settings) else {
         tracing::error!("feed = \"kite\" without an active zerodha broker");
@@ -267,6 +361,9 @@ pub async fn feed(
             TickerEvent::Order(o) => {
                 counter.with_label_values(&["order_update"]).inc();
                 tracing::info!(order_id = o.order_id, status = o.status.as_str(), tag = ?o.tag, "Kite order update");
+                if let Some(tx) = &orders {
+                    let _ = tx.send(*o);
+                }
             }
             TickerEvent::ServerError(e) => tracing::warn!(error = e, "KiteTicker error message"),
             TickerEvent::ServerMessage(m) => tracing::info!(message = m, "KiteTicker message"),

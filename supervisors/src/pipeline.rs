@@ -12,6 +12,7 @@ use alpha_panda_actors::delivery::{
 use alpha_panda_actors::stages::{self, Counters};
 use alpha_panda_actors::store::Store;
 use alpha_panda_actors::strategy::Builder;
+use alpha_panda_actors::zerodha::{ZerodhaTrader, trader_factory};
 use alpha_panda_config::{BrokerKind, Settings};
 use alpha_panda_topics::{BrokerTopic, TopicName};
 use anyhow::Context;
@@ -56,9 +57,14 @@ fn policy(
     let group = format!("{}.{namespace}.{stage}", settings.kafka.group_prefix);
     let mut p = DeliveryPolicy::new(group, stage, namespace);
     p.control = control.clone();
-    // Strategies, risk and the trader rebuild their state from their input when they
-    // take a partition; the portfolio's state comes with its checkpoint.
-    p.warm_up = matches!(stage, "strategy" | "risk" | "trader");
+    // Strategies, risk and the paper trader rebuild their state from their input when they
+    // take a partition; the portfolio's state comes with its checkpoint, the zerodha
+    // trader's from the store.
+    let zerodha = settings.active_brokers.iter().any(|b| {
+        b.as_str() == namespace
+            && settings.brokers.get(b).map(|d| d.kind) == Some(BrokerKind::Zerodha)
+    });
+    p.warm_up = matches!(stage, "strategy" | "risk" | "trader") && !zerodha;
     p.dedup_ttl = Duration::from_secs(settings.redis.dedup_ttl_secs);
     p.session_timeout = Duration::from_millis(settings.kafka.session_timeout_ms.into());
     p.instance_id = settings.kafka.instance_id.clone();
@@ -74,6 +80,8 @@ pub struct Assembly {
     pub control: Arc<Control>,
     /// Makes strategy instances (tests wrap it to inject faults).
     pub strategies: Builder,
+    /// The trader of the active zerodha broker (`crate::kite::trader` makes it).
+    pub zerodha: Option<Arc<ZerodhaTrader>>,
 }
 
 impl Assembly {
@@ -95,6 +103,7 @@ impl Assembly {
             producer,
             store,
             strategies: alpha_panda_actors::strategy::default_builder(),
+            zerodha: None,
         }
     }
 
@@ -228,6 +237,19 @@ impl Assembly {
         })
     }
 
+    fn kind(&self, broker: &alpha_panda_core::BrokerName) -> Option<BrokerKind> {
+        self.settings.brokers.get(broker).map(|d| d.kind)
+    }
+
+    /// Whether the broker runs a trader: paper always, zerodha when its trader is built.
+    fn has_trader(&self, broker: &alpha_panda_core::BrokerName) -> bool {
+        match self.kind(broker) {
+            Some(BrokerKind::Paper) => true,
+            Some(BrokerKind::Zerodha) => self.zerodha.is_some(),
+            None => false,
+        }
+    }
+
     /// Consumer group of a stage: `{group_prefix}.{namespace}.{stage}`.
     pub fn group(&self, namespace: &str, stage: &str) -> String {
         format!("{}.{namespace}.{stage}", self.settings.kafka.group_prefix)
@@ -239,7 +261,7 @@ impl Assembly {
         for b in &self.settings.active_brokers {
             let ns = b.as_str().to_owned();
             v.push((ns.clone(), "risk".to_owned()));
-            if self.settings.brokers.get(b).map(|d| d.kind) == Some(BrokerKind::Paper) {
+            if self.has_trader(b) {
                 v.push((ns.clone(), "trader".to_owned()));
             }
             v.push((ns, "portfolio".to_owned()));
@@ -259,13 +281,15 @@ impl Assembly {
             ] {
                 v.push((risk.clone(), TopicName::broker(b, t)));
             }
-            if self.settings.brokers.get(b).map(|d| d.kind) == Some(BrokerKind::Paper) {
+            if self.has_trader(b) {
                 let trader = self.group(b.as_str(), "trader");
                 v.push((
                     trader.clone(),
                     TopicName::broker(b, BrokerTopic::SignalsValidated),
                 ));
-                v.push((trader, TopicName::market_ticks()));
+                if self.kind(b) == Some(BrokerKind::Paper) {
+                    v.push((trader, TopicName::market_ticks()));
+                }
             }
             let portfolio = self.group(b.as_str(), "portfolio");
             v.push((
@@ -277,8 +301,8 @@ impl Assembly {
         v
     }
 
-    /// Starts every stage: the strategies, then per active broker risk, trader (paper) and
-    /// portfolio.
+    /// Starts every stage: the strategies, then per active broker risk, trader (paper, or
+    /// zerodha when `zerodha` is set) and portfolio.
     pub fn start_stages(&self, counters: &Arc<Counters>) -> anyhow::Result<Vec<Member>> {
         self.start_stages_with(counters, &|_, _| None)
     }
@@ -375,10 +399,29 @@ impl Assembly {
                         BrokerStage::PerRecord(trader),
                     )?)
                 }
-                _ => tracing::warn!(
-                    broker = b,
-                    "no live Zerodha trader yet: validated signals wait in {b}.signals.validated"
-                ),
+                Some(BrokerKind::Zerodha) => match &self.zerodha {
+                    Some(trader) => {
+                        let make: Arc<dyn Fn() -> StageFactory + Send + Sync> =
+                            match replace(broker, "trader") {
+                                Some(f) => Arc::new(move || f.clone()),
+                                None => {
+                                    let trader = trader.clone();
+                                    Arc::new(move || trader_factory(trader.clone()))
+                                }
+                            };
+                        members.push(self.consume_broker_stage(
+                            vec![TopicName::broker(broker, BrokerTopic::SignalsValidated)],
+                            b,
+                            "trader",
+                            BrokerStage::PerRecord(make),
+                        )?)
+                    }
+                    None => tracing::warn!(
+                        broker = b,
+                        "no zerodha trader: validated signals wait in {b}.signals.validated"
+                    ),
+                },
+                None => {}
             }
             members.push(self.consume_broker_stage(
                 vec![
