@@ -32,6 +32,25 @@ pub struct Settings {
     /// Risk limits per broker (`[risk.paper]`); a broker without a section gets the defaults.
     pub risk: BTreeMap<BrokerName, RiskSettings>,
     pub portfolio: PortfolioSettings,
+    pub delivery: DeliverySettings,
+}
+
+/// How checkpointed stages batch their records (delivery v2).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DeliverySettings {
+    /// Most records a checkpointed unit handles between two checkpoints. A batch is what is
+    /// queued when the unit is free, never waited for: at a trickle each record is its own
+    /// batch (no added latency); under load batches grow to this bound.
+    pub batch_max_records: usize,
+}
+
+impl Default for DeliverySettings {
+    fn default() -> Self {
+        Self {
+            batch_max_records: 500,
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -69,6 +88,7 @@ impl Default for Settings {
             strategies: StrategySettings::defaults(),
             risk: BTreeMap::new(),
             portfolio: PortfolioSettings::default(),
+            delivery: DeliverySettings::default(),
         }
     }
 }

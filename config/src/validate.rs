@@ -188,6 +188,13 @@ fn services(s: &Settings) -> Result<(), Failure> {
             "expected 1 to 1000000",
         );
     }
+    if !(1..=10_000).contains(&s.delivery.batch_max_records) {
+        return fail(
+            "delivery.batch_max_records",
+            s.delivery.batch_max_records,
+            "expected 1 to 10000 records",
+        );
+    }
     if s.portfolio.snapshot_interval_secs > 86_400 {
         return fail(
             "portfolio.snapshot_interval_secs",

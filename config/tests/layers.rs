@@ -154,6 +154,28 @@ fn slippage_is_bounded_so_a_sell_can_never_be_priced_at_zero() {
 }
 
 #[test]
+fn a_checkpointed_batch_holds_1_to_10000_records() {
+    for bad in ["0", "10001"] {
+        let (key, value, problem, _) = invalid(
+            load(
+                None,
+                env(&[("ALPHA_PANDA__DELIVERY__BATCH_MAX_RECORDS", bad)]),
+            )
+            .unwrap_err(),
+        );
+        assert_eq!(key, "delivery.batch_max_records");
+        assert_eq!(value.as_deref(), Some(bad));
+        assert!(problem.contains("1 to 10000"), "{problem}");
+    }
+    let s = load(
+        None,
+        env(&[("ALPHA_PANDA__DELIVERY__BATCH_MAX_RECORDS", "64")]),
+    )
+    .unwrap();
+    assert_eq!(s.delivery.batch_max_records, 64);
+}
+
+#[test]
 fn the_environment_overrides_the_file_which_overrides_the_defaults() {
     let f = file(
         r#"

@@ -68,6 +68,7 @@ fn policy(
     p.dedup_ttl = Duration::from_secs(settings.redis.dedup_ttl_secs);
     p.session_timeout = Duration::from_millis(settings.kafka.session_timeout_ms.into());
     p.instance_id = settings.kafka.instance_id.clone();
+    p.batch_max_records = settings.delivery.batch_max_records;
     p
 }
 
