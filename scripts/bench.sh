@@ -8,7 +8,7 @@ cargo build --release -p alpha-panda-tests --bin bench-broker --bin bench-bridge
 # The bare broker with the runtime's client settings: produce/s, consume/s, one-hop p50/p99
 # of a tick-sized record at a steady rate (one JSON line each).
 target/release/bench-broker "${BENCH_BROKER_RECORDS:-200000}" "${BENCH_HOP_RATE:-1000}" "${BENCH_HOP_SECONDS:-10}"
-for transport in kafka memory; do
+for transport in kafka kafka-checkpointed memory; do
   target/release/bench-bridge "$transport" "${BENCH_RECORDS:-20000}"
 done
 # The KiteTicker packet parser (criterion; docs/performance.md, "Kite ticker").

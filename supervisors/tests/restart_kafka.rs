@@ -277,7 +277,7 @@ fn kill_9_in_the_middle_of_a_replay_changes_nothing() {
     let shared = run(
         &settings,
         &ticks,
-        15,
+        9,
         &["a-scale-out-daemon", "b-scale-out-daemon"],
         &[whole.0.len() / 4, whole.0.len() / 2],
         Some(whole.0.len()),

@@ -60,3 +60,38 @@ pub fn validate_factory(counter_key: String) -> StageFactory {
             .recipient()
     })
 }
+
+/// `validate` as a checkpointed stage (delivery v2), one unit per partition: its state is
+/// how many records it validated.
+pub fn validate_checkpointed(counter_key: String) -> alpha_panda_actors::delivery::Checkpointed {
+    struct Validating {
+        key: String,
+        validated: u64,
+    }
+    impl alpha_panda_actors::delivery::unit::CheckpointedStage for Validating {
+        fn handle(&mut self, d: &Deliver) -> Result<Handled, StageError> {
+            let h = validate(d, &self.key)?;
+            self.validated += 1;
+            Ok(h)
+        }
+        fn save(&self) -> serde_json::Value {
+            serde_json::json!({ "validated": self.validated })
+        }
+    }
+    alpha_panda_actors::delivery::Checkpointed {
+        factory: Arc::new(move |_unit, saved| {
+            let validated = saved
+                .as_ref()
+                .and_then(|v| v["validated"].as_u64())
+                .unwrap_or(0);
+            Ok(Box::new(Validating {
+                key: counter_key.clone(),
+                validated,
+            })
+                as Box<
+                    dyn alpha_panda_actors::delivery::unit::CheckpointedStage,
+                >)
+        }),
+        whole_stage: false,
+    }
+}

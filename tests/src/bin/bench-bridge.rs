@@ -4,14 +4,17 @@
 //! N trading signals, runs the `validate` stage (one output and one store effect per input)
 //! and reports records per second from the first record handled to the last effect applied.
 //!
-//! Usage: bench-bridge [kafka|memory] [N]
+//! `kafka-checkpointed` runs the same stage as a checkpointed unit per partition (delivery
+//! v2: batches, one checkpoint per batch, origins instead of marks downstream).
+//!
+//! Usage: bench-bridge [kafka|kafka-checkpointed|memory] [N]
 
 use std::time::{Duration, Instant};
 
 use alpha_panda_actors::delivery::kafka::{ConsumerSpec, start};
 use alpha_panda_actors::delivery::{DeliveryPolicy, EventProducer};
 use alpha_panda_actors::store::{RedisStore, Store};
-use alpha_panda_tests::stages::validate_factory;
+use alpha_panda_tests::stages::{validate_checkpointed, validate_factory};
 use alpha_panda_tests::{Namespace, kafka_servers, redis_url, signals};
 use alpha_panda_topics::{BrokerTopic, TopicName};
 
@@ -23,7 +26,8 @@ fn main() {
         .map(|s| s.parse().expect("N must be a number"))
         .unwrap_or(20_000);
     match transport.as_str() {
-        "kafka" => kafka(n),
+        "kafka" => kafka(n, false),
+        "kafka-checkpointed" => kafka(n, true),
         "memory" => memory(n),
         other => {
             eprintln!("unknown transport {other:?}: use kafka or memory");
@@ -32,7 +36,7 @@ fn main() {
     }
 }
 
-fn kafka(n: usize) {
+fn kafka(n: usize, checkpointed: bool) {
     actix_rt::System::new().block_on(async move {
         let ns = Namespace::new();
         let raw = TopicName::broker(&ns.broker, BrokerTopic::SignalsRaw);
@@ -48,7 +52,10 @@ fn kafka(n: usize) {
             servers: kafka_servers(),
             client_id: "bench".into(),
             topics: vec![raw],
-            policy: DeliveryPolicy::new(ns.group("bench"), "risk", ns.broker.as_str()),
+            policy: DeliveryPolicy {
+                checkpointed: checkpointed.then(|| validate_checkpointed(counter.clone())),
+                ..DeliveryPolicy::new(ns.group("bench"), "risk", ns.broker.as_str())
+            },
             producer: alpha_panda_tests::producer(&kafka_servers(), "bench"),
             store: store.clone(),
             factory: validate_factory(counter.clone()),
@@ -67,10 +74,25 @@ fn kafka(n: usize) {
         }
         let secs = started.elapsed().as_secs_f64();
         handle.shutdown().await;
+        let checkpoints = alpha_panda_actors::metrics::metrics()
+            .checkpoint_bytes
+            .with_label_values(&["risk"])
+            .get_sample_count();
+        if checkpointed {
+            eprintln!(
+                "{checkpoints} checkpoints: {:.1} records per batch",
+                n as f64 / checkpoints.max(1) as f64
+            );
+        }
+        let how = if checkpointed {
+            "checkpointed unit per partition: batch → handle → produce all, acks=all → one \
+             checkpoint with marks and effects → commit"
+        } else {
+            "per record: consume → handle → produce acks=all → mark+effect → commit"
+        };
         println!(
-            "bridge over kafka (Apache Kafka, redis): {} records in {secs:.2} s = {:.0} records/s \
-             (consume → handle → produce acks=all → mark+effect → commit; 6 partitions; \
-             feeding {n} took {feed_secs:.2} s = {:.0} records/s)",
+            "bridge over kafka (Apache Kafka, redis), {how}: {} records in {secs:.2} s = {:.0} records/s \
+             (6 partitions; feeding {n} took {feed_secs:.2} s = {:.0} records/s)",
             n - first,
             (n - first) as f64 / secs,
             n as f64 / feed_secs
