@@ -53,6 +53,16 @@ enum Command {
         #[command(subcommand)]
         command: DlqCommand,
     },
+    /// The database of `database.url`: migrations.
+    Db {
+        #[command(subcommand)]
+        command: DbCommand,
+    },
+    /// The trade book recorded in the database.
+    Trades {
+        #[command(subcommand)]
+        command: TradesCommand,
+    },
     /// Settings.
     Config {
         #[command(subcommand)]
@@ -117,6 +127,40 @@ enum DlqCommand {
 }
 
 #[derive(Subcommand)]
+enum DbCommand {
+    /// Apply every pending migration (shared tables, then each defined broker's schema and
+    /// writer role) and print what was applied; applying twice changes nothing.
+    Migrate,
+    /// Show every migration of each schema and whether it is applied.
+    Status,
+}
+
+#[derive(Subcommand)]
+enum TradesCommand {
+    /// Fills with their charges broken down and realized PnL per round trip.
+    Export {
+        #[arg(long)]
+        broker: String,
+        #[arg(long)]
+        strategy: Option<String>,
+        /// First trade date (India Standard Time), YYYY-MM-DD.
+        #[arg(long, value_name = "YYYY-MM-DD")]
+        from: chrono::NaiveDate,
+        /// Last trade date, included.
+        #[arg(long, value_name = "YYYY-MM-DD")]
+        to: chrono::NaiveDate,
+        #[arg(long, value_enum, default_value_t = ExportFormat::Csv)]
+        format: ExportFormat,
+    },
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum ExportFormat {
+    Csv,
+    Json,
+}
+
+#[derive(Subcommand)]
 enum ConfigCommand {
     /// Print the effective settings (secrets masked), or say what is wrong (exit status 2).
     Check,
@@ -139,6 +183,8 @@ fn main() -> ExitCode {
             Ok(())
         }
         Command::Topics { command } => topics(&settings, command),
+        Command::Db { command } => db(&settings, command),
+        Command::Trades { command } => trades(&settings, command),
         Command::Dlq { command } => dlq(&settings, command),
         Command::Backtest {
             ticks,
@@ -479,6 +525,88 @@ fn dlq(s: &Settings, command: DlqCommand) -> anyhow::Result<()> {
             emit(&out);
         }
     }
+    Ok(())
+}
+
+fn database(s: &Settings) -> anyhow::Result<alpha_panda_db::Target> {
+    alpha_panda_db::Target::from_settings(&s.database)?.context(
+        "no database configured: set database.url (postgres://user@host:port/db or sqlite://DIRECTORY), \
+         e.g. ALPHA_PANDA__DATABASE__URL",
+    )
+}
+
+fn db(s: &Settings, command: DbCommand) -> anyhow::Result<()> {
+    let target = database(s)?;
+    let layout = alpha_panda_db::Layout::new(s.database.schema_prefix.clone());
+    let brokers: Vec<_> = s.brokers.keys().cloned().collect();
+    let mut out = String::new();
+    match command {
+        DbCommand::Migrate => {
+            let report = alpha_panda_db::migrate::migrate(&target, &layout, &brokers)?;
+            let applied: usize = report.iter().map(|r| r.applied.len()).sum();
+            for r in &report {
+                for m in &r.applied {
+                    out += &format!("{}: applied {m}\n", r.scope);
+                }
+            }
+            out += &format!(
+                "{applied} migrations applied on {} ({} schemas up to date)\n",
+                target.describe(),
+                report.len()
+            );
+        }
+        DbCommand::Status => {
+            for r in alpha_panda_db::migrate::status(&target, &layout, &brokers)? {
+                out += &r.to_string();
+            }
+        }
+    }
+    emit(&out);
+    Ok(())
+}
+
+fn trades(s: &Settings, command: TradesCommand) -> anyhow::Result<()> {
+    let TradesCommand::Export {
+        broker,
+        strategy,
+        from,
+        to,
+        format,
+    } = command;
+    let broker = alpha_panda_core::BrokerName::new(broker.clone())
+        .map_err(|e| anyhow::anyhow!("--broker {broker:?}: {e}"))?;
+    anyhow::ensure!(
+        s.brokers.contains_key(&broker),
+        "--broker {broker}: no such broker in the settings (defined: {})",
+        s.brokers
+            .keys()
+            .map(|b| b.as_str())
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    anyhow::ensure!(from <= to, "--from {from} is after --to {to}");
+    let url = match database(s)? {
+        alpha_panda_db::Target::Postgres { url } => url,
+        alpha_panda_db::Target::Sqlite { .. } => {
+            anyhow::bail!("trades export reads PostgreSQL; the recorder does not write SQLite yet")
+        }
+    };
+    let layout = alpha_panda_db::Layout::new(s.database.schema_prefix.clone());
+    let fills = alpha_panda_db::export::load(
+        &url,
+        &layout,
+        &alpha_panda_db::export::Query {
+            broker,
+            strategy,
+            from,
+            to,
+        },
+    )?;
+    let format = match format {
+        ExportFormat::Csv => alpha_panda_db::export::Format::Csv,
+        ExportFormat::Json => alpha_panda_db::export::Format::Json,
+    };
+    emit(&alpha_panda_db::export::render(&fills, format)?);
     Ok(())
 }
 
