@@ -6,7 +6,9 @@
 //! portfolio stage follow. Every stage consumes through the delivery bridge. The operations
 //! HTTP server serves the operator console, `/healthz`, `/status`, `/portfolio/{broker}` and
 //! the admin commands; a console reader follows the snapshot, fill, rejection and DLQ
-//! topics for the console (outside every consumer group). SIGTERM/SIGINT stop the feed,
+//! topics for the console (outside every consumer group). With Kafka and a PostgreSQL
+//! `database.url`, a recorder per active broker copies its order, fill, snapshot and
+//! rejection topics into the broker's schema (`alpha_panda_db::recorder`). SIGTERM/SIGINT stop the feed,
 //! drain every stage (in-flight records finish, offsets are committed) and exit 0.
 
 use std::sync::Arc;
