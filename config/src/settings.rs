@@ -156,6 +156,9 @@ pub struct DatabaseSettings {
     pub batch_records: u32,
     /// Longest the recorder waits to fill a batch, in milliseconds.
     pub batch_ms: u64,
+    /// Start with the strategies stored by `alpha-panda strategies import` (PostgreSQL)
+    /// instead of the `strategies` of the settings.
+    pub strategies_from_database: bool,
 }
 
 impl Default for DatabaseSettings {
@@ -165,6 +168,7 @@ impl Default for DatabaseSettings {
             schema_prefix: String::new(),
             batch_records: 500,
             batch_ms: 200,
+            strategies_from_database: false,
         }
     }
 }

@@ -21,6 +21,7 @@ pub mod migrate;
 pub mod recorder;
 pub mod rows;
 pub mod schema;
+pub mod strategies;
 pub mod target;
 pub mod tradebook;
 

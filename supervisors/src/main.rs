@@ -58,6 +58,11 @@ enum Command {
         #[command(subcommand)]
         command: DbCommand,
     },
+    /// Strategies stored in the database (PostgreSQL).
+    Strategies {
+        #[command(subcommand)]
+        command: StrategiesCommand,
+    },
     /// The trade book recorded in the database.
     Trades {
         #[command(subcommand)]
@@ -136,6 +141,25 @@ enum DbCommand {
 }
 
 #[derive(Subcommand)]
+enum StrategiesCommand {
+    /// Validate the `[[strategies]]` of a TOML file with the start-up rules and replace the
+    /// stored set with them (one transaction).
+    Import {
+        #[arg(value_name = "FILE")]
+        file: PathBuf,
+    },
+    /// Print the stored strategies as `[[strategies]]` TOML.
+    Export,
+}
+
+/// A file of `[[strategies]]`, as `strategies import` reads and `export` writes it.
+#[derive(serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct StrategiesFile {
+    strategies: Vec<alpha_panda_config::StrategySettings>,
+}
+
+#[derive(Subcommand)]
 enum TradesCommand {
     /// Fills with their charges broken down and realized PnL per round trip.
     Export {
@@ -185,6 +209,7 @@ fn main() -> ExitCode {
         Command::Topics { command } => topics(&settings, command),
         Command::Db { command } => db(&settings, command),
         Command::Trades { command } => trades(&settings, command),
+        Command::Strategies { command } => strategies(&settings, command),
         Command::Dlq { command } => dlq(&settings, command),
         Command::Backtest {
             ticks,
@@ -206,6 +231,16 @@ fn main() -> ExitCode {
         Command::Kite { command } => kite(&settings, command),
         Command::KiteSim { listen, tick_ms } => kite_sim(&settings, listen, tick_ms),
         Command::Run => {
+            let mut settings = settings;
+            if settings.database.strategies_from_database {
+                match stored_strategies(&settings) {
+                    Ok(set) => settings.strategies = set,
+                    Err(e) => {
+                        eprintln!("alpha-panda: {e:#}");
+                        return ExitCode::from(EXIT_CONFIG);
+                    }
+                }
+            }
             if let Err(e) = alpha_panda_config::check_trading(&settings) {
                 return config_error(&e);
             }
@@ -562,6 +597,65 @@ fn db(s: &Settings, command: DbCommand) -> anyhow::Result<()> {
         }
     }
     emit(&out);
+    Ok(())
+}
+
+fn postgres_url(s: &Settings, what: &str) -> anyhow::Result<String> {
+    match database(s)? {
+        alpha_panda_db::Target::Postgres { url } => Ok(url),
+        alpha_panda_db::Target::Sqlite { .. } => {
+            anyhow::bail!("{what} needs PostgreSQL; database.url is a SQLite directory")
+        }
+    }
+}
+
+/// The stored strategies, held to the start-up rules.
+fn stored_strategies(s: &Settings) -> anyhow::Result<Vec<alpha_panda_config::StrategySettings>> {
+    let url = postgres_url(s, "database.strategies_from_database")?;
+    let layout = alpha_panda_db::Layout::new(s.database.schema_prefix.clone());
+    let set = alpha_panda_db::strategies::load_all(&url, &layout)?;
+    anyhow::ensure!(
+        !set.is_empty(),
+        "database.strategies_from_database = true but no strategy is stored: run `alpha-panda strategies import FILE`"
+    );
+    let mut candidate = s.clone();
+    candidate.strategies = set;
+    check_strategies(&candidate, "the stored strategies")?;
+    Ok(candidate.strategies)
+}
+
+fn check_strategies(candidate: &Settings, source: &str) -> anyhow::Result<()> {
+    alpha_panda_config::validate_settings(candidate).map_err(|(key, value, problem)| {
+        let value = value.map(|v| format!(" = {v}")).unwrap_or_default();
+        anyhow::anyhow!("{source}: `{key}`{value}: {problem}")
+    })
+}
+
+fn strategies(s: &Settings, command: StrategiesCommand) -> anyhow::Result<()> {
+    let url = postgres_url(s, "strategies")?;
+    let layout = alpha_panda_db::Layout::new(s.database.schema_prefix.clone());
+    match command {
+        StrategiesCommand::Import { file } => {
+            let text = std::fs::read_to_string(&file)
+                .with_context(|| format!("reading {}", file.display()))?;
+            let parsed: StrategiesFile = toml::from_str(&text)
+                .with_context(|| format!("{} is not a file of [[strategies]]", file.display()))?;
+            let mut candidate = s.clone();
+            candidate.strategies = parsed.strategies;
+            check_strategies(&candidate, &file.display().to_string())?;
+            let by = std::env::var("USER").unwrap_or_else(|_| "alpha-panda".to_owned());
+            let n =
+                alpha_panda_db::strategies::replace_all(&url, &layout, &candidate.strategies, &by)?;
+            emit(&format!(
+                "{n} strategies stored in {}\n",
+                layout.shared_schema()
+            ));
+        }
+        StrategiesCommand::Export => {
+            let strategies = alpha_panda_db::strategies::load_all(&url, &layout)?;
+            emit(&toml::to_string(&StrategiesFile { strategies })?);
+        }
+    }
     Ok(())
 }
 

@@ -87,7 +87,7 @@ fn migrate(prefix: &str) {
     let first = cli(prefix, &["db", "migrate"]);
     assert!(first.status.success(), "{}", text(&first.stderr));
     let out = text(&first.stdout);
-    assert!(out.contains("3 migrations applied"), "{out}");
+    assert!(out.contains("4 migrations applied"), "{out}");
     let again = cli(prefix, &["db", "migrate"]);
     assert!(
         text(&again.stdout).contains("0 migrations applied"),
@@ -378,4 +378,90 @@ fn trades_export_of_the_golden_run_gives_the_hand_computed_charges_and_pnl() {
     assert_eq!(trips[0]["net_pnl"], "-12.10");
     assert_eq!(trips[0]["charges"], "0.10");
     assert_eq!(json["fills"].as_array().map(Vec::len), Some(2));
+}
+
+/// `strategies import` holds a file to the start-up rules: a bad parameter is refused with
+/// its key and the stored set stays; a good file replaces it and `export` gives it back.
+#[test]
+fn strategies_import_refuses_a_bad_parameter_by_key_and_keeps_the_stored_set() {
+    let ns = Namespace::new();
+    let prefix = format!("t{}_", ns.id);
+    let _schemas = Schemas(prefix.clone());
+    migrate(&prefix);
+    let dir = std::env::temp_dir().join(format!("ap-strategies-{}", ns.id));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let good = dir.join("good.toml");
+    std::fs::write(
+        &good,
+        "[[strategies]]\nid = \"mom\"\nkind = \"momentum\"\ninstruments = [738561]\n\
+         params = { lookback = 2, threshold = \"0.01\", quantity = 10 }\n",
+    )
+    .expect("write");
+    let bad = dir.join("bad.toml");
+    std::fs::write(
+        &bad,
+        "[[strategies]]\nid = \"mom2\"\nkind = \"momentum\"\ninstruments = [738561]\n\
+         params = { lookback = \"two\" }\n",
+    )
+    .expect("write");
+
+    let out = cli(
+        &prefix,
+        &["strategies", "import", good.to_str().expect("path")],
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stdout).contains("1 strategies stored"),
+        "{}",
+        text(&out.stdout)
+    );
+
+    let out = cli(
+        &prefix,
+        &["strategies", "import", bad.to_str().expect("path")],
+    );
+    assert!(!out.status.success());
+    let err = text(&out.stderr);
+    assert!(err.contains("strategies[0].params.lookback"), "{err}");
+
+    // A daemon told to take its strategies from the database trades the stored set.
+    let port = free_port();
+    let daemon = Command::new(env!("CARGO_BIN_EXE_alpha-panda"))
+        .arg("run")
+        .env("ALPHA_PANDA__DATABASE__URL", database_url())
+        .env("ALPHA_PANDA__DATABASE__SCHEMA_PREFIX", &prefix)
+        .env("ALPHA_PANDA__DATABASE__STRATEGIES_FROM_DATABASE", "true")
+        .env("ALPHA_PANDA__HTTP__LISTEN", format!("127.0.0.1:{port}"))
+        .env("ALPHA_PANDA__LOG__LEVEL", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("daemon starts");
+    let daemon = Daemon(daemon);
+    let addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().expect("addr");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let body = loop {
+        if std::net::TcpStream::connect(addr).is_ok() {
+            let (status, body) =
+                alpha_panda_tests::ops::http(addr, "GET", "/portfolio/paper", None, None);
+            if status == 200 {
+                break body;
+            }
+        }
+        assert!(Instant::now() < deadline, "the daemon did not come up");
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    assert!(
+        body.contains("\"mom\"") && !body.contains("momentum_1"),
+        "{body}"
+    );
+    drop(daemon);
+
+    let out = cli(&prefix, &["strategies", "export"]);
+    let exported = text(&out.stdout);
+    assert!(
+        exported.contains("id = \"mom\"") && !exported.contains("mom2"),
+        "{exported}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
 }
