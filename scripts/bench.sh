@@ -13,6 +13,8 @@ for transport in kafka kafka-checkpointed memory; do
 done
 # The KiteTicker packet parser (criterion; docs/performance.md, "Kite ticker").
 cargo bench -p alpha-panda-kite --bench ticker 2>&1 | grep -E '^kite_ticker|time:|thrpt:'
+# The recorder's write path into PostgreSQL (criterion; docs/performance.md, "Recorder").
+cargo bench -p alpha-panda-db --bench write_batch 2>&1 | grep -E '^recorder|time:|thrpt:'
 
 # The backtest (docs/performance.md, "Backtest"): the reference file (the project's own
 # generator, its sha256 checked), the reference workload (bench/ema.toml), the default

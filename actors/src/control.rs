@@ -462,6 +462,39 @@ impl Control {
         }
     }
 
+    /// A stage outside the delivery bridge (the recorder) reports that it cannot work and
+    /// why: the namespace is degraded (readiness fails and says why) until
+    /// [`Control::clear_degraded`]. Nothing is halted: trading goes on.
+    pub fn mark_degraded(&self, namespace: &str, stage: &str, reason: &str) {
+        let fresh = self
+            .lock()
+            .degraded
+            .entry(namespace.to_owned())
+            .or_default()
+            .insert(stage.to_owned(), reason.to_owned())
+            .is_none();
+        metrics().degraded.with_label_values(&[namespace]).set(1);
+        if fresh {
+            tracing::error!(broker = namespace, stage, reason, "broker degraded");
+        }
+    }
+
+    /// The stage of [`Control::mark_degraded`] works again.
+    pub fn clear_degraded(&self, namespace: &str, stage: &str) {
+        let mut st = self.lock();
+        let Some(stages) = st.degraded.get_mut(namespace) else {
+            return;
+        };
+        if stages.remove(stage).is_none() {
+            return;
+        }
+        tracing::info!(broker = namespace, stage, "stage works again");
+        if stages.is_empty() {
+            st.degraded.remove(namespace);
+            metrics().degraded.with_label_values(&[namespace]).set(0);
+        }
+    }
+
     /// Degraded namespaces, each with the reason per stage.
     pub fn degraded(&self) -> BTreeMap<String, BTreeMap<String, String>> {
         self.lock().degraded.clone()

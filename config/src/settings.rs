@@ -160,12 +160,37 @@ impl Default for RedisSettings {
     }
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct DatabaseSettings {
-    /// `postgres://user[:password]@host:port/db`. Absent: no database (no audit trail).
+    /// `postgres://user[:password]@host:port/db`, or `sqlite://DIR` (one SQLite file per
+    /// broker plus `shared.sqlite` in DIR). Absent: no database (nothing recorded).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub url: Option<String>,
+    /// Put before every schema (PostgreSQL) or file (SQLite) and role name: the broker
+    /// `paper` lives in schema `{schema_prefix}paper`, written by role
+    /// `{schema_prefix}paper_writer`; shared tables in `{schema_prefix}shared`. Lowercase
+    /// letters, digits and `_`; empty by default.
+    pub schema_prefix: String,
+    /// Most records the recorder writes in one transaction.
+    pub batch_records: u32,
+    /// Longest the recorder waits to fill a batch, in milliseconds.
+    pub batch_ms: u64,
+    /// Start with the strategies stored by `alpha-panda strategies import` (PostgreSQL)
+    /// instead of the `strategies` of the settings.
+    pub strategies_from_database: bool,
+}
+
+impl Default for DatabaseSettings {
+    fn default() -> Self {
+        Self {
+            url: None,
+            schema_prefix: String::new(),
+            batch_records: 500,
+            batch_ms: 200,
+            strategies_from_database: false,
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -228,14 +228,41 @@ fn services(s: &Settings) -> Result<(), Failure> {
         );
     }
     if let Some(url) = &s.database.url
-        && !["postgres://", "postgresql://"]
+        && !["postgres://", "postgresql://", "sqlite://"]
             .iter()
             .any(|p| url.starts_with(p))
     {
         return fail(
             "database.url",
             crate::mask::url(url),
-            "expected postgres://user@host:port/db",
+            "expected postgres://user@host:port/db or sqlite://DIRECTORY",
+        );
+    }
+    let prefix = &s.database.schema_prefix;
+    if prefix.len() > 30
+        || prefix.starts_with(|c: char| c.is_ascii_digit())
+        || !prefix
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+    {
+        return fail(
+            "database.schema_prefix",
+            format!("{prefix:?}"),
+            "expected at most 30 lowercase letters, digits and _, not starting with a digit (or empty)",
+        );
+    }
+    if !(1..=100_000).contains(&s.database.batch_records) {
+        return fail(
+            "database.batch_records",
+            s.database.batch_records,
+            "expected 1 to 100000 records",
+        );
+    }
+    if !(1..=60_000).contains(&s.database.batch_ms) {
+        return fail(
+            "database.batch_ms",
+            s.database.batch_ms,
+            "expected 1 to 60000 milliseconds",
         );
     }
     if s.log.level.trim().is_empty() {

@@ -559,3 +559,33 @@ fn the_square_off_time_defaults_to_15_20_ist_and_must_be_hh_mm() {
         assert!(problem.contains("HH:MM"), "{problem}");
     }
 }
+
+#[test]
+fn a_schema_prefix_that_is_not_a_lowercase_identifier_is_refused_with_the_key() {
+    for bad in ["Paper", "1x_", "a-b", "x; DROP"] {
+        let err = load(None, env(&[("ALPHA_PANDA__DATABASE__SCHEMA_PREFIX", bad)])).unwrap_err();
+        let (key, _, problem, _) = invalid(err);
+        assert_eq!(key, "database.schema_prefix", "{bad}");
+        assert!(problem.contains("lowercase letters"), "{problem}");
+    }
+    let ok = load(
+        None,
+        env(&[("ALPHA_PANDA__DATABASE__SCHEMA_PREFIX", "t1_")]),
+    )
+    .unwrap();
+    assert_eq!(ok.database.schema_prefix, "t1_");
+}
+
+#[test]
+fn a_database_url_may_be_postgres_or_a_sqlite_directory_and_nothing_else() {
+    let s = load(
+        None,
+        env(&[("ALPHA_PANDA__DATABASE__URL", "sqlite:///var/lib/ap")]),
+    )
+    .unwrap();
+    assert_eq!(s.database.url.as_deref(), Some("sqlite:///var/lib/ap"));
+    let (key, _, problem, _) =
+        invalid(load(None, env(&[("ALPHA_PANDA__DATABASE__URL", "mysql://h/db")])).unwrap_err());
+    assert_eq!(key, "database.url");
+    assert!(problem.contains("sqlite://DIRECTORY"), "{problem}");
+}

@@ -6,7 +6,9 @@
 //! portfolio stage follow. Every stage consumes through the delivery bridge. The operations
 //! HTTP server serves the operator console, `/healthz`, `/status`, `/portfolio/{broker}` and
 //! the admin commands; a console reader follows the snapshot, fill, rejection and DLQ
-//! topics for the console (outside every consumer group). SIGTERM/SIGINT stop the feed,
+//! topics for the console (outside every consumer group). With Kafka and a PostgreSQL
+//! `database.url`, a recorder per active broker copies its order, fill, snapshot and
+//! rejection topics into the broker's schema (`alpha_panda_db::recorder`). SIGTERM/SIGINT stop the feed,
 //! drain every stage (in-flight records finish, offsets are committed) and exit 0.
 
 use std::sync::Arc;
@@ -20,6 +22,7 @@ use alpha_panda_actors::stages::{self, Counters};
 use alpha_panda_actors::store::{MemoryStore, RedisStore, Store};
 use alpha_panda_config::{Feed, Settings};
 use alpha_panda_core::{EventBroker, EventData, EventEnvelope, Timestamp};
+use alpha_panda_db::recorder::{Recorder, RecorderConfig};
 use alpha_panda_topics::{TopicName, keys, topics_for};
 use anyhow::Context;
 
@@ -88,6 +91,7 @@ async fn run_async(settings: Arc<Settings>) -> anyhow::Result<()> {
     }
     let counters = Arc::new(Counters::default());
     let members = a.start_stages(&counters)?;
+    let recorders = start_recorders(&settings, &a.transport, &a.control)?;
 
     let console = Console::new(Limits::default());
     let console_reader = match &a.transport {
@@ -184,8 +188,60 @@ async fn run_async(settings: Arc<Settings>) -> anyhow::Result<()> {
     }
     http_handle.stop(true).await;
     console_reader.shutdown().await;
+    // Each recorder finishes the batch in hand; joining its thread blocks, so not here.
+    let _ =
+        tokio::task::spawn_blocking(move || recorders.into_iter().for_each(Recorder::stop)).await;
     tracing::info!("alpha-panda stopped");
     Ok(())
+}
+
+/// One recorder per active broker when the transport is Kafka and `database.url` is
+/// PostgreSQL (`db migrate` must have run: a recorder acts as its broker's writer role).
+fn start_recorders(
+    settings: &Settings,
+    transport: &Transport,
+    control: &Arc<alpha_panda_actors::control::Control>,
+) -> anyhow::Result<Vec<Recorder>> {
+    let target = alpha_panda_db::Target::from_settings(&settings.database)?;
+    let (servers, url) = match (transport, target) {
+        (Transport::Kafka(servers), Some(alpha_panda_db::Target::Postgres { url })) => {
+            (servers.clone(), url)
+        }
+        (_, None) => return Ok(Vec::new()),
+        (_, Some(t)) => {
+            tracing::warn!(
+                database = %t.describe(),
+                "nothing is recorded: the recorder runs over Kafka into PostgreSQL only"
+            );
+            return Ok(Vec::new());
+        }
+    };
+    let layout = alpha_panda_db::Layout::new(settings.database.schema_prefix.clone());
+    settings
+        .active_brokers
+        .iter()
+        .map(|b| {
+            let charges = settings
+                .brokers
+                .get(b)
+                .map(|bs| bs.fill_model.charges.clone())
+                .unwrap_or_default();
+            let cfg = RecorderConfig {
+                kafka_servers: servers.clone(),
+                client_id: settings.kafka.client_id.clone(),
+                group: format!("{}.{b}.recorder", settings.kafka.group_prefix),
+                session_timeout_ms: settings.kafka.session_timeout_ms,
+                broker: b.clone(),
+                database_url: url.clone(),
+                layout: layout.clone(),
+                charges,
+                batch_records: settings.database.batch_records as usize,
+                batch_wait: Duration::from_millis(settings.database.batch_ms),
+            };
+            Recorder::spawn(cfg, control.clone())
+                .with_context(|| format!("starting the recorder of {b}"))
+        })
+        .collect()
 }
 
 async fn synthetic_feed(settings: Arc<Settings>, producer: EventProducer) {

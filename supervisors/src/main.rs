@@ -53,6 +53,21 @@ enum Command {
         #[command(subcommand)]
         command: DlqCommand,
     },
+    /// The database of `database.url`: migrations.
+    Db {
+        #[command(subcommand)]
+        command: DbCommand,
+    },
+    /// Strategies stored in the database (PostgreSQL).
+    Strategies {
+        #[command(subcommand)]
+        command: StrategiesCommand,
+    },
+    /// The trade book recorded in the database.
+    Trades {
+        #[command(subcommand)]
+        command: TradesCommand,
+    },
     /// Settings.
     Config {
         #[command(subcommand)]
@@ -117,6 +132,59 @@ enum DlqCommand {
 }
 
 #[derive(Subcommand)]
+enum DbCommand {
+    /// Apply every pending migration (shared tables, then each defined broker's schema and
+    /// writer role) and print what was applied; applying twice changes nothing.
+    Migrate,
+    /// Show every migration of each schema and whether it is applied.
+    Status,
+}
+
+#[derive(Subcommand)]
+enum StrategiesCommand {
+    /// Validate the `[[strategies]]` of a TOML file with the start-up rules and replace the
+    /// stored set with them (one transaction).
+    Import {
+        #[arg(value_name = "FILE")]
+        file: PathBuf,
+    },
+    /// Print the stored strategies as `[[strategies]]` TOML.
+    Export,
+}
+
+/// A file of `[[strategies]]`, as `strategies import` reads and `export` writes it.
+#[derive(serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct StrategiesFile {
+    strategies: Vec<alpha_panda_config::StrategySettings>,
+}
+
+#[derive(Subcommand)]
+enum TradesCommand {
+    /// Fills with their charges broken down and realized PnL per round trip.
+    Export {
+        #[arg(long)]
+        broker: String,
+        #[arg(long)]
+        strategy: Option<String>,
+        /// First trade date (India Standard Time), YYYY-MM-DD.
+        #[arg(long, value_name = "YYYY-MM-DD")]
+        from: chrono::NaiveDate,
+        /// Last trade date, included.
+        #[arg(long, value_name = "YYYY-MM-DD")]
+        to: chrono::NaiveDate,
+        #[arg(long, value_enum, default_value_t = ExportFormat::Csv)]
+        format: ExportFormat,
+    },
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum ExportFormat {
+    Csv,
+    Json,
+}
+
+#[derive(Subcommand)]
 enum ConfigCommand {
     /// Print the effective settings (secrets masked), or say what is wrong (exit status 2).
     Check,
@@ -139,6 +207,9 @@ fn main() -> ExitCode {
             Ok(())
         }
         Command::Topics { command } => topics(&settings, command),
+        Command::Db { command } => db(&settings, command),
+        Command::Trades { command } => trades(&settings, command),
+        Command::Strategies { command } => strategies(&settings, command),
         Command::Dlq { command } => dlq(&settings, command),
         Command::Backtest {
             ticks,
@@ -160,6 +231,16 @@ fn main() -> ExitCode {
         Command::Kite { command } => kite(&settings, command),
         Command::KiteSim { listen, tick_ms } => kite_sim(&settings, listen, tick_ms),
         Command::Run => {
+            let mut settings = settings;
+            if settings.database.strategies_from_database {
+                match stored_strategies(&settings) {
+                    Ok(set) => settings.strategies = set,
+                    Err(e) => {
+                        eprintln!("alpha-panda: {e:#}");
+                        return ExitCode::from(EXIT_CONFIG);
+                    }
+                }
+            }
             if let Err(e) = alpha_panda_config::check_trading(&settings) {
                 return config_error(&e);
             }
@@ -479,6 +560,147 @@ fn dlq(s: &Settings, command: DlqCommand) -> anyhow::Result<()> {
             emit(&out);
         }
     }
+    Ok(())
+}
+
+fn database(s: &Settings) -> anyhow::Result<alpha_panda_db::Target> {
+    alpha_panda_db::Target::from_settings(&s.database)?.context(
+        "no database configured: set database.url (postgres://user@host:port/db or sqlite://DIRECTORY), \
+         e.g. ALPHA_PANDA__DATABASE__URL",
+    )
+}
+
+fn db(s: &Settings, command: DbCommand) -> anyhow::Result<()> {
+    let target = database(s)?;
+    let layout = alpha_panda_db::Layout::new(s.database.schema_prefix.clone());
+    let brokers: Vec<_> = s.brokers.keys().cloned().collect();
+    let mut out = String::new();
+    match command {
+        DbCommand::Migrate => {
+            let report = alpha_panda_db::migrate::migrate(&target, &layout, &brokers)?;
+            let applied: usize = report.iter().map(|r| r.applied.len()).sum();
+            for r in &report {
+                for m in &r.applied {
+                    out += &format!("{}: applied {m}\n", r.scope);
+                }
+            }
+            out += &format!(
+                "{applied} migrations applied on {} ({} schemas up to date)\n",
+                target.describe(),
+                report.len()
+            );
+        }
+        DbCommand::Status => {
+            for r in alpha_panda_db::migrate::status(&target, &layout, &brokers)? {
+                out += &r.to_string();
+            }
+        }
+    }
+    emit(&out);
+    Ok(())
+}
+
+fn postgres_url(s: &Settings, what: &str) -> anyhow::Result<String> {
+    match database(s)? {
+        alpha_panda_db::Target::Postgres { url } => Ok(url),
+        alpha_panda_db::Target::Sqlite { .. } => {
+            anyhow::bail!("{what} needs PostgreSQL; database.url is a SQLite directory")
+        }
+    }
+}
+
+/// The stored strategies, held to the start-up rules.
+fn stored_strategies(s: &Settings) -> anyhow::Result<Vec<alpha_panda_config::StrategySettings>> {
+    let url = postgres_url(s, "database.strategies_from_database")?;
+    let layout = alpha_panda_db::Layout::new(s.database.schema_prefix.clone());
+    let set = alpha_panda_db::strategies::load_all(&url, &layout)?;
+    anyhow::ensure!(
+        !set.is_empty(),
+        "database.strategies_from_database = true but no strategy is stored: run `alpha-panda strategies import FILE`"
+    );
+    let mut candidate = s.clone();
+    candidate.strategies = set;
+    check_strategies(&candidate, "the stored strategies")?;
+    Ok(candidate.strategies)
+}
+
+fn check_strategies(candidate: &Settings, source: &str) -> anyhow::Result<()> {
+    alpha_panda_config::validate_settings(candidate).map_err(|(key, value, problem)| {
+        let value = value.map(|v| format!(" = {v}")).unwrap_or_default();
+        anyhow::anyhow!("{source}: `{key}`{value}: {problem}")
+    })
+}
+
+fn strategies(s: &Settings, command: StrategiesCommand) -> anyhow::Result<()> {
+    let url = postgres_url(s, "strategies")?;
+    let layout = alpha_panda_db::Layout::new(s.database.schema_prefix.clone());
+    match command {
+        StrategiesCommand::Import { file } => {
+            let text = std::fs::read_to_string(&file)
+                .with_context(|| format!("reading {}", file.display()))?;
+            let parsed: StrategiesFile = toml::from_str(&text)
+                .with_context(|| format!("{} is not a file of [[strategies]]", file.display()))?;
+            let mut candidate = s.clone();
+            candidate.strategies = parsed.strategies;
+            check_strategies(&candidate, &file.display().to_string())?;
+            let by = std::env::var("USER").unwrap_or_else(|_| "alpha-panda".to_owned());
+            let n =
+                alpha_panda_db::strategies::replace_all(&url, &layout, &candidate.strategies, &by)?;
+            emit(&format!(
+                "{n} strategies stored in {}\n",
+                layout.shared_schema()
+            ));
+        }
+        StrategiesCommand::Export => {
+            let strategies = alpha_panda_db::strategies::load_all(&url, &layout)?;
+            emit(&toml::to_string(&StrategiesFile { strategies })?);
+        }
+    }
+    Ok(())
+}
+
+fn trades(s: &Settings, command: TradesCommand) -> anyhow::Result<()> {
+    let TradesCommand::Export {
+        broker,
+        strategy,
+        from,
+        to,
+        format,
+    } = command;
+    let broker = alpha_panda_core::BrokerName::new(broker.clone())
+        .map_err(|e| anyhow::anyhow!("--broker {broker:?}: {e}"))?;
+    anyhow::ensure!(
+        s.brokers.contains_key(&broker),
+        "--broker {broker}: no such broker in the settings (defined: {})",
+        s.brokers
+            .keys()
+            .map(|b| b.as_str())
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    anyhow::ensure!(from <= to, "--from {from} is after --to {to}");
+    let url = match database(s)? {
+        alpha_panda_db::Target::Postgres { url } => url,
+        alpha_panda_db::Target::Sqlite { .. } => {
+            anyhow::bail!("trades export reads PostgreSQL; the recorder does not write SQLite yet")
+        }
+    };
+    let layout = alpha_panda_db::Layout::new(s.database.schema_prefix.clone());
+    let fills = alpha_panda_db::export::load(
+        &url,
+        &layout,
+        &alpha_panda_db::export::Query {
+            broker,
+            strategy,
+            from,
+            to,
+        },
+    )?;
+    let format = match format {
+        ExportFormat::Csv => alpha_panda_db::export::Format::Csv,
+        ExportFormat::Json => alpha_panda_db::export::Format::Json,
+    };
+    emit(&alpha_panda_db::export::render(&fills, format)?);
     Ok(())
 }
 

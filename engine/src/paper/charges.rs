@@ -4,7 +4,7 @@ use alpha_panda_config::Charges;
 use alpha_panda_core::{Decimal, Side};
 
 /// The charges of one fill, itemised; `total` is rounded to the paisa.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ChargeBreakdown {
     pub brokerage: Decimal,
     pub stt: Decimal,

@@ -1,0 +1,2 @@
+DROP TABLE strategies;
+DROP TABLE instruments;
