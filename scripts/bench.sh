@@ -3,6 +3,8 @@
 # Kafka, redis-server) and prints throughput figures. Record them in docs/performance.md with the date and commit.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# `bash scripts/bench.sh backtest` runs only the backtest part (no services needed).
+if [ "${1:-}" != backtest ]; then
 . scripts/services.sh || { echo "bench services could not be started" >&2; exit 1; }
 cargo build --release -p alpha-panda-tests --bin bench-broker --bin bench-bridge
 # The bare broker with the runtime's client settings: produce/s, consume/s, one-hop p50/p99
@@ -15,6 +17,7 @@ done
 cargo bench -p alpha-panda-kite --bench ticker 2>&1 | grep -E '^kite_ticker|time:|thrpt:'
 # The recorder's write path into PostgreSQL (criterion; docs/performance.md, "Recorder").
 cargo bench -p alpha-panda-db --bench write_batch 2>&1 | grep -E '^recorder|time:|thrpt:'
+fi
 
 # The backtest (docs/performance.md, "Backtest"): the reference file (the project's own
 # generator, its sha256 checked), the reference workload (bench/ema.toml), the default
@@ -34,11 +37,12 @@ rows="$(grep -vc '^instrument_token' "$ticks")"
 timed() {
   local name="$1"; shift
   local t; t="$(mktemp)"
-  /usr/bin/time -f "%e %M" -o "$t" target/release/alpha-panda "$@" >"$bt_out/$name.stdout"
-  read -r wall rss_kb <"$t"; rm -f "$t"
+  /usr/bin/time -f "%e %M %U %S" -o "$t" target/release/alpha-panda "$@" >"$bt_out/$name.stdout"
+  read -r wall rss_kb user sys <"$t"; rm -f "$t"
   local fills; fills="$( [ -f "$bt_out/$name/fills.jsonl" ] && wc -l <"$bt_out/$name/fills.jsonl" || echo null)"
-  awk -v n="$name" -v w="$wall" -v r="$rss_kb" -v ticks="$rows" -v f="$fills" 'BEGIN {
-    printf "{\"bench\":\"%s\",\"ticks\":%d,\"wall_s\":%.2f,\"ticks_per_s\":%.0f,\"peak_rss_mib\":%.1f,\"fills\":%s}\n", n, ticks, w, ticks / (w > 0 ? w : 0.001), r / 1024, f }'
+  # cpu_s (user + system, all threads) says what the command cost when the machine is shared.
+  awk -v n="$name" -v w="$wall" -v r="$rss_kb" -v ticks="$rows" -v f="$fills" -v c="$(awk -v u="$user" -v s="$sys" 'BEGIN { print u + s }')" 'BEGIN {
+    printf "{\"bench\":\"%s\",\"ticks\":%d,\"wall_s\":%.2f,\"ticks_per_s\":%.0f,\"cpu_s\":%.2f,\"peak_rss_mib\":%.1f,\"fills\":%s}\n", n, ticks, w, ticks / (w > 0 ? w : 0.001), c, r / 1024, f }'
   echo "$wall" >"$bt_out/$name.wall"
 }
 timed backtest_reference backtest --config bench/ema.toml --ticks "$ticks" --out "$bt_out/backtest_reference"

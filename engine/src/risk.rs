@@ -6,7 +6,7 @@
 //! signal's event time, never the wall clock. The trading day is the NSE day (Asia/Kolkata,
 //! UTC+05:30, no DST).
 
-use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::collections::{BTreeMap, HashSet, VecDeque};
 
 use alpha_panda_config::RiskSettings;
 use alpha_panda_core::events::{OrderFilled, RejectedSignal, TradingSignal, ValidatedSignal};
@@ -89,19 +89,19 @@ impl Limits {
 #[derive(Debug, Clone, Default)]
 pub struct RiskBook {
     /// Net position per (strategy, instrument): fills plus validated-but-unfilled orders.
-    positions: HashMap<(StrategyId, InstrumentToken), i64>,
-    last_price: HashMap<InstrumentToken, Decimal>,
-    orders_per_day: HashMap<(StrategyId, NaiveDate), u32>,
+    positions: crate::FastMap<(StrategyId, InstrumentToken), i64>,
+    last_price: crate::FastMap<InstrumentToken, Decimal>,
+    orders_per_day: crate::FastMap<(StrategyId, NaiveDate), u32>,
     /// Event times of recently validated orders, for the per-second rate.
     recent: VecDeque<Timestamp>,
     /// Each strategy's PnL per trading day, from the broker's fills and the marks seen.
     pnl: DayPnl,
     /// Validated orders not yet filled or failed, by the validated signal's event id (the
     /// causation id of the order's events): their strategy, instrument and signed quantity.
-    open: HashMap<Uuid, (StrategyId, InstrumentToken, i64)>,
+    open: crate::FastMap<Uuid, (StrategyId, InstrumentToken, i64)>,
     /// Outcomes that came before their order's validation (records of different partitions
     /// are replayed in any order): `true` if the order failed.
-    settled_early: HashMap<Uuid, bool>,
+    settled_early: crate::FastMap<Uuid, bool>,
 }
 
 /// The verdict on a signal: every rule and whether it passed, and the reasons of failures.

@@ -304,12 +304,15 @@ fn backtest_sweep(
         .map(|a| a.parse::<sweep::Axis>())
         .collect::<Result<Vec<_>, _>>()?;
     let started = std::time::Instant::now();
-    let (rows, skipped) = sweep::read_all(ticks, bad_rows)?;
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let sweep::FileSweep {
+        runs,
+        rows,
+        skipped,
+    } = sweep::run_file(settings, &axes, ticks, bad_rows, threads)?;
     if skipped > 0 {
         eprintln!("alpha-panda: skipped {skipped} bad rows");
     }
-    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
-    let runs = sweep::run(settings, &axes, &rows, threads)?;
     let secs = started.elapsed().as_secs_f64();
     std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
     std::fs::write(
@@ -319,8 +322,8 @@ fn backtest_sweep(
     let mut text = format!(
         "{} runs × {} ticks in {secs:.2} s ({:.0} ticks/s over all runs, {threads} threads) → {}\n\n{:>4} {:>12} {:>7}  params\n",
         runs.len(),
-        rows.len(),
-        (runs.len() * rows.len()) as f64 / secs.max(1e-9),
+        rows,
+        (runs.len() as u64 * rows) as f64 / secs.max(1e-9),
         out.join("sweep.json").display(),
         "run",
         "total_pnl",

@@ -170,6 +170,10 @@ impl PaperBook {
         price: Decimal,
         at: Timestamp,
     ) -> Vec<PaperEvent> {
+        if self.resting.get(&token).is_none_or(Vec::is_empty) {
+            return Vec::new();
+        }
+        // Only a tick that has resting orders to reach pays for the slipped prices.
         let slipped_buy = self.slipped(Side::Buy, price);
         let slipped_sell = self.slipped(Side::Sell, price);
         let bps = self.slippage_bps;

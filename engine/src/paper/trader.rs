@@ -29,7 +29,9 @@
 //! fills it): those emissions are marked `live` and must still be published. Their ids
 //! are the order's deterministic child ids, so a copy already published is a duplicate.
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::VecDeque;
+
+use crate::{FastMap, FastSet};
 
 use alpha_panda_config::FillModel;
 use alpha_panda_core::events::{
@@ -122,20 +124,22 @@ pub struct PaperTrader {
     account: AccountId,
     model: FillModel,
     /// Instruments the broker's strategies trade: the ones whose ticks are followed.
-    instruments: HashSet<InstrumentToken>,
+    instruments: FastSet<InstrumentToken>,
     book: PaperBook,
-    open: HashMap<OrderId, Open>,
-    waiting: HashMap<InstrumentToken, Vec<Incoming>>,
-    ticks: HashMap<InstrumentToken, VecDeque<SeenTick>>,
+    open: FastMap<OrderId, Open>,
+    waiting: FastMap<InstrumentToken, Vec<Incoming>>,
+    ticks: FastMap<InstrumentToken, VecDeque<SeenTick>>,
     /// Per instrument, the newest tick dropped from the buffer.
-    pruned: HashMap<InstrumentToken, Timestamp>,
-    holdings: HashMap<Holding, i64>,
+    pruned: FastMap<InstrumentToken, Timestamp>,
+    holdings: FastMap<Holding, i64>,
     /// Quantity of resting SELLs (each at most `i64::MAX`, so their sum fits in a `u128`).
-    resting_sells: HashMap<Holding, u128>,
-    resting: HashMap<Holding, usize>,
-    changes: HashMap<Holding, VecDeque<Change>>,
-    cash: HashMap<StrategyId, Decimal>,
-    blocked: HashMap<StrategyId, Decimal>,
+    resting_sells: FastMap<Holding, u128>,
+    resting: FastMap<Holding, usize>,
+    changes: FastMap<Holding, VecDeque<Change>>,
+    cash: FastMap<StrategyId, Decimal>,
+    blocked: FastMap<StrategyId, Decimal>,
+    /// Emit `order_placed` and `order_ack` (see [`PaperTrader::fills_and_failures_only`]).
+    lifecycle: bool,
 }
 
 impl PaperTrader {
@@ -151,16 +155,17 @@ impl PaperTrader {
             book: PaperBook::new(model.slippage_bps),
             model,
             instruments: instruments.into_iter().collect(),
-            open: HashMap::new(),
-            waiting: HashMap::new(),
-            ticks: HashMap::new(),
-            pruned: HashMap::new(),
-            holdings: HashMap::new(),
-            resting_sells: HashMap::new(),
-            resting: HashMap::new(),
-            changes: HashMap::new(),
-            cash: HashMap::new(),
-            blocked: HashMap::new(),
+            open: FastMap::default(),
+            waiting: FastMap::default(),
+            ticks: FastMap::default(),
+            pruned: FastMap::default(),
+            holdings: FastMap::default(),
+            resting_sells: FastMap::default(),
+            resting: FastMap::default(),
+            changes: FastMap::default(),
+            cash: FastMap::default(),
+            blocked: FastMap::default(),
+            lifecycle: true,
         }
     }
 
@@ -186,6 +191,14 @@ impl PaperTrader {
             def.fill_model.clone(),
             instruments,
         ))
+    }
+
+    /// A trader that emits only what settles an order (`order_filled`, `order_failed`),
+    /// not `order_placed` and `order_ack`: for a driver that reads nothing else (the
+    /// backtest loop). Every other emission, id and state change is the same.
+    pub fn fills_and_failures_only(mut self) -> Self {
+        self.lifecycle = false;
+        self
     }
 
     /// Orders resting in the book.
@@ -403,52 +416,56 @@ impl PaperTrader {
             );
             return vec![self.failed(&order, reason, at, live)];
         }
-        let placed = OrderPlaced {
-            order_id: order_id.clone(),
-            instrument_token: s.instrument_token,
-            side: s.signal_type,
-            quantity: v.validated_quantity,
-            price: v.validated_price,
-            order_type: s.order_type,
-            product: s.product,
-            validity: s.validity,
-            trigger_price: s.trigger_price,
-            strategy_id: s.strategy_id.clone(),
-            account: self.account.clone(),
-            execution_mode: ExecutionMode::Paper,
-            broker: self.broker.clone(),
-            timestamp: at,
+        let mut out = if self.lifecycle {
+            let placed = OrderPlaced {
+                order_id: order_id.clone(),
+                instrument_token: s.instrument_token,
+                side: s.signal_type,
+                quantity: v.validated_quantity,
+                price: v.validated_price,
+                order_type: s.order_type,
+                product: s.product,
+                validity: s.validity,
+                trigger_price: s.trigger_price,
+                strategy_id: s.strategy_id.clone(),
+                account: self.account.clone(),
+                execution_mode: ExecutionMode::Paper,
+                broker: self.broker.clone(),
+                timestamp: at,
+            };
+            let ack = OrderAck {
+                order_id: order_id.clone(),
+                broker_order_id: order_id.to_string(),
+                instrument_token: s.instrument_token,
+                side: s.signal_type,
+                quantity: v.validated_quantity,
+                strategy_id: s.strategy_id.clone(),
+                account: self.account.clone(),
+                execution_mode: ExecutionMode::Paper,
+                broker: self.broker.clone(),
+                timestamp: at,
+            };
+            vec![
+                self.emit(
+                    &order,
+                    0,
+                    BrokerTopic::OrdersSubmitted,
+                    at,
+                    EventData::OrderPlaced(placed),
+                    live,
+                ),
+                self.emit(
+                    &order,
+                    1,
+                    BrokerTopic::OrdersAck,
+                    at,
+                    EventData::OrderAck(ack),
+                    live,
+                ),
+            ]
+        } else {
+            Vec::new()
         };
-        let ack = OrderAck {
-            order_id: order_id.clone(),
-            broker_order_id: order_id.to_string(),
-            instrument_token: s.instrument_token,
-            side: s.signal_type,
-            quantity: v.validated_quantity,
-            strategy_id: s.strategy_id.clone(),
-            account: self.account.clone(),
-            execution_mode: ExecutionMode::Paper,
-            broker: self.broker.clone(),
-            timestamp: at,
-        };
-        let mut out = vec![
-            self.emit(
-                &order,
-                0,
-                BrokerTopic::OrdersSubmitted,
-                at,
-                EventData::OrderPlaced(placed),
-                live,
-            ),
-            self.emit(
-                &order,
-                1,
-                BrokerTopic::OrdersAck,
-                at,
-                EventData::OrderAck(ack),
-                live,
-            ),
-        ];
         let qty = v.validated_quantity.get();
         let holding = (s.strategy_id.clone(), s.instrument_token);
         let market = s.order_type == OrderType::Market;

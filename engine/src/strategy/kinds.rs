@@ -1,7 +1,15 @@
 //! The built-in strategies. Each keeps its state per instrument and signals only when its
 //! view changes (a new BUY after a BUY would just pile on).
+//!
+//! `mean_reversion`, `rsi` and `sma_crossover` decide by comparing decimal indicators
+//! (`indicators`); they take each comparison from the indicators' integer shortcuts where
+//! those settle it, so they decide exactly as the all-decimal versions (kept as the
+//! tests' oracle, `oracle` below) at a fraction of the cost.
 
-use std::collections::{BTreeMap, HashMap};
+use std::cmp::Ordering;
+use std::collections::BTreeMap;
+
+use crate::FastMap;
 
 use alpha_panda_config::{
     EmaCrossoverParams, MeanReversionParams, MomentumParams, RsiParams, SmaCrossoverParams,
@@ -10,10 +18,10 @@ use alpha_panda_core::events::MarketTick;
 use alpha_panda_core::{Decimal, InstrumentToken, Quantity, Side};
 use serde_json::Value;
 
-use super::indicators::{History, bollinger, rsi, sma};
+use super::indicators::{BandShortcut, History, RsiShortcut, sma, sma_order, to_f64};
 use super::{Decision, Strategy};
 
-fn decision(
+pub(super) fn decision(
     tick: &MarketTick,
     side: Side,
     quantity: u64,
@@ -28,7 +36,7 @@ fn decision(
     })
 }
 
-fn meta(pairs: &[(&str, Decimal)]) -> BTreeMap<String, Value> {
+pub(super) fn meta(pairs: &[(&str, Decimal)]) -> BTreeMap<String, Value> {
     pairs
         .iter()
         .map(|(k, v)| {
@@ -44,14 +52,18 @@ fn meta(pairs: &[(&str, Decimal)]) -> BTreeMap<String, Value> {
 struct Track {
     history: Option<History>,
     last_side: Option<Side>,
-    last_value: Option<Decimal>,
+    /// `rsi`: the last RSI against `oversold` and against `overbought`.
+    last_rsi: Option<(Ordering, Ordering)>,
+    /// `sma_crossover`: the sign of the last fast − slow.
+    last_sign: Option<Ordering>,
+}
+
+/// The history in `slot`, made with `capacity` on first use.
+fn history(slot: &mut Option<History>, capacity: usize) -> &mut History {
+    slot.get_or_insert_with(|| History::new(capacity))
 }
 
 impl Track {
-    fn history(&mut self, capacity: usize) -> &mut History {
-        self.history.get_or_insert_with(|| History::new(capacity))
-    }
-
     /// `want` if it differs from what was last signalled.
     fn change(&mut self, want: Option<Side>) -> Option<Side> {
         match want {
@@ -66,14 +78,14 @@ impl Track {
 
 pub struct Momentum {
     p: MomentumParams,
-    tracks: HashMap<InstrumentToken, Track>,
+    tracks: FastMap<InstrumentToken, Track>,
 }
 
 impl Momentum {
     pub fn new(p: MomentumParams) -> Self {
         Self {
             p,
-            tracks: HashMap::new(),
+            tracks: FastMap::default(),
         }
     }
 }
@@ -81,7 +93,7 @@ impl Momentum {
 impl Strategy for Momentum {
     fn on_tick(&mut self, tick: &MarketTick) -> Option<Decision> {
         let t = self.tracks.entry(tick.instrument_token).or_default();
-        let h = t.history(self.p.lookback + 1);
+        let h = history(&mut t.history, self.p.lookback + 1);
         h.push(tick.last_price.get());
         let then = h.back(self.p.lookback)?;
         if then.is_zero() {
@@ -102,35 +114,51 @@ impl Strategy for Momentum {
 
 pub struct MeanReversion {
     p: MeanReversionParams,
-    tracks: HashMap<InstrumentToken, Track>,
+    k: f64,
+    oversold: f64,
+    overbought: f64,
+    tracks: FastMap<InstrumentToken, Track>,
 }
 
 impl MeanReversion {
     pub fn new(p: MeanReversionParams) -> Self {
         Self {
+            k: to_f64(p.bollinger_k),
+            oversold: to_f64(p.oversold),
+            overbought: to_f64(p.overbought),
             p,
-            tracks: HashMap::new(),
+            tracks: FastMap::default(),
         }
     }
 }
 
 impl Strategy for MeanReversion {
+    /// BUY below the lower band while the RSI is below `oversold`, SELL above the upper
+    /// band while it is above `overbought`: the comparisons of the decimal indicators,
+    /// taken from their shortcuts where those decide them (see `indicators`).
     fn on_tick(&mut self, tick: &MarketTick) -> Option<Decision> {
         let cap = self.p.bollinger_period.max(self.p.rsi_period + 1);
         let t = self.tracks.entry(tick.instrument_token).or_default();
-        let h = t.history(cap);
-        h.push(tick.last_price.get());
-        let (lower, _, upper) = bollinger(h, self.p.bollinger_period, self.p.bollinger_k)?;
-        let r = rsi(h, self.p.rsi_period)?;
+        let h = history(&mut t.history, cap);
         let price = tick.last_price.get();
-        let want = if price < lower && r < self.p.oversold {
+        h.push(price);
+        let mut bands = BandShortcut::new(h, self.p.bollinger_period, self.p.bollinger_k, self.k)?;
+        let mut r = RsiShortcut::new(h, self.p.rsi_period)?;
+        let want = if r.cmp(h, self.p.oversold, self.oversold)? == Ordering::Less
+            && bands.price_vs_lower(h, price)? == Ordering::Less
+        {
             Some(Side::Buy)
-        } else if price > upper && r > self.p.overbought {
+        } else if r.cmp(h, self.p.overbought, self.overbought)? == Ordering::Greater
+            && bands.price_vs_upper(h, price)? == Ordering::Greater
+        {
             Some(Side::Sell)
         } else {
             None
         };
         let side = t.change(want)?;
+        let h = history(&mut t.history, cap);
+        let (lower, _, upper) = bands.bands(h)?;
+        let r = r.value(h)?;
         decision(
             tick,
             side,
@@ -142,67 +170,88 @@ impl Strategy for MeanReversion {
 
 pub struct Rsi {
     p: RsiParams,
-    tracks: HashMap<InstrumentToken, Track>,
+    oversold: f64,
+    overbought: f64,
+    tracks: FastMap<InstrumentToken, Track>,
 }
 
 impl Rsi {
     pub fn new(p: RsiParams) -> Self {
         Self {
+            oversold: to_f64(p.oversold),
+            overbought: to_f64(p.overbought),
             p,
-            tracks: HashMap::new(),
+            tracks: FastMap::default(),
         }
     }
 }
 
 impl Strategy for Rsi {
+    /// BUY when the RSI falls below `oversold` (from at or above it), SELL when it rises
+    /// above `overbought`: the decimal RSI's comparisons, from the shortcut where it decides
+    /// them.
     fn on_tick(&mut self, tick: &MarketTick) -> Option<Decision> {
         let t = self.tracks.entry(tick.instrument_token).or_default();
-        let h = t.history(self.p.period + 1);
+        let h = history(&mut t.history, self.p.period + 1);
         h.push(tick.last_price.get());
-        let now = rsi(h, self.p.period)?;
-        let before = t.last_value.replace(now)?;
-        let want = if before >= self.p.oversold && now < self.p.oversold {
+        let mut r = RsiShortcut::new(h, self.p.period)?;
+        let now = (
+            r.cmp(h, self.p.oversold, self.oversold)?,
+            r.cmp(h, self.p.overbought, self.overbought)?,
+        );
+        let before = t.last_rsi.replace(now)?;
+        let want = if before.0 != Ordering::Less && now.0 == Ordering::Less {
             Some(Side::Buy)
-        } else if before <= self.p.overbought && now > self.p.overbought {
+        } else if before.1 != Ordering::Greater && now.1 == Ordering::Greater {
             Some(Side::Sell)
         } else {
             None
         };
         let side = t.change(want)?;
+        let now = r.value(history(&mut t.history, self.p.period + 1))?;
         decision(tick, side, self.p.quantity, meta(&[("rsi", now)]))
     }
 }
 
 pub struct SmaCrossover {
     p: SmaCrossoverParams,
-    tracks: HashMap<InstrumentToken, Track>,
+    tracks: FastMap<InstrumentToken, Track>,
 }
 
 impl SmaCrossover {
     pub fn new(p: SmaCrossoverParams) -> Self {
         Self {
             p,
-            tracks: HashMap::new(),
+            tracks: FastMap::default(),
         }
     }
 }
 
 impl Strategy for SmaCrossover {
+    /// BUY when the fast SMA crosses above the slow one, SELL when it crosses below: the
+    /// sign of the decimal difference, from exact integer sums where they decide it.
     fn on_tick(&mut self, tick: &MarketTick) -> Option<Decision> {
         let t = self.tracks.entry(tick.instrument_token).or_default();
-        let h = t.history(self.p.slow);
+        let h = history(&mut t.history, self.p.slow);
         h.push(tick.last_price.get());
-        let (fast, slow) = (sma(h, self.p.fast)?, sma(h, self.p.slow)?);
-        let diff = fast - slow;
-        let before = t.last_value.replace(diff)?;
-        let want = if before <= Decimal::ZERO && diff > Decimal::ZERO {
+        if !h.has(self.p.fast) || !h.has(self.p.slow) {
+            return None;
+        }
+        let sign = match sma_order(h, self.p.fast, self.p.slow) {
+            Some(o) => o,
+            None => (sma(h, self.p.fast)? - sma(h, self.p.slow)?).cmp(&Decimal::ZERO),
+        };
+        let before = t.last_sign.replace(sign)?;
+        let want = if before != Ordering::Greater && sign == Ordering::Greater {
             Some(Side::Buy)
-        } else if before >= Decimal::ZERO && diff < Decimal::ZERO {
+        } else if before != Ordering::Less && sign == Ordering::Less {
             Some(Side::Sell)
         } else {
             None
         };
         let side = t.change(want)?;
+        let h = history(&mut t.history, self.p.slow);
+        let (fast, slow) = (sma(h, self.p.fast)?, sma(h, self.p.slow)?);
         decision(
             tick,
             side,
@@ -250,7 +299,7 @@ pub struct EmaCrossover {
     p: EmaCrossoverParams,
     alpha_fast: i128,
     alpha_slow: i128,
-    tracks: HashMap<InstrumentToken, Emas>,
+    tracks: FastMap<InstrumentToken, Emas>,
 }
 
 impl EmaCrossover {
@@ -260,7 +309,7 @@ impl EmaCrossover {
             alpha_fast: alpha(p.fast),
             alpha_slow: alpha(p.slow),
             p,
-            tracks: HashMap::new(),
+            tracks: FastMap::default(),
         }
     }
 }
@@ -461,6 +510,97 @@ mod tests {
             run(&mut a_alone, 1, &a),
             "another instrument's ticks do not leak in"
         );
+    }
+
+    /// Prices that make the shortcuts' hard cases frequent: a narrow band of whole numbers
+    /// (flat stretches, RSI exactly at 30 or 50, equal averages), cents, and now and then a
+    /// price with more than 8 decimals or too large for fixed point (the decimal path).
+    fn edge_prices() -> impl proptest::strategy::Strategy<Value = Vec<(u32, Decimal)>> {
+        use proptest::prelude::*;
+        let price = prop_oneof![
+            6 => (97i64..104).prop_map(|m| Decimal::new(m, 0)),
+            3 => (99_000i64..101_000).prop_map(|m| Decimal::new(m, 3)),
+            1 => (1i64..1_000_000_000_000, 9u32..=12).prop_map(|(m, s)| Decimal::new(m, s)),
+            1 => (90_000_000_000i64..100_000_000_000).prop_map(|m| Decimal::new(m, 0)),
+            1 => Just(Decimal::ZERO),
+        ];
+        proptest::collection::vec((1u32..=2, price), 1..400)
+    }
+
+    fn decisions(s: &mut dyn Strategy, ticks: &[(u32, Decimal)]) -> Vec<Option<Decision>> {
+        ticks
+            .iter()
+            .enumerate()
+            .map(|(i, (token, price))| {
+                s.on_tick(&MarketTick::new(
+                    InstrumentToken(*token),
+                    Price::new(*price).unwrap(),
+                    Timestamp::from_unix_millis(1_705_290_000_000 + i as i64 * 250).unwrap(),
+                ))
+            })
+            .collect()
+    }
+
+    fn threshold() -> impl proptest::strategy::Strategy<Value = Decimal> {
+        proptest::prop_oneof![
+            proptest::prelude::Just(Decimal::from(30)),
+            proptest::prelude::Just(Decimal::from(50)),
+            proptest::prelude::Just(Decimal::from(70)),
+            (0i64..10_000).prop_map(|m| Decimal::new(m, 2)),
+        ]
+    }
+
+    use proptest::strategy::Strategy as _;
+
+    proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(150))]
+
+        /// `mean_reversion` decides exactly as its all-decimal version, tick for tick
+        /// (side, price, and the indicator values in its metadata).
+        #[test]
+        fn mean_reversion_decides_as_the_all_decimal_version(
+            ticks in edge_prices(),
+            bollinger_period in 1usize..25,
+            k in (0i64..40).prop_map(|m| Decimal::new(m, 1)),
+            rsi_period in 1usize..16,
+            oversold in threshold(),
+            overbought in threshold(),
+        ) {
+            let p = MeanReversionParams { bollinger_period, bollinger_k: k, rsi_period, oversold, overbought, quantity: 1 };
+            prop_assert_eq!(
+                decisions(&mut MeanReversion::new(p.clone()), &ticks),
+                decisions(&mut crate::strategy::oracle::MeanReversion::new(p), &ticks)
+            );
+        }
+
+        /// `rsi` decides exactly as its all-decimal version, tick for tick.
+        #[test]
+        fn rsi_decides_as_the_all_decimal_version(
+            ticks in edge_prices(),
+            period in 1usize..16,
+            oversold in threshold(),
+            overbought in threshold(),
+        ) {
+            let p = RsiParams { period, oversold, overbought, quantity: 1 };
+            prop_assert_eq!(
+                decisions(&mut Rsi::new(p.clone()), &ticks),
+                decisions(&mut crate::strategy::oracle::Rsi::new(p), &ticks)
+            );
+        }
+
+        /// `sma_crossover` decides exactly as its all-decimal version, tick for tick.
+        #[test]
+        fn sma_crossover_decides_as_the_all_decimal_version(
+            ticks in edge_prices(),
+            fast in 1usize..12,
+            slow in 1usize..32,
+        ) {
+            let p = SmaCrossoverParams { fast, slow, quantity: 1 };
+            prop_assert_eq!(
+                decisions(&mut SmaCrossover::new(p.clone()), &ticks),
+                decisions(&mut crate::strategy::oracle::SmaCrossover::new(p), &ticks)
+            );
+        }
     }
 
     proptest! {

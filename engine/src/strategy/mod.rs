@@ -4,8 +4,12 @@
 
 pub mod indicators;
 mod kinds;
+#[cfg(test)]
+mod oracle;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
+
+use crate::FastMap;
 
 use alpha_panda_config::{Settings, StrategyParams};
 use alpha_panda_core::events::{MarketTick, TradingSignal};
@@ -101,8 +105,8 @@ pub struct TickOutcome {
 /// others go on.
 pub struct StrategySet {
     entries: Vec<Entry>,
-    by_instrument: HashMap<InstrumentToken, Vec<usize>>,
-    recent: HashMap<InstrumentToken, std::collections::VecDeque<MarketTick>>,
+    by_instrument: FastMap<InstrumentToken, Vec<usize>>,
+    recent: FastMap<InstrumentToken, std::collections::VecDeque<MarketTick>>,
     builder: Builder,
 }
 
@@ -115,7 +119,7 @@ impl StrategySet {
     /// As [`from_settings`](Self::from_settings), making instances with `builder`.
     pub fn from_settings_with(s: &Settings, builder: Builder) -> Result<Self, String> {
         let mut entries = Vec::new();
-        let mut by_instrument: HashMap<InstrumentToken, Vec<usize>> = HashMap::new();
+        let mut by_instrument: FastMap<InstrumentToken, Vec<usize>> = FastMap::default();
         for st in s.strategies.iter().filter(|st| st.enabled) {
             let params = st
                 .typed_params()
@@ -146,7 +150,7 @@ impl StrategySet {
         Ok(Self {
             entries,
             by_instrument,
-            recent: HashMap::new(),
+            recent: FastMap::default(),
             builder,
         })
     }

@@ -14,8 +14,8 @@ use std::collections::HashMap;
 use alpha_panda_config::Settings;
 use alpha_panda_core::events::{MarketTick, OrderFilled};
 use alpha_panda_core::{
-    BrokerName, Decimal, EventBroker, EventData, EventEnvelope, InstrumentToken, StrategyId,
-    TradingState, ids,
+    BrokerName, Decimal, ENVELOPE_VERSION, EventBroker, EventData, EventEnvelope, InstrumentToken,
+    StrategyId, TradingState, ids,
 };
 use alpha_panda_engine::paper::trader::{Emission, PaperTrader};
 use alpha_panda_engine::risk::{Limits, RiskBook};
@@ -52,6 +52,8 @@ pub struct LoopOutput {
 pub struct EventLoop {
     strategies: StrategySet,
     lanes: Vec<Lane>,
+    /// The last price of each instrument (a handful: a list beats a hash map).
+    last_prices: Vec<(InstrumentToken, Decimal)>,
     out: LoopOutput,
 }
 
@@ -77,7 +79,7 @@ impl EventLoop {
                 risk: RiskBook::default(),
                 limits,
                 trader: if paper {
-                    Some(PaperTrader::for_broker(settings, b)?)
+                    Some(PaperTrader::for_broker(settings, b)?.fills_and_failures_only())
                 } else {
                     None
                 },
@@ -86,6 +88,7 @@ impl EventLoop {
         Ok(Self {
             strategies,
             lanes,
+            last_prices: Vec::new(),
             out: LoopOutput::default(),
         })
     }
@@ -94,9 +97,16 @@ impl EventLoop {
     pub fn on_tick(&mut self, tick: MarketTick) {
         let n = self.out.ticks;
         self.out.ticks += 1;
-        self.out
+        match self
             .last_prices
-            .insert(tick.instrument_token, tick.last_price.get());
+            .iter_mut()
+            .find(|(token, _)| *token == tick.instrument_token)
+        {
+            Some((_, price)) => *price = tick.last_price.get(),
+            None => self
+                .last_prices
+                .push((tick.instrument_token, tick.last_price.get())),
+        }
         for lane in &mut self.lanes {
             if let Some(trader) = &mut lane.trader {
                 let emissions = trader.on_market_tick(&tick, true);
@@ -107,18 +117,21 @@ impl EventLoop {
         if decisions.is_empty() {
             return;
         }
+        // The tick's envelope as `EventEnvelope::root` makes it, with the tick's derived id
+        // in place of a fresh one (which would cost a random draw per signal).
         let id = tick_id(n);
         let envelope = EventEnvelope {
             id,
             correlation_id: id,
+            causation_id: None,
             trace_id: id,
-            ..EventEnvelope::root(
-                EventBroker::Shared,
-                "feed",
-                keys::tick(tick.instrument_token),
-                tick.timestamp,
-                EventData::MarketTick(tick.clone()),
-            )
+            parent_trace_id: None,
+            broker: EventBroker::Shared,
+            ts: tick.timestamp,
+            key: keys::tick(tick.instrument_token),
+            source: "feed".to_owned(),
+            version: ENVELOPE_VERSION,
+            data: EventData::MarketTick(tick.clone()),
         };
         let signals = self
             .strategies
@@ -158,7 +171,8 @@ impl EventLoop {
     }
 
     /// Everything the loop produced.
-    pub fn finish(self) -> LoopOutput {
+    pub fn finish(mut self) -> LoopOutput {
+        self.out.last_prices = self.last_prices.into_iter().collect();
         self.out
     }
 }

@@ -198,6 +198,59 @@ impl TickReader {
     }
 }
 
+/// Rows per batch of [`TickReader::read_ahead`], and batches it reads ahead at most.
+const BATCH_ROWS: usize = 8192;
+const BATCHES_AHEAD: usize = 4;
+
+impl TickReader {
+    /// Reads the rows on a thread of their own while `each` takes them on this one, in
+    /// order, a batch at a time, with the share of the file read so far: parsing the file
+    /// and running the stages take a core each. Memory stays bounded (a few batches ahead).
+    /// Returns the reader when the file is done (for [`skipped`](Self::skipped)), or the
+    /// first bad row's error (with [`BadRows::Stop`]) after `each` had the rows before it.
+    pub fn read_ahead(self, mut each: impl FnMut(&[TickRow], f64)) -> Result<Self, TickFileError> {
+        let (tx, rx) = std::sync::mpsc::sync_channel::<(Vec<TickRow>, f64)>(BATCHES_AHEAD);
+        let (give_back, given_back) = std::sync::mpsc::channel::<Vec<TickRow>>();
+        let mut reader = self;
+        std::thread::scope(|scope| {
+            let parse = scope.spawn(move || -> Result<TickReader, TickFileError> {
+                loop {
+                    let mut rows = given_back
+                        .try_recv()
+                        .unwrap_or_else(|_| Vec::with_capacity(BATCH_ROWS));
+                    rows.clear();
+                    let mut failed = None;
+                    while rows.len() < BATCH_ROWS {
+                        match reader.next() {
+                            Some(Ok(row)) => rows.push(row),
+                            Some(Err(e)) => {
+                                failed = Some(e);
+                                break;
+                            }
+                            None => break,
+                        }
+                    }
+                    let last = failed.is_some() || rows.len() < BATCH_ROWS;
+                    // The other end is gone only if `each` panicked: that panic is the news.
+                    let sent = tx.send((rows, reader.progress())).is_ok();
+                    match failed {
+                        Some(e) => return Err(e),
+                        None if last || !sent => return Ok(reader),
+                        None => {}
+                    }
+                }
+            });
+            for (rows, share) in rx {
+                each(&rows, share);
+                let _ = give_back.send(rows);
+            }
+            parse
+                .join()
+                .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+        })
+    }
+}
+
 fn row_error(path: &str, line: u64, column: usize, problem: String) -> TickFileError {
     TickFileError::Row {
         path: path.to_owned(),

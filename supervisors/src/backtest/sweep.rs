@@ -1,21 +1,22 @@
 //! Parameter sweeps: `--sweep PATH=V1,V2,…` (repeatable) runs the backtest once per
 //! combination of the values (the cartesian product), in parallel on every core. The tick
-//! file is parsed once; every run drives its own event loop over the shared rows.
+//! file is parsed once, on a thread of its own while the first runs already start on its
+//! first rows; every run drives its own event loop over the shared rows.
 //!
 //! `PATH` is a settings key with dots, array entries by index: `strategies.0.params.fast`.
 //! Each value is read as a TOML value (`5`, `"0.01"`, `true`), or else as a string. A
 //! combination whose settings do not validate stops the sweep with the key and the reason.
 
 use std::path::Path;
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
 
 use alpha_panda_config::Settings;
 use alpha_panda_core::Decimal;
 use serde::Serialize;
 use toml::Value;
 
-use super::input::{BadRows, TickReader, TickRow};
+use super::input::{BadRows, TickFileError, TickReader, TickRow};
 use super::{StrategySummary, run_loop};
 
 /// One `--sweep` argument: a key and the values it takes.
@@ -136,7 +137,7 @@ pub struct SweepRun {
     pub summaries: Vec<StrategySummary>,
 }
 
-/// Reads the whole tick file into memory (once, for every run of a sweep).
+/// Reads the whole tick file into memory.
 pub fn read_all(path: &Path, bad_rows: BadRows) -> anyhow::Result<(Vec<TickRow>, u64)> {
     let mut reader = TickReader::open(path, bad_rows)?;
     let mut rows = Vec::new();
@@ -153,6 +154,16 @@ pub fn run(
     axes: &[Axis],
     rows: &[TickRow],
     threads: usize,
+) -> anyhow::Result<Vec<SweepRun>> {
+    run_each(settings, axes, threads, || rows.iter().copied())
+}
+
+/// Runs every combination, each over the rows `rows()` gives, on `threads` threads.
+fn run_each<I: Iterator<Item = TickRow>>(
+    settings: &Settings,
+    axes: &[Axis],
+    threads: usize,
+    rows: impl Fn() -> I + Sync,
 ) -> anyhow::Result<Vec<SweepRun>> {
     let combos = combinations(axes);
     let mut variants = Vec::with_capacity(combos.len());
@@ -171,7 +182,7 @@ pub fn run(
                 loop {
                     let i = next.fetch_add(1, Ordering::Relaxed);
                     let Some(s) = variants.get(i) else { break };
-                    let result = run_loop(s, rows.iter().copied()).map(|r| SweepRun {
+                    let result = run_loop(s, rows()).map(|r| SweepRun {
                         run: i,
                         params: combos[i]
                             .iter()
@@ -198,9 +209,208 @@ pub fn run(
     Ok(runs)
 }
 
+/// Rows per chunk of a file read while the sweep runs.
+const CHUNK_ROWS: usize = if cfg!(test) { 1000 } else { 65_536 };
+
+/// A tick file's rows as the runs of a sweep share them: chunks appended by the thread
+/// that reads the file while the first runs already go through them.
+#[derive(Default)]
+struct SharedRows {
+    state: Mutex<Chunks>,
+    grown: Condvar,
+}
+
+#[derive(Default)]
+struct Chunks {
+    chunks: Vec<Arc<Vec<TickRow>>>,
+    rows: u64,
+    /// The reader is done (at the end of the file, or stopped by a bad row).
+    done: bool,
+}
+
+impl SharedRows {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Chunks> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn push(&self, chunk: Vec<TickRow>) {
+        let mut state = self.lock();
+        state.rows += chunk.len() as u64;
+        state.chunks.push(Arc::new(chunk));
+        self.grown.notify_all();
+    }
+
+    fn close(&self) {
+        self.lock().done = true;
+        self.grown.notify_all();
+    }
+
+    /// Chunk `i`, once read; `None` past the last.
+    fn chunk(&self, i: usize) -> Option<Arc<Vec<TickRow>>> {
+        let mut state = self.lock();
+        loop {
+            if let Some(c) = state.chunks.get(i) {
+                return Some(c.clone());
+            }
+            if state.done {
+                return None;
+            }
+            state = self.grown.wait(state).unwrap_or_else(|p| p.into_inner());
+        }
+    }
+
+    /// Every row, in file order, waiting for the reader where it is behind.
+    fn iter(&self) -> impl Iterator<Item = TickRow> + '_ {
+        (0..)
+            .map_while(|i| self.chunk(i))
+            .flat_map(|c| (0..c.len()).map(move |j| c[j]))
+    }
+}
+
+/// Closes the shared rows when the reading thread ends, however it ends (a panic
+/// included), so no run waits for rows that will not come.
+struct CloseOnDrop<'a>(&'a SharedRows);
+
+impl Drop for CloseOnDrop<'_> {
+    fn drop(&mut self) {
+        self.0.close();
+    }
+}
+
+/// What a sweep over a file did: its runs (as [`run`] sorts them), the rows read and the
+/// bad rows skipped.
+pub struct FileSweep {
+    pub runs: Vec<SweepRun>,
+    pub rows: u64,
+    pub skipped: u64,
+}
+
+/// Runs every combination over the tick file at `path`, on `threads` threads, while one
+/// more thread reads the file: the first runs start with its first rows rather than after
+/// its last, and the file is parsed once for all runs. A bad row (with [`BadRows::Stop`])
+/// fails the sweep with the row's file, line and column.
+pub fn run_file(
+    settings: &Settings,
+    axes: &[Axis],
+    path: &Path,
+    bad_rows: BadRows,
+    threads: usize,
+) -> anyhow::Result<FileSweep> {
+    let mut reader = TickReader::open(path, bad_rows)?;
+    let shared = SharedRows::default();
+    std::thread::scope(|scope| {
+        let feeder = scope.spawn(|| -> Result<u64, TickFileError> {
+            let _close = CloseOnDrop(&shared);
+            let mut chunk = Vec::with_capacity(CHUNK_ROWS);
+            while let Some(row) = reader.next() {
+                chunk.push(row?);
+                if chunk.len() == CHUNK_ROWS {
+                    shared.push(std::mem::replace(
+                        &mut chunk,
+                        Vec::with_capacity(CHUNK_ROWS),
+                    ));
+                }
+            }
+            shared.push(chunk);
+            Ok(reader.skipped())
+        });
+        let runs = run_each(settings, axes, threads, || shared.iter());
+        let skipped = feeder
+            .join()
+            .unwrap_or_else(|panic| std::panic::resume_unwind(panic))?;
+        Ok(FileSweep {
+            runs: runs?,
+            rows: shared.lock().rows,
+            skipped,
+        })
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A tick file of `n` rows of two instruments (a seeded walk), and a bad row at `bad`.
+    fn tick_file(name: &str, n: usize, bad: Option<usize>) -> std::path::PathBuf {
+        use std::fmt::Write as _;
+        let mut text = String::from("instrument_token,timestamp,last_price\n");
+        let (mut prices, mut seed) = ([250_000i64, 380_000], 11u64);
+        for i in 0..n {
+            if bad == Some(i) {
+                text += "738561,2026-01-05T03:50:00Z,not-a-price\n";
+                continue;
+            }
+            seed = seed
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            let k = i % 2;
+            prices[k] = (prices[k] + (seed >> 33) as i64 % 21 - 10).max(100);
+            let ts =
+                alpha_panda_core::Timestamp::from_unix_millis(1_767_585_000_000 + 250 * i as i64)
+                    .unwrap();
+            let _ = writeln!(
+                text,
+                "{},{ts},{}.{:02}",
+                [738561, 2953217][k],
+                prices[k] / 100,
+                prices[k] % 100
+            );
+        }
+        let path = std::env::temp_dir().join(format!("ap-sweep-{}-{name}.csv", std::process::id()));
+        std::fs::write(&path, text).unwrap();
+        path
+    }
+
+    fn ema_settings() -> Settings {
+        let mut s = Settings::default();
+        s.strategies.truncate(1);
+        s.strategies[0].kind = alpha_panda_config::StrategyKind::EmaCrossover;
+        s.strategies[0].params = toml::Table::new();
+        s.strategies[0].instruments = vec![
+            alpha_panda_core::InstrumentToken(738561),
+            alpha_panda_core::InstrumentToken(2953217),
+        ];
+        s
+    }
+
+    #[test]
+    fn runs_over_a_file_read_while_they_run_equal_runs_over_the_rows_read_first() {
+        // 5 500 rows: six chunks, the last one short.
+        let path = tick_file("same", 5_500, None);
+        let axes: Vec<Axis> = vec![
+            "strategies.0.params.fast=3,5".parse().unwrap(),
+            "strategies.0.params.slow=8,13".parse().unwrap(),
+        ];
+        let s = ema_settings();
+        let (rows, _) = read_all(&path, BadRows::Stop).unwrap();
+        let first = run(&s, &axes, &rows, 2).unwrap();
+        let streamed = run_file(&s, &axes, &path, BadRows::Stop, 2).unwrap();
+        assert_eq!(streamed.rows, 5_500);
+        assert_eq!(streamed.skipped, 0);
+        let key = |r: &SweepRun| (r.run, r.trades, r.total_pnl, r.params.clone());
+        assert!(first.iter().any(|r| r.trades > 0), "the walk trades");
+        assert_eq!(
+            streamed.runs.iter().map(key).collect::<Vec<_>>(),
+            first.iter().map(key).collect::<Vec<_>>()
+        );
+        let _ = std::fs::remove_file(path);
+    }
+
+    #[test]
+    fn a_bad_row_stops_a_sweep_with_its_line_or_is_skipped_and_counted() {
+        let path = tick_file("bad", 4_200, Some(3_100));
+        let axes: Vec<Axis> = vec!["strategies.0.params.fast=3,5".parse().unwrap()];
+        let s = ema_settings();
+        let e = run_file(&s, &axes, &path, BadRows::Stop, 2)
+            .err()
+            .expect("a bad row stops the sweep")
+            .to_string();
+        // Line 1 is the header: row 3 100 (0-based) is line 3 102.
+        assert!(e.contains("line 3102, column 3 (last_price)"), "{e}");
+        let skipped = run_file(&s, &axes, &path, BadRows::Skip, 2).unwrap();
+        assert_eq!((skipped.rows, skipped.skipped), (4_199, 1));
+        let _ = std::fs::remove_file(path);
+    }
 
     #[test]
     fn axes_parse_and_multiply_out() {
