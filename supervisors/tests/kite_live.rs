@@ -1,11 +1,12 @@
-//! The daemon with `feed = "kite"` against the loopback Kite simulator, with a real
-//! redis-server: `kite session` stores the session, the ticker's ticks reach the strategies,
+//! The daemon with `feed = "kite"` against the loopback Kite simulator, over Apache Kafka
+//! (a broker of the test's own) and a real redis-server: `kite session` stores the session, the ticker's ticks reach the strategies,
 //! a token expiry halts zerodha only (paper stays ACTIVE), a new session brings ticks back.
 
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use alpha_panda_kite::sim::{Fault, SimConfig, Simulator};
+use alpha_panda_tests::PrivateKafka;
 use alpha_panda_tests::ops::{Daemon, PrivateRedis, daemon_command, free_port, get_json_as, http};
 
 const BIN: &str = env!("CARGO_BIN_EXE_alpha-panda");
@@ -108,6 +109,7 @@ fn session(vars: &[(String, String)], sim: &Simulator) -> String {
 #[test]
 fn the_kite_feed_trades_on_simulator_ticks_and_a_token_expiry_halts_zerodha_only() {
     let redis = PrivateRedis::start();
+    let kafka = PrivateKafka::start();
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
         .enable_all()
@@ -124,7 +126,11 @@ fn the_kite_feed_trades_on_simulator_ticks_and_a_token_expiry_halts_zerodha_only
         .unwrap_or_else(|e| panic!("simulator: {e}"));
     let port = free_port();
     let addr: std::net::SocketAddr = ([127, 0, 0, 1], port).into();
-    let vars = env(&redis.url(), &sim, port);
+    let mut vars = env(&redis.url(), &sim, port);
+    vars.push((
+        "ALPHA_PANDA__KAFKA__BOOTSTRAP_SERVERS".to_owned(),
+        kafka.servers.clone(),
+    ));
     let log = std::env::temp_dir().join(format!("alpha-panda-kite-live-{port}.log"));
     let log_file = std::fs::File::create(&log).unwrap_or_else(|e| panic!("{e}"));
     let _daemon = Daemon(

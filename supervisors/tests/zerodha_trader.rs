@@ -366,6 +366,23 @@ fn a_daemon_killed_between_sending_and_the_reply_places_one_order_after_restart(
 /// and the portfolio holds exactly what the simulator filled.
 #[test]
 fn the_embedded_daemon_trades_simulator_ticks_through_the_zerodha_trader_to_the_portfolio() {
+    simulator_ticks_through_the_zerodha_trader_to_the_portfolio(None);
+}
+
+#[test]
+fn over_kafka_and_redis_simulator_ticks_go_through_the_zerodha_trader_to_the_portfolio() {
+    let kafka = PrivateKafka::start();
+    let redis = PrivateRedis::start();
+    simulator_ticks_through_the_zerodha_trader_to_the_portfolio(Some((
+        kafka.servers.clone(),
+        redis.url(),
+    )));
+}
+
+/// The simulator's WebSocket ticks → a zerodha strategy → risk → the zerodha trader → the
+/// simulator's matching engine → fills → the portfolio, which ends up holding what the
+/// simulator filled; in process, or over Kafka and Redis (`over`: servers and Redis URL).
+fn simulator_ticks_through_the_zerodha_trader_to_the_portfolio(over: Option<(String, String)>) {
     const ADMIN: &str = "zerodha-trader-admin-token-0123";
     let rt = runtime();
     let sim = simulator(&rt, Duration::from_millis(100));
@@ -390,8 +407,14 @@ params = {{ lookback = 1, threshold = "0.000001", quantity = 5 }}
     let port = free_port();
     let addr: std::net::SocketAddr = ([127, 0, 0, 1], port).into();
     let sim_addr = sim.addr();
+    let mut command = daemon_command(env!("CARGO_BIN_EXE_alpha-panda"));
+    if let Some((servers, redis)) = &over {
+        command
+            .env("ALPHA_PANDA__KAFKA__BOOTSTRAP_SERVERS", servers)
+            .env("ALPHA_PANDA__REDIS__URL", redis);
+    }
     let _daemon = Daemon(
-        daemon_command(env!("CARGO_BIN_EXE_alpha-panda"))
+        command
             .arg("--config")
             .arg(&config)
             .env("ALPHA_PANDA__HTTP__LISTEN", addr.to_string())
