@@ -620,6 +620,11 @@ async fn checkpointed_loop(
                     .unwrap_or(0)
             })
             .collect();
+        for (i, (p, _)) in parts.iter().enumerate() {
+            if next[i] > 0 {
+                bus.commit(&policy.group, p, next[i]);
+            }
+        }
         let mut turn = 0;
         while !end.stop.load(Ordering::Acquire) {
             let changed = bus.inner.changed.notified();

@@ -378,10 +378,24 @@ impl Shared {
                     }
                 }
             };
-            if let Some(offset) = start
-                && let Err(e) = tpl.set_partition_offset(&topic, partition, offset)
-            {
-                tracing::error!(stage = %policy.stage, topic, partition, error = %e, "cannot set the start offset");
+            if let Some(offset) = start {
+                if let Err(e) = tpl.set_partition_offset(&topic, partition, offset) {
+                    tracing::error!(stage = %policy.stage, topic, partition, error = %e, "cannot set the start offset");
+                }
+                // The group's committed offset catches up with the checkpoint even when the
+                // partition gets no new record (a commit lost in a crash would otherwise
+                // stay behind, and show as lag, for ever).
+                if let Offset::Offset(next_offset) = offset {
+                    let _ = self
+                        .done_tx
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .send(Done {
+                            topic: topic.clone(),
+                            partition,
+                            next_offset,
+                        });
+                }
             }
         }
     }

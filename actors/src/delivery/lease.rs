@@ -122,6 +122,7 @@ pub fn run(make: Arc<dyn Fn() -> ConsumerSpec + Send + Sync>) -> Result<LeasedSt
     let probe: BaseConsumer =
         crate::kafka::client_config(&first.servers, &first.client_id).create()?;
     let session = first.policy.session_timeout;
+    let instance = first.policy.instance_id.clone();
     drop(first);
 
     let stop = Arc::new(AtomicBool::new(false));
@@ -153,7 +154,10 @@ pub fn run(make: Arc<dyn Fn() -> ConsumerSpec + Send + Sync>) -> Result<LeasedSt
                             member.shutdown().await;
                         }
                     }
-                    (None, true) if fence(&probe, &group, session, &held, &stop).await => {
+                    (None, true)
+                        if fence(&probe, &group, instance.as_deref(), session, &held, &stop)
+                            .await =>
+                    {
                         match super::kafka::start(make()) {
                             Ok(member) => {
                                 tracing::info!(%stage, "the stage is active on this member");
@@ -182,10 +186,13 @@ pub fn run(make: Arc<dyn Fn() -> ConsumerSpec + Send + Sync>) -> Result<LeasedSt
 }
 
 /// Waits until no member is left in the stage's group, so a former holder is out before
-/// this one starts. False if the lease was lost (or the process stops) meanwhile.
+/// this one starts. A static member with this daemon's own `instance` id is this daemon's
+/// previous run (it was killed): joining with the same id fences it out at once, so it is
+/// not waited for. False if the lease was lost (or the process stops) meanwhile.
 async fn fence(
     probe: &Arc<BaseConsumer>,
     group: &str,
+    instance: Option<&str>,
     session: Duration,
     held: &AtomicBool,
     stop: &AtomicBool,
@@ -197,14 +204,17 @@ async fn fence(
             return false;
         }
         let (probe, name) = (probe.clone(), group.to_owned());
+        // Kafka names a static member `{group.instance.id}-{uuid}`.
+        let own = instance.map(|i| format!("{i}-"));
         let members = tokio::task::spawn_blocking(move || {
             probe
                 .fetch_group_list(Some(&name), Duration::from_secs(5))
                 .map(|list| {
                     list.groups()
                         .iter()
-                        .map(|g| g.members().len())
-                        .sum::<usize>()
+                        .flat_map(|g| g.members())
+                        .filter(|m| own.as_deref().is_none_or(|own| !m.id().starts_with(own)))
+                        .count()
                 })
         })
         .await;
