@@ -229,6 +229,30 @@ impl Store {
         }
     }
 
+    /// Reserves the next `n` numbers of the counter at `key` (`INCRBY`): returns the first;
+    /// the block is `first..first + n`, never handed out again (feed sequences).
+    pub async fn reserve(&self, key: &str, n: i64) -> Result<i64, StoreError> {
+        match self {
+            Store::Redis(r) => r.reserve(key, n).await,
+            Store::Memory(m) => {
+                let mut inner = m.lock();
+                apply(
+                    &mut inner.values,
+                    &[Effect::IncrBy {
+                        key: key.to_owned(),
+                        by: n,
+                    }],
+                );
+                let end: i64 = inner
+                    .values
+                    .get(key)
+                    .and_then(|v| v.parse().ok())
+                    .unwrap_or(n);
+                Ok(end - n)
+            }
+        }
+    }
+
     /// Whether the store answers (readiness).
     pub async fn ping(&self) -> Result<(), StoreError> {
         match self {
@@ -420,6 +444,17 @@ impl RedisStore {
             .arg(value)
             .query_async::<()>(&mut conn)
             .await
+            .map_err(|e| self.classify(e))
+    }
+
+    async fn reserve(&self, key: &str, n: i64) -> Result<i64, StoreError> {
+        let mut conn = self.conn.clone();
+        redis::cmd("INCRBY")
+            .arg(key)
+            .arg(n)
+            .query_async::<i64>(&mut conn)
+            .await
+            .map(|end| end - n)
             .map_err(|e| self.classify(e))
     }
 

@@ -43,12 +43,17 @@ pub struct DeliverySettings {
     /// queued when the unit is free, never waited for: at a trickle each record is its own
     /// batch (no added latency); under load batches grow to this bound.
     pub batch_max_records: usize,
+    /// Threads (actix arbiters) the Kafka transport's partition workers and stage actors run
+    /// on; partition `p` of every stage runs on thread `p mod threads`. Default: the number of
+    /// cores.
+    pub threads: usize,
 }
 
 impl Default for DeliverySettings {
     fn default() -> Self {
         Self {
             batch_max_records: 500,
+            threads: std::thread::available_parallelism().map_or(1, usize::from),
         }
     }
 }

@@ -195,6 +195,13 @@ fn services(s: &Settings) -> Result<(), Failure> {
             "expected 1 to 10000 records",
         );
     }
+    if !(1..=256).contains(&s.delivery.threads) {
+        return fail(
+            "delivery.threads",
+            s.delivery.threads,
+            "expected 1 to 256 threads (default: the number of cores)",
+        );
+    }
     if s.portfolio.snapshot_interval_secs > 86_400 {
         return fail(
             "portfolio.snapshot_interval_secs",

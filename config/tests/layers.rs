@@ -176,6 +176,21 @@ fn a_checkpointed_batch_holds_1_to_10000_records() {
 }
 
 #[test]
+fn delivery_threads_default_to_the_cores_and_hold_1_to_256() {
+    let cores = std::thread::available_parallelism().map_or(1, usize::from);
+    assert_eq!(load(None, env(&[])).unwrap().delivery.threads, cores);
+    for bad in ["0", "257"] {
+        let (key, value, problem, _) =
+            invalid(load(None, env(&[("ALPHA_PANDA__DELIVERY__THREADS", bad)])).unwrap_err());
+        assert_eq!(key, "delivery.threads");
+        assert_eq!(value.as_deref(), Some(bad));
+        assert!(problem.contains("1 to 256"), "{problem}");
+    }
+    let s = load(None, env(&[("ALPHA_PANDA__DELIVERY__THREADS", "3")])).unwrap();
+    assert_eq!(s.delivery.threads, 3);
+}
+
+#[test]
 fn the_environment_overrides_the_file_which_overrides_the_defaults() {
     let f = file(
         r#"

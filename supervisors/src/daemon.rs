@@ -15,6 +15,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use alpha_panda_actors::console::{Console, Limits, tail};
+use alpha_panda_actors::delivery::origin::FeedOrigin;
+use alpha_panda_actors::delivery::threads::WorkerThreads;
 use alpha_panda_actors::delivery::{EventProducer, Output, inprocess};
 use alpha_panda_actors::feed::SyntheticFeed;
 use alpha_panda_actors::http::{self, View};
@@ -79,6 +81,12 @@ async fn run_async(settings: Arc<Settings>) -> anyhow::Result<()> {
     let zerodha =
         crate::kite::trader(&settings, &store, a.control.clone(), producer.clone()).await?;
     a.zerodha = zerodha.as_ref().map(|z| z.trader.clone());
+    // Over Kafka, partition workers spread over `delivery.threads` arbiters.
+    let workers = matches!(a.transport, Transport::Kafka(_))
+        .then(|| WorkerThreads::start(settings.delivery.threads));
+    if let Some(w) = &workers {
+        a.workers = w.arbiters();
+    }
     for (broker, strategy, state) in a.control.trading_states() {
         if state != alpha_panda_core::TradingState::Active {
             tracing::warn!(
@@ -137,6 +145,7 @@ async fn run_async(settings: Arc<Settings>) -> anyhow::Result<()> {
         Feed::Synthetic => Some(actix_rt::spawn(synthetic_feed(
             settings.clone(),
             producer.clone(),
+            feed_origin(&settings, &store),
         ))),
         Feed::None => None,
         Feed::Replay { file, speed } => {
@@ -146,6 +155,7 @@ async fn run_async(settings: Arc<Settings>) -> anyhow::Result<()> {
                 ticks,
                 *speed,
                 producer.clone(),
+                feed_origin(&settings, &store),
             )))
         }
         Feed::Kite => Some(actix_rt::spawn(crate::kite::feed(
@@ -182,6 +192,9 @@ async fn run_async(settings: Arc<Settings>) -> anyhow::Result<()> {
     }
     for m in members {
         m.shutdown().await;
+    }
+    if let Some(w) = workers {
+        let _ = tokio::task::spawn_blocking(move || w.stop()).await;
     }
     if let Some(z) = zerodha {
         z.stop();
@@ -244,7 +257,35 @@ fn start_recorders(
         .collect()
 }
 
-async fn synthetic_feed(settings: Arc<Settings>, producer: EventProducer) {
+/// The origin this daemon's feed stamps on its ticks (`delivery::origin::FeedOrigin`): named
+/// after `kafka.instance_id`, or after this run when there is none.
+pub(crate) fn feed_origin(settings: &Settings, store: &Store) -> FeedOrigin {
+    let id = settings
+        .kafka
+        .instance_id
+        .clone()
+        .unwrap_or_else(|| format!("run-{}", uuid::Uuid::now_v7().simple()));
+    FeedOrigin::new(store.clone(), &id)
+}
+
+/// Sends one batch of a feed's ticks, stamped with the feed's next origin (or none, with
+/// event-id dedup downstream, when the store cannot reserve a sequence block).
+pub(crate) async fn send_ticks(
+    producer: &EventProducer,
+    origin: &mut FeedOrigin,
+    outputs: &[Output],
+) -> Result<(), alpha_panda_actors::delivery::producer::ProduceError> {
+    let source = match origin.next().await {
+        Ok(s) => Some(s),
+        Err(e) => {
+            tracing::warn!(error = %e, "no feed sequence: ticks go out without an origin");
+            None
+        }
+    };
+    producer.send_all_from(outputs, source.as_ref()).await
+}
+
+async fn synthetic_feed(settings: Arc<Settings>, producer: EventProducer, mut origin: FeedOrigin) {
     let mut feed = SyntheticFeed::new(&settings.synthetic);
     let period = Duration::from_secs_f64(1.0 / settings.synthetic.ticks_per_second);
     let mut interval = tokio::time::interval(period);
@@ -265,7 +306,7 @@ async fn synthetic_feed(settings: Arc<Settings>, producer: EventProducer) {
                 ),
             })
             .collect();
-        if let Err(e) = producer.send_all(&outputs).await {
+        if let Err(e) = send_ticks(&producer, &mut origin, &outputs).await {
             tracing::warn!(error = %e, "publishing ticks failed");
         }
     }
@@ -277,6 +318,7 @@ async fn replay_feed(
     ticks: Vec<alpha_panda_core::events::MarketTick>,
     speed: Option<f64>,
     producer: EventProducer,
+    mut origin: FeedOrigin,
 ) {
     let started = tokio::time::Instant::now();
     let first = ticks.first().map(|t| t.timestamp);
@@ -295,7 +337,7 @@ async fn replay_feed(
                 EventData::MarketTick(tick),
             ),
         };
-        if let Err(e) = producer.send_all(&[out]).await {
+        if let Err(e) = send_ticks(&producer, &mut origin, &[out]).await {
             tracing::warn!(error = %e, "publishing a replayed tick failed");
         }
     }

@@ -265,6 +265,7 @@ pub async fn feed(
     };
     let broker = broker.as_str().to_owned();
     let kite = kite.clone();
+    let mut origin = crate::daemon::feed_origin(&settings, &store);
     let mut cfg = TickerConfig::new(
         kite.ticker_url.clone(),
         kite.api_key.clone().unwrap_or_default(),
@@ -332,7 +333,7 @@ pub async fn feed(
                         ),
                     })
                     .collect();
-                if let Err(e) = producer.send_all(&outputs).await {
+                if let Err(e) = crate::daemon::send_ticks(&producer, &mut origin, &outputs).await {
                     tracing::warn!(error = %e, "publishing Kite ticks failed");
                 }
             }

@@ -4,6 +4,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use alpha_panda_actors::control::Control;
+use alpha_panda_actors::delivery::threads::Arbiters;
 use alpha_panda_actors::delivery::unit::{self, CheckpointedFactory};
 use alpha_panda_actors::delivery::worker::StageFactory;
 use alpha_panda_actors::delivery::{
@@ -83,6 +84,9 @@ pub struct Assembly {
     pub strategies: Builder,
     /// The trader of the active zerodha broker (`crate::kite::trader` makes it).
     pub zerodha: Option<Arc<ZerodhaTrader>>,
+    /// Where the Kafka transport's partition workers run: the calling arbiter unless the
+    /// daemon gives its worker threads (`delivery.threads`).
+    pub workers: Arbiters,
 }
 
 impl Assembly {
@@ -105,6 +109,7 @@ impl Assembly {
             store,
             strategies: alpha_panda_actors::strategy::default_builder(),
             zerodha: None,
+            workers: Arbiters::current(),
         }
     }
 
@@ -167,7 +172,7 @@ impl Assembly {
         );
         let (servers, namespace, stage_name) =
             (servers.clone(), namespace.to_owned(), stage.to_owned());
-        let arbiter = actix_rt::Arbiter::current();
+        let workers = self.workers.clone();
         let spec = move || kafka::ConsumerSpec {
             servers: servers.clone(),
             client_id: settings.kafka.client_id.clone(),
@@ -179,7 +184,7 @@ impl Assembly {
             producer: producer.clone(),
             store: store.clone(),
             factory: make(),
-            arbiter: arbiter.clone(),
+            arbiters: workers.clone(),
         };
         Ok(Member::Leased(lease::run(Arc::new(spec)).with_context(
             || format!("starting the lease of the {stage} stage"),
@@ -220,7 +225,7 @@ impl Assembly {
                     producer: self.producer.clone(),
                     store: self.store.clone(),
                     factory,
-                    arbiter,
+                    arbiters: self.workers.clone(),
                 })
                 .with_context(|| format!("starting the {stage} consumer"))?,
             ),

@@ -141,7 +141,7 @@ impl Bus {
                     producer: self.producer(),
                     store,
                     factory,
-                    arbiter,
+                    arbiters: alpha_panda_actors::delivery::threads::Arbiters::current(),
                 })
                 .unwrap_or_else(|e| panic!("{e}")),
             ),

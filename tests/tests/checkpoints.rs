@@ -77,7 +77,7 @@ async fn member(ns: &Namespace, topic: &TopicName, name: &str, counter: &str) ->
         producer: alpha_panda_tests::producer(&kafka_servers(), name),
         store: Store::Redis(RedisStore::connect(&redis_url()).await.expect("redis")),
         factory: unused,
-        arbiter: actix_rt::Arbiter::current(),
+        arbiters: alpha_panda_actors::delivery::threads::Arbiters::current(),
     })
     .expect("consumer starts")
 }

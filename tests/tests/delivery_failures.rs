@@ -64,7 +64,7 @@ fn run_stage(s: &Setup, tries: u32, factory: StageFactory) -> ConsumerHandle {
         producer: alpha_panda_tests::producer(&kafka_servers(), "failure-test"),
         store: s.store.clone(),
         factory,
-        arbiter: actix_rt::Arbiter::current(),
+        arbiters: alpha_panda_actors::delivery::threads::Arbiters::current(),
     })
     .unwrap()
 }
@@ -389,7 +389,7 @@ fn a_dlq_replay_reaches_only_the_group_that_failed() {
                 producer: alpha_panda_tests::producer(&kafka_servers(), "replay-groups"),
                 store: s.store.clone(),
                 factory: failing_factory(counter, fail),
-                arbiter: actix_rt::Arbiter::current(),
+                arbiters: alpha_panda_actors::delivery::threads::Arbiters::current(),
             })
             .unwrap()
         };

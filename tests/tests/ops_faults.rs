@@ -129,7 +129,7 @@ fn a_redis_outage_restarts_the_stage_with_backoff_shows_in_readiness_and_loses_n
             producer: producer.clone(),
             store: store.clone(),
             factory: stages::validate_factory(counter_key.clone()),
-            arbiter: actix_rt::Arbiter::current(),
+            arbiters: alpha_panda_actors::delivery::threads::Arbiters::current(),
         })
         .unwrap();
         let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
@@ -267,7 +267,7 @@ fn a_stalled_kafka_broker_recovers_with_nothing_lost_or_doubled() {
             producer: producer.clone(),
             store,
             factory: stages::validate_factory(counter_key.clone()),
-            arbiter: actix_rt::Arbiter::current(),
+            arbiters: alpha_panda_actors::delivery::threads::Arbiters::current(),
         })
         .unwrap();
         let feeding = feed_slowly(

@@ -1,6 +1,7 @@
 //! The Kafka consumer bridge: one rdkafka consumer per stage consumer group, its assigned
 //! partitions split into their own queues, each queue driving one `PartitionWorker` (and so
-//! one stage actor) on an actix arbiter.
+//! one stage actor) on one of the worker arbiters it is given (`delivery.threads`; see
+//! `threads`).
 //!
 //! Threads: a dedicated poll thread owns the consumer. It serves rebalance callbacks,
 //! dispatches records to the partition queues, stores the offsets workers report as done
@@ -19,7 +20,6 @@ use std::sync::{Arc, Mutex, mpsc};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use actix_rt::ArbiterHandle;
 use alpha_panda_topics::TopicName;
 use rdkafka::client::ClientContext;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance};
@@ -62,7 +62,7 @@ struct Shared {
     producer: EventProducer,
     store: Store,
     factory: StageFactory,
-    arbiter: ArbiterHandle,
+    arbiters: super::threads::Arbiters,
     slots: Mutex<HashMap<PartitionKey, Slot>>,
     /// A whole-stage checkpointed unit: the one queue and worker every partition feeds.
     stage_unit: Mutex<Option<Slot>>,
@@ -171,7 +171,7 @@ impl Shared {
                 super::unit::Unit::Partition(topic.clone(), partition)
             };
             let max = policy.batch_max_records.max(1);
-            self.arbiter.spawn_fn(move || {
+            self.arbiters.for_partition(partition).spawn_fn(move || {
                 actix_rt::spawn(async move {
                     let mut worker = super::unit::CheckpointWorker::new(
                         policy,
@@ -218,7 +218,7 @@ impl Shared {
             });
             return;
         }
-        self.arbiter.spawn_fn(move || {
+        self.arbiters.for_partition(partition).spawn_fn(move || {
             actix_rt::spawn(async move {
                 let mut worker =
                     PartitionWorker::new(policy, producer, store, factory, stop.clone());
@@ -581,8 +581,9 @@ pub struct ConsumerSpec {
     pub producer: EventProducer,
     pub store: Store,
     pub factory: StageFactory,
-    /// Where the partition workers and stage actors run.
-    pub arbiter: ArbiterHandle,
+    /// Where the partition workers and stage actors run: partition `p` on
+    /// `arbiters.for_partition(p)`.
+    pub arbiters: super::threads::Arbiters,
 }
 
 /// Subscribes and starts the poll thread.
@@ -599,7 +600,7 @@ pub fn start(spec: ConsumerSpec) -> Result<ConsumerHandle, KafkaError> {
         producer: spec.producer,
         store: spec.store,
         factory: spec.factory,
-        arbiter: spec.arbiter,
+        arbiters: spec.arbiters,
         slots: Mutex::new(HashMap::new()),
         stage_unit: Mutex::new(None),
         done_tx: Mutex::new(done_tx),

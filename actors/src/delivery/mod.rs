@@ -24,6 +24,7 @@ pub mod lease;
 pub mod origin;
 pub mod producer;
 pub mod stage;
+pub mod threads;
 pub mod unit;
 pub mod worker;
 

@@ -16,10 +16,17 @@
 //! bounded by this too: whatever it emits after losing the partition is a copy of what the
 //! new owner emits for the same records.
 //!
+//! The runtime's feeds stamp an origin too ([`FeedOrigin`]): source group `feed.{id}`, topic
+//! `feed`, partition 0, and a sequence that only grows, across the feed's restarts too. One
+//! feed sends its ticks in order, so every partition of `market.ticks` sees a growing
+//! subsequence of that sequence: the watermark drops only what was sent before.
+//!
 //! Records without an origin (ticks of a feed outside the runtime, DLQ replays, records
 //! republished by hand) keep the event-id dedup mark.
 
 use std::fmt;
+
+use crate::store::{Store, StoreError};
 
 /// The header that carries a record's origin.
 pub const ORIGIN_HEADER: &str = "origin";
@@ -112,6 +119,54 @@ impl Source {
     }
 }
 
+/// Sequence numbers a feed reserves in the store at a time.
+pub const FEED_BLOCK: i64 = 100_000;
+
+/// The origin a feed of the runtime stamps on its ticks.
+///
+/// The sequence comes from blocks reserved in the store (`market:feed:{id}:sequence`,
+/// `INCRBY`), so a restarted feed continues above anything its previous run can have used,
+/// whatever the clock says. The id must be unique among the feeds running at once: the
+/// daemon uses `kafka.instance_id`, or, without one, an id of its own run (each run is then a
+/// new source, one more watermark entry per input partition).
+pub struct FeedOrigin {
+    group: String,
+    store: Store,
+    key: String,
+    next: i64,
+    end: i64,
+}
+
+impl FeedOrigin {
+    pub fn new(store: Store, id: &str) -> Self {
+        Self {
+            group: format!("feed.{id}"),
+            key: format!("market:feed:{id}:sequence"),
+            store,
+            next: 0,
+            end: 0,
+        }
+    }
+
+    /// The source of the next batch of ticks (one `send_all_from`): its ticks take ordinals
+    /// 0, 1, … A store failure is the caller's: the ticks go out without an origin (event-id
+    /// dedup) rather than not at all.
+    pub async fn next(&mut self) -> Result<Source, StoreError> {
+        if self.next >= self.end {
+            self.next = self.store.reserve(&self.key, FEED_BLOCK).await?;
+            self.end = self.next + FEED_BLOCK;
+        }
+        let offset = self.next;
+        self.next += 1;
+        Ok(Source {
+            group: self.group.clone(),
+            topic: "feed".to_owned(),
+            partition: 0,
+            offset,
+        })
+    }
+}
+
 /// Encodes a watermark position for the store: `{offset}:{ordinal}`.
 pub fn encode_position(p: Position) -> String {
     format!("{}:{}", p.0, p.1)
@@ -173,6 +228,26 @@ mod tests {
         assert!((6, 0) < (6, 1));
         assert_eq!(decode_position(&encode_position((6, 1))), Some((6, 1)));
         assert_eq!(decode_position("6"), None);
+    }
+
+    #[tokio::test]
+    async fn a_feed_sequence_keeps_growing_across_restarts() {
+        let store = Store::Memory(crate::store::MemoryStore::default());
+        let mut first = FeedOrigin::new(store.clone(), "a");
+        let a = first.next().await.unwrap();
+        let b = first.next().await.unwrap();
+        assert_eq!(
+            (a.group.as_str(), a.topic.as_str(), a.partition),
+            ("feed.a", "feed", 0)
+        );
+        assert!(b.offset > a.offset);
+        // A restart: the new run's numbers lie above the whole block the first one took.
+        let mut again = FeedOrigin::new(store.clone(), "a");
+        let c = again.next().await.unwrap();
+        assert!(c.offset >= a.offset + FEED_BLOCK, "{c:?}");
+        // Another feed has its own source.
+        let other = FeedOrigin::new(store, "b").next().await.unwrap();
+        assert_ne!(other.output(0).source(), c.output(0).source());
     }
 
     proptest! {

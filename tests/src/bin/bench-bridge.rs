@@ -7,6 +7,9 @@
 //! `kafka-checkpointed` runs the same stage as a checkpointed unit per partition (delivery
 //! v2: batches, one checkpoint per batch, origins instead of marks downstream).
 //!
+//! Partition workers run on `BENCH_THREADS` arbiters (default: the cores), as the daemon's
+//! do on `delivery.threads`.
+//!
 //! Usage: bench-bridge [kafka|kafka-checkpointed|memory] [N]
 
 use std::time::{Duration, Instant};
@@ -48,6 +51,12 @@ fn kafka(n: usize, checkpointed: bool) {
         let feed_secs = fed.elapsed().as_secs_f64();
         let store = Store::Redis(RedisStore::connect(&redis_url()).await.expect("redis"));
         let counter = format!("{}:bench:effects", ns.redis_prefix());
+        // As the daemon: `delivery.threads` arbiters (BENCH_THREADS, default the cores).
+        let threads = std::env::var("BENCH_THREADS")
+            .ok()
+            .and_then(|t| t.parse().ok())
+            .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, usize::from));
+        let workers = alpha_panda_actors::delivery::threads::WorkerThreads::start(threads);
         let handle = start(ConsumerSpec {
             servers: kafka_servers(),
             client_id: "bench".into(),
@@ -59,7 +68,7 @@ fn kafka(n: usize, checkpointed: bool) {
             producer: alpha_panda_tests::producer(&kafka_servers(), "bench"),
             store: store.clone(),
             factory: validate_factory(counter.clone()),
-            arbiter: actix_rt::Arbiter::current(),
+            arbiters: workers.arbiters(),
         })
         .expect("consumer");
         let done = |v: Option<String>| v.map_or(0, |v| v.parse::<usize>().unwrap_or(0));
@@ -74,6 +83,7 @@ fn kafka(n: usize, checkpointed: bool) {
         }
         let secs = started.elapsed().as_secs_f64();
         handle.shutdown().await;
+        let _ = tokio::task::spawn_blocking(move || workers.stop()).await;
         let checkpoints = alpha_panda_actors::metrics::metrics()
             .checkpoint_bytes
             .with_label_values(&["risk"])
@@ -92,7 +102,7 @@ fn kafka(n: usize, checkpointed: bool) {
         };
         println!(
             "bridge over kafka (Apache Kafka, redis), {how}: {} records in {secs:.2} s = {:.0} records/s \
-             (6 partitions; feeding {n} took {feed_secs:.2} s = {:.0} records/s)",
+             (6 partitions on {threads} threads; feeding {n} took {feed_secs:.2} s = {:.0} records/s)",
             n - first,
             (n - first) as f64 / secs,
             n as f64 / feed_secs

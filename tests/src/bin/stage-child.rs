@@ -47,7 +47,7 @@ fn main() {
             producer,
             store,
             factory: validate_factory(counter),
-            arbiter: actix_rt::Arbiter::current(),
+            arbiters: alpha_panda_actors::delivery::threads::Arbiters::current(),
         })
         .expect("consumer");
         use tokio::signal::unix::{SignalKind, signal};
