@@ -6,10 +6,18 @@ cd "$(dirname "$0")/.."
 # `bash scripts/bench.sh backtest` runs only the backtest part (no services needed).
 if [ "${1:-}" != backtest ]; then
 . scripts/services.sh || { echo "bench services could not be started" >&2; exit 1; }
-cargo build --release -p alpha-panda-tests --bin bench-broker --bin bench-bridge
+cargo build --release -p alpha-panda-tests --bin bench-broker --bin bench-bridge --bin bench-pipeline
+cargo build --release -p alpha-panda-supervisors
 # The bare broker with the runtime's client settings: produce/s, consume/s, one-hop p50/p99
 # of a tick-sized record at a steady rate (one JSON line each).
-target/release/bench-broker "${BENCH_BROKER_RECORDS:-200000}" "${BENCH_HOP_RATE:-1000}" "${BENCH_HOP_SECONDS:-10}"
+broker="$(target/release/bench-broker "${BENCH_BROKER_RECORDS:-200000}" "${BENCH_HOP_RATE:-1000}" "${BENCH_HOP_SECONDS:-10}")"
+echo "$broker"
+# The whole daemon over Kafka and Redis, measured from outside (docs/performance.md,
+# "Pipeline"): a burst, tick→fill at a steady rate, memory over the steady run; its lines
+# carry the targets, relative to the bare broker above.
+field() { echo "$broker" | grep "\"figure\":\"$1\"" | sed -E "s/.*\"$2\":([0-9.]+).*/\1/"; }
+BENCH_BARE_PRODUCE_PER_S="$(field broker_produce records_per_s)" BENCH_BARE_HOP_P50_MS="$(field broker_hop p50_ms)" \
+  target/release/bench-pipeline "${BENCH_BURST_TICKS:-100000}" "${BENCH_STEADY_RATE:-1000}" "${BENCH_STEADY_SECONDS:-600}"
 for transport in kafka kafka-checkpointed memory; do
   target/release/bench-bridge "$transport" "${BENCH_RECORDS:-20000}"
 done
