@@ -28,13 +28,26 @@ use anyhow::Context;
 
 use crate::pipeline::{Assembly, Transport};
 
-pub fn run(settings: Settings) -> anyhow::Result<()> {
-    let system = actix_rt::System::new();
-    system.block_on(run_async(Arc::new(settings)))
+/// What the embedded default (the in-process transport) keeps between runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Keep {
+    /// Everything in `data_dir` (`transport.sqlite`): a restart continues where it stopped.
+    DataDir,
+    /// `--ephemeral`: memory only; a restart starts afresh.
+    Nothing,
 }
 
-async fn run_async(settings: Arc<Settings>) -> anyhow::Result<()> {
+pub fn run(settings: Settings, keep: Keep) -> anyhow::Result<()> {
+    let system = actix_rt::System::new();
+    system.block_on(run_async(Arc::new(settings), keep))
+}
+
+async fn run_async(settings: Arc<Settings>, keep: Keep) -> anyhow::Result<()> {
     let topics = topics_for(&settings.active_brokers);
+    let data_dir = match (&settings.kafka.bootstrap_servers, keep) {
+        (None, Keep::DataDir) => Some(crate::data_dir::open(&settings.data_dir)?),
+        _ => None,
+    };
     let (transport, producer) = match &settings.kafka.bootstrap_servers {
         Some(servers) => {
             alpha_panda_actors::kafka::admin::ensure(servers, &settings.kafka.client_id, &topics)
@@ -50,7 +63,10 @@ async fn run_async(settings: Arc<Settings>) -> anyhow::Result<()> {
             (Transport::Kafka(servers.clone()), producer)
         }
         None => {
-            let bus = inprocess::InProcessBus::new();
+            let bus = match &data_dir {
+                Some(d) => d.bus(),
+                None => inprocess::InProcessBus::new(),
+            };
             bus.create_topics(&topics);
             (
                 Transport::InProcess(bus.clone()),
@@ -64,11 +80,16 @@ async fn run_async(settings: Arc<Settings>) -> anyhow::Result<()> {
                 .await
                 .context("connecting to Redis")?,
         ),
-        None => Store::Memory(MemoryStore::default()),
+        None => Store::Memory(match &data_dir {
+            Some(d) => d.store(),
+            None => MemoryStore::default(),
+        }),
     };
+    let data_dir = data_dir.map(crate::data_dir::DataDir::into_journal);
     tracing::info!(
         transport = match &transport { Transport::Kafka(s) => format!("kafka at {s}"), Transport::InProcess(_) => "in-process".to_owned() },
         store = if settings.redis.url.is_some() { "redis" } else { "in-memory" },
+        data_dir = %data_dir.as_ref().map_or_else(|| "none (memory only)".to_owned(), |j| j.path().display().to_string()),
         brokers = ?settings.active_brokers.iter().map(|b| b.as_str()).collect::<Vec<_>>(),
         strategies = settings.strategies.iter().filter(|s| s.enabled).count(),
         http = %settings.http.listen,
@@ -191,6 +212,16 @@ async fn run_async(settings: Arc<Settings>) -> anyhow::Result<()> {
     // Each recorder finishes the batch in hand; joining its thread blocks, so not here.
     let _ =
         tokio::task::spawn_blocking(move || recorders.into_iter().for_each(Recorder::stop)).await;
+    if let Some(journal) = data_dir {
+        // Last: every stage has drained, so what is queued is everything.
+        let closed =
+            tokio::task::spawn_blocking(move || journal.close(Duration::from_secs(30))).await;
+        match closed {
+            Ok(Ok(())) => tracing::info!("data directory written"),
+            Ok(Err(e)) => tracing::error!(error = %e, "data directory not fully written"),
+            Err(e) => tracing::error!(error = %e, "data directory writer failed"),
+        }
+    }
     tracing::info!("alpha-panda stopped");
     Ok(())
 }
