@@ -8,8 +8,11 @@
 //! the admin commands; a console reader follows the snapshot, fill, rejection and DLQ
 //! topics for the console (outside every consumer group). With Kafka and a PostgreSQL
 //! `database.url`, a recorder per active broker copies its order, fill, snapshot and
-//! rejection topics into the broker's schema (`alpha_panda_db::recorder`). SIGTERM/SIGINT stop the feed,
-//! drain every stage (in-flight records finish, offsets are committed) and exit 0.
+//! rejection topics into the broker's schema (`alpha_panda_db::recorder`). On the in-process
+//! transport the bus and the memory store are rebuilt from `data_dir` and journal every change
+//! there (`crate::data_dir`), unless `--ephemeral`. SIGTERM/SIGINT stop the feed, drain every
+//! stage (in-flight records finish, offsets are committed), write the data directory last and
+//! exit 0.
 
 use std::sync::Arc;
 use std::time::Duration;

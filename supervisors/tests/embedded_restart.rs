@@ -1,7 +1,7 @@
 //! The embedded default survives restarts (issue 12, item 4): the real `alpha-panda run`
 //! binary on the in-process transport, its `data_dir` in a temporary directory of the test's
 //! own, ticks replayed from a file the test writes. After SIGTERM a second run shows the
-//! same positions and cash; after SIGKILL the second run carries on from the data directory
+//! same positions, cash and trading states; after SIGKILL the second run carries on from the data directory
 //! and its books are exactly the fills in the log, each applied once; `--ephemeral` keeps
 //! nothing.
 
@@ -71,6 +71,8 @@ order_type = "LIMIT"
 limit_offset_bps = "20"
 "#;
 
+const TOKEN: &str = "embedded-restart-token-0123456789";
+
 /// A deterministic random walk of two instruments, one tick each per second.
 fn write_ticks(dir: &Path, per_instrument: usize) -> PathBuf {
     let path = dir.join("ticks.csv");
@@ -116,6 +118,7 @@ fn start(dir: &TempDir, feed: &[(&str, String)], args: &[&str]) -> Daemon {
         .arg(&config)
         .env("ALPHA_PANDA__DATA_DIR", dir.0.join("data"))
         .env("ALPHA_PANDA__HTTP__LISTEN", format!("127.0.0.1:{port}"))
+        .env("ALPHA_PANDA__ADMIN__TOKEN", TOKEN)
         .stdout(Stdio::null())
         .stderr(std::fs::File::create(dir.0.join(format!("daemon-{port}.log"))).unwrap());
     for (k, v) in feed {
@@ -144,7 +147,7 @@ fn get(d: &Daemon, path: &str) -> Option<serde_json::Value> {
     s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
     write!(
         s,
-        "GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
+        "GET {path} HTTP/1.1\r\nHost: localhost\r\nAuthorization: Bearer {TOKEN}\r\nConnection: close\r\n\r\n"
     )
     .ok()?;
     let mut body = String::new();
@@ -333,7 +336,7 @@ fn normalized(
 }
 
 #[test]
-fn after_sigterm_a_second_run_shows_the_same_positions_and_cash() {
+fn after_sigterm_a_second_run_shows_the_same_positions_cash_and_trading_states() {
     let dir = TempDir::new("term");
     let ticks = write_ticks(&dir.0, 300);
     let first = start(&dir, &replay(&ticks), &[]);
@@ -346,6 +349,15 @@ fn after_sigterm_a_second_run_shows_the_same_positions_and_cash() {
             .any(|s| !s.is_null()),
         "the first run traded: {before}"
     );
+    let addr = format!("127.0.0.1:{}", first.port).parse().unwrap();
+    let (code, body) = alpha_panda_tests::ops::http(
+        addr,
+        "POST",
+        "/admin/trading-state",
+        Some(TOKEN),
+        Some(r#"{"broker": "paper", "strategy": "mom", "state": "REDUCING"}"#),
+    );
+    assert_eq!(code, 200, "{body}");
     stop(first, "-TERM");
     let (fills_before, _) = fills_in(&dir);
     assert!(!fills_before.is_empty());
@@ -353,6 +365,12 @@ fn after_sigterm_a_second_run_shows_the_same_positions_and_cash() {
     let second = start(&dir, &no_feed(), &[]);
     // At once, before anything could be recomputed: the books were kept, not rebuilt.
     assert_eq!(books(&second), before, "the books after the restart");
+    let status = get(&second, "/status").unwrap();
+    assert_eq!(
+        status["strategy_trading_states"],
+        serde_json::json!([{ "broker": "paper", "strategy": "mom", "trading_state": "REDUCING" }]),
+        "the trading state set before the restart"
+    );
     let again = settled(&second, Duration::from_secs(60));
     assert_eq!(again, before, "nothing moved once the second run caught up");
     stop(second, "-TERM");
