@@ -26,6 +26,9 @@ cargo bench -p alpha-panda-kite --bench ticker 2>&1 | grep -E '^kite_ticker|time
 # The recorder's write path into PostgreSQL (criterion; docs/performance.md, "Recorder").
 cargo bench -p alpha-panda-db --bench write_batch 2>&1 | grep -E '^recorder|time:|thrpt:'
 fi
+# The embedded default's data directory: what the journal costs per tick (criterion, no
+# services; docs/performance.md, "Data directory").
+cargo bench -p alpha-panda-db --bench data_dir 2>&1 | grep -E '^data_dir|time:|thrpt:'
 
 # The backtest (docs/performance.md, "Backtest"): the reference file (the project's own
 # generator, its sha256 checked), the reference workload (bench/ema.toml), the default

@@ -7,6 +7,7 @@ pub mod dlq_tools;
 pub mod feed;
 pub mod http;
 pub mod instruments;
+pub mod journal;
 pub mod kafka;
 pub mod metrics;
 pub mod readiness;

@@ -223,7 +223,7 @@ impl Store {
         match self {
             Store::Redis(r) => r.set(key, value).await,
             Store::Memory(m) => {
-                m.lock().values.insert(key.to_owned(), value.to_owned());
+                m.set(key, value);
                 Ok(())
             }
         }
@@ -234,22 +234,7 @@ impl Store {
     pub async fn reserve(&self, key: &str, n: i64) -> Result<i64, StoreError> {
         match self {
             Store::Redis(r) => r.reserve(key, n).await,
-            Store::Memory(m) => {
-                let mut inner = m.lock();
-                apply(
-                    &mut inner.values,
-                    &[Effect::IncrBy {
-                        key: key.to_owned(),
-                        by: n,
-                    }],
-                );
-                let end: i64 = inner
-                    .values
-                    .get(key)
-                    .and_then(|v| v.parse().ok())
-                    .unwrap_or(n);
-                Ok(end - n)
-            }
+            Store::Memory(m) => Ok(m.reserve(key, n)),
         }
     }
 
@@ -477,6 +462,9 @@ pub const MAX_MEMORY_MARKS: usize = 1_000_000;
 #[derive(Clone, Default)]
 pub struct MemoryStore {
     inner: Arc<Mutex<MemoryInner>>,
+    /// Where every change is journalled (the embedded default's data directory); `None`:
+    /// memory only.
+    journal: Option<crate::journal::SharedJournal>,
 }
 
 #[derive(Default)]
@@ -497,6 +485,51 @@ fn decode_watermarks(raw: HashMap<String, String>) -> Watermarks {
 }
 
 impl MemoryStore {
+    /// A store rebuilt from what `journal` kept (values, unexpired marks, watermarks) that
+    /// journals every further change (see `crate::journal`).
+    pub fn journalled(
+        journal: crate::journal::SharedJournal,
+        restored: &crate::journal::Restored,
+    ) -> Self {
+        let now_ms = crate::journal::unix_ms_now();
+        let now = Instant::now();
+        let mut inner = MemoryInner {
+            values: restored.values.iter().cloned().collect(),
+            ..MemoryInner::default()
+        };
+        let live: Vec<&(String, i64)> = restored
+            .marks
+            .iter()
+            .filter(|(_, exp)| *exp > now_ms)
+            .collect();
+        let skip = live.len().saturating_sub(MAX_MEMORY_MARKS);
+        for (key, exp) in live.into_iter().skip(skip) {
+            let left = Duration::from_millis(u64::try_from(exp - now_ms).unwrap_or(0));
+            inner.marks.insert(key.clone(), now + left);
+            inner.order.push_back(key.clone());
+        }
+        for (key, source, position) in &restored.watermarks {
+            inner
+                .watermarks
+                .entry(key.clone())
+                .or_default()
+                .insert(source.clone(), *position);
+        }
+        Self {
+            inner: Arc::new(Mutex::new(inner)),
+            journal: Some(journal),
+        }
+    }
+
+    /// Hands one change's ops to the journal (call with the lock held).
+    fn journal(&self, ops: Vec<crate::journal::JournalOp>) {
+        if let Some(j) = &self.journal
+            && !ops.is_empty()
+        {
+            j.record(ops);
+        }
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, MemoryInner> {
         // A panic while holding this lock leaves plain maps in a usable state.
         self.inner.lock().unwrap_or_else(|p| p.into_inner())
@@ -510,8 +543,52 @@ impl MemoryStore {
             .is_some_and(|exp| *exp > Instant::now())
     }
 
+    /// `INCRBY key n` (journalled like any effect); the first number of the block.
+    fn reserve(&self, key: &str, n: i64) -> i64 {
+        let mut inner = self.lock();
+        let mut ops = Vec::new();
+        let by = [Effect::IncrBy {
+            key: key.to_owned(),
+            by: n,
+        }];
+        self.apply_effects(&mut inner, &by, &mut ops);
+        let end: i64 = inner
+            .values
+            .get(key)
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(n);
+        self.journal(ops);
+        end - n
+    }
+
+    fn set(&self, key: &str, value: &str) {
+        let mut inner = self.lock();
+        inner.values.insert(key.to_owned(), value.to_owned());
+        self.journal(vec![crate::journal::JournalOp::Value {
+            key: key.to_owned(),
+            value: value.to_owned(),
+        }]);
+    }
+
     fn mark(&self, key: &str, ttl: Duration, effects: &[Effect]) -> bool {
         let mut inner = self.lock();
+        let mut ops = Vec::new();
+        let marked = self.mark_locked(&mut inner, key, ttl, &mut ops);
+        if marked {
+            self.apply_effects(&mut inner, effects, &mut ops);
+        }
+        self.journal(ops);
+        marked
+    }
+
+    /// Sets a mark unless it is set; notes the op for the journal.
+    fn mark_locked(
+        &self,
+        inner: &mut MemoryInner,
+        key: &str,
+        ttl: Duration,
+        ops: &mut Vec<crate::journal::JournalOp>,
+    ) -> bool {
         let now = Instant::now();
         if inner.marks.get(key).is_some_and(|exp| *exp > now) {
             return false;
@@ -524,8 +601,35 @@ impl MemoryStore {
                 inner.marks.remove(&old);
             }
         }
-        apply(&mut inner.values, effects);
+        if self.journal.is_some() {
+            ops.push(crate::journal::JournalOp::Mark {
+                key: key.to_owned(),
+                expires_unix_ms: crate::journal::unix_ms_now()
+                    .saturating_add(i64::try_from(ttl.as_millis()).unwrap_or(i64::MAX)),
+            });
+        }
         true
+    }
+
+    /// Applies effects to the values; notes each key's new value for the journal.
+    fn apply_effects(
+        &self,
+        inner: &mut MemoryInner,
+        effects: &[Effect],
+        ops: &mut Vec<crate::journal::JournalOp>,
+    ) {
+        apply(&mut inner.values, effects);
+        if self.journal.is_some() {
+            for e in effects {
+                let (Effect::IncrBy { key, .. } | Effect::Set { key, .. }) = e;
+                if let Some(value) = inner.values.get(key) {
+                    ops.push(crate::journal::JournalOp::Value {
+                        key: key.clone(),
+                        value: value.clone(),
+                    });
+                }
+            }
+        }
     }
 
     fn save_checkpoint(
@@ -536,12 +640,22 @@ impl MemoryStore {
         ttl: Duration,
         effects: &[Effect],
     ) {
-        for m in marks {
-            self.mark(m, ttl, &[]);
-        }
+        // One lock and one journal entry: the checkpoint, its marks and its effects are one
+        // change, kept together or not at all.
         let mut inner = self.lock();
+        let mut ops = Vec::new();
+        for m in marks {
+            self.mark_locked(&mut inner, m, ttl, &mut ops);
+        }
         inner.values.insert(key.to_owned(), checkpoint.to_owned());
-        apply(&mut inner.values, effects);
+        if self.journal.is_some() {
+            ops.push(crate::journal::JournalOp::Value {
+                key: key.to_owned(),
+                value: checkpoint.to_owned(),
+            });
+        }
+        self.apply_effects(&mut inner, effects, &mut ops);
+        self.journal(ops);
     }
 
     fn watermarks(&self, key: &str) -> Watermarks {
@@ -561,7 +675,13 @@ impl MemoryStore {
             return false;
         }
         marks.insert(source.to_owned(), position);
-        apply(&mut inner.values, effects);
+        let mut ops = vec![crate::journal::JournalOp::Watermark {
+            key: key.to_owned(),
+            source: source.to_owned(),
+            position,
+        }];
+        self.apply_effects(&mut inner, effects, &mut ops);
+        self.journal(ops);
         true
     }
 

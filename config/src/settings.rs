@@ -33,7 +33,14 @@ pub struct Settings {
     pub risk: BTreeMap<BrokerName, RiskSettings>,
     pub portfolio: PortfolioSettings,
     pub delivery: DeliverySettings,
+    /// Where the embedded default keeps what must survive a restart (the in-process
+    /// transport's log, the stage checkpoints and dedup marks, in `transport.sqlite`). Used
+    /// only with the in-process transport and without `--ephemeral`.
+    pub data_dir: PathBuf,
 }
+
+/// Default of `data_dir`.
+pub const DEFAULT_DATA_DIR: &str = "./alpha-panda-data";
 
 /// How checkpointed stages batch their records (delivery v2).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -94,6 +101,7 @@ impl Default for Settings {
             risk: BTreeMap::new(),
             portfolio: PortfolioSettings::default(),
             delivery: DeliverySettings::default(),
+            data_dir: PathBuf::from(DEFAULT_DATA_DIR),
         }
     }
 }

@@ -188,6 +188,13 @@ fn services(s: &Settings) -> Result<(), Failure> {
             "expected 1 to 1000000",
         );
     }
+    if s.data_dir.as_os_str().is_empty() {
+        return fail(
+            "data_dir",
+            "\"\"",
+            "expected a directory (the embedded default's data lives there)",
+        );
+    }
     if !(1..=10_000).contains(&s.delivery.batch_max_records) {
         return fail(
             "delivery.batch_max_records",

@@ -8,8 +8,11 @@
 //! the admin commands; a console reader follows the snapshot, fill, rejection and DLQ
 //! topics for the console (outside every consumer group). With Kafka and a PostgreSQL
 //! `database.url`, a recorder per active broker copies its order, fill, snapshot and
-//! rejection topics into the broker's schema (`alpha_panda_db::recorder`). SIGTERM/SIGINT stop the feed,
-//! drain every stage (in-flight records finish, offsets are committed) and exit 0.
+//! rejection topics into the broker's schema (`alpha_panda_db::recorder`). On the in-process
+//! transport the bus and the memory store are rebuilt from `data_dir` and journal every change
+//! there (`crate::data_dir`), unless `--ephemeral`. SIGTERM/SIGINT stop the feed, drain every
+//! stage (in-flight records finish, offsets are committed), write the data directory last and
+//! exit 0.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -30,13 +33,26 @@ use anyhow::Context;
 
 use crate::pipeline::{Assembly, Transport};
 
-pub fn run(settings: Settings) -> anyhow::Result<()> {
-    let system = actix_rt::System::new();
-    system.block_on(run_async(Arc::new(settings)))
+/// What the embedded default (the in-process transport) keeps between runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Keep {
+    /// Everything in `data_dir` (`transport.sqlite`): a restart continues where it stopped.
+    DataDir,
+    /// `--ephemeral`: memory only; a restart starts afresh.
+    Nothing,
 }
 
-async fn run_async(settings: Arc<Settings>) -> anyhow::Result<()> {
+pub fn run(settings: Settings, keep: Keep) -> anyhow::Result<()> {
+    let system = actix_rt::System::new();
+    system.block_on(run_async(Arc::new(settings), keep))
+}
+
+async fn run_async(settings: Arc<Settings>, keep: Keep) -> anyhow::Result<()> {
     let topics = topics_for(&settings.active_brokers);
+    let data_dir = match (&settings.kafka.bootstrap_servers, keep) {
+        (None, Keep::DataDir) => Some(crate::data_dir::open(&settings.data_dir)?),
+        _ => None,
+    };
     let (transport, producer) = match &settings.kafka.bootstrap_servers {
         Some(servers) => {
             alpha_panda_actors::kafka::admin::ensure(servers, &settings.kafka.client_id, &topics)
@@ -52,7 +68,10 @@ async fn run_async(settings: Arc<Settings>) -> anyhow::Result<()> {
             (Transport::Kafka(servers.clone()), producer)
         }
         None => {
-            let bus = inprocess::InProcessBus::new();
+            let bus = match &data_dir {
+                Some(d) => d.bus(),
+                None => inprocess::InProcessBus::new(),
+            };
             bus.create_topics(&topics);
             (
                 Transport::InProcess(bus.clone()),
@@ -66,11 +85,16 @@ async fn run_async(settings: Arc<Settings>) -> anyhow::Result<()> {
                 .await
                 .context("connecting to Redis")?,
         ),
-        None => Store::Memory(MemoryStore::default()),
+        None => Store::Memory(match &data_dir {
+            Some(d) => d.store(),
+            None => MemoryStore::default(),
+        }),
     };
+    let data_dir = data_dir.map(crate::data_dir::DataDir::into_journal);
     tracing::info!(
         transport = match &transport { Transport::Kafka(s) => format!("kafka at {s}"), Transport::InProcess(_) => "in-process".to_owned() },
         store = if settings.redis.url.is_some() { "redis" } else { "in-memory" },
+        data_dir = %data_dir.as_ref().map_or_else(|| "none (memory only)".to_owned(), |j| j.path().display().to_string()),
         brokers = ?settings.active_brokers.iter().map(|b| b.as_str()).collect::<Vec<_>>(),
         strategies = settings.strategies.iter().filter(|s| s.enabled).count(),
         http = %settings.http.listen,
@@ -204,6 +228,16 @@ async fn run_async(settings: Arc<Settings>) -> anyhow::Result<()> {
     // Each recorder finishes the batch in hand; joining its thread blocks, so not here.
     let _ =
         tokio::task::spawn_blocking(move || recorders.into_iter().for_each(Recorder::stop)).await;
+    if let Some(journal) = data_dir {
+        // Last: every stage has drained, so what is queued is everything.
+        let closed =
+            tokio::task::spawn_blocking(move || journal.close(Duration::from_secs(30))).await;
+        match closed {
+            Ok(Ok(())) => tracing::info!("data directory written"),
+            Ok(Err(e)) => tracing::error!(error = %e, "data directory not fully written"),
+            Err(e) => tracing::error!(error = %e, "data directory writer failed"),
+        }
+    }
     tracing::info!("alpha-panda stopped");
     Ok(())
 }
@@ -258,13 +292,14 @@ fn start_recorders(
 }
 
 /// The origin this daemon's feed stamps on its ticks (`delivery::origin::FeedOrigin`): named
-/// after `kafka.instance_id`, or after this run when there is none.
+/// after `kafka.instance_id`; without one, `embedded` on the in-process transport (one daemon
+/// per data directory), else after this run (two daemons sharing Kafka must not share it).
 pub(crate) fn feed_origin(settings: &Settings, store: &Store) -> FeedOrigin {
-    let id = settings
-        .kafka
-        .instance_id
-        .clone()
-        .unwrap_or_else(|| format!("run-{}", uuid::Uuid::now_v7().simple()));
+    let id = match (&settings.kafka.instance_id, &settings.kafka.bootstrap_servers) {
+        (Some(id), _) => id.clone(),
+        (None, None) => "embedded".to_owned(),
+        (None, Some(_)) => format!("run-{}", uuid::Uuid::now_v7().simple()),
+    };
     FeedOrigin::new(store.clone(), &id)
 }
 

@@ -2,5 +2,6 @@
 
 pub mod backtest;
 pub mod daemon;
+pub mod data_dir;
 pub mod kite;
 pub mod pipeline;

@@ -26,7 +26,12 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Run the daemon.
-    Run,
+    Run {
+        /// Keep nothing between runs: without Kafka, the log, checkpoints and books live in
+        /// memory only (by default they are kept in `data_dir`).
+        #[arg(long)]
+        ephemeral: bool,
+    },
     /// Kafka topics of the active brokers.
     Topics {
         #[command(subcommand)]
@@ -230,7 +235,7 @@ fn main() -> ExitCode {
         }
         Command::Kite { command } => kite(&settings, command),
         Command::KiteSim { listen, tick_ms } => kite_sim(&settings, listen, tick_ms),
-        Command::Run => {
+        Command::Run { ephemeral } => {
             let mut settings = settings;
             if settings.database.strategies_from_database {
                 match stored_strategies(&settings) {
@@ -248,7 +253,12 @@ fn main() -> ExitCode {
                 eprintln!("alpha-panda: {e}");
                 return ExitCode::from(EXIT_CONFIG);
             }
-            alpha_panda_supervisors::daemon::run(settings)
+            let keep = if ephemeral {
+                alpha_panda_supervisors::daemon::Keep::Nothing
+            } else {
+                alpha_panda_supervisors::daemon::Keep::DataDir
+            };
+            alpha_panda_supervisors::daemon::run(settings, keep)
         }
     };
     match outcome {

@@ -48,7 +48,7 @@ fn config_check_names_a_misspelt_environment_key_and_exits_2() {
 #[test]
 fn the_daemon_refuses_to_start_with_an_admin_token_shorter_than_24_characters() {
     let mut child = alpha_panda()
-        .arg("run")
+        .args(["run", "--ephemeral"])
         .env(
             "ALPHA_PANDA__HTTP__LISTEN",
             format!("127.0.0.1:{}", free_port()),
@@ -141,7 +141,7 @@ fn http_get(port: u16, path: &str) -> Option<String> {
 fn the_embedded_daemon_trades_on_paper_serves_positions_and_stops_with_status_0_on_sigterm() {
     let port = free_port();
     let mut child = alpha_panda()
-        .arg("run")
+        .args(["run", "--ephemeral"])
         .env("ALPHA_PANDA__HTTP__LISTEN", format!("127.0.0.1:{port}"))
         // Faster, livelier ticks than the default, so strategies trade within seconds.
         .env("ALPHA_PANDA__SYNTHETIC__TICKS_PER_SECOND", "100")
@@ -294,7 +294,7 @@ fn zerodha_credentials_are_required_to_trade_but_not_to_administer() {
     assert_eq!(check.status.code(), Some(0), "{}", text(&check.stderr));
 
     let trade = run(alpha_panda()
-        .arg("run")
+        .args(["run", "--ephemeral"])
         .env("ACTIVE_BROKERS", "paper,zerodha"));
     assert_eq!(trade.status.code(), Some(2));
     let err = text(&trade.stderr);
@@ -556,7 +556,7 @@ fn the_daemon_replays_a_tick_file_into_the_golden_portfolio() {
     let fixtures = concat!(env!("CARGO_MANIFEST_DIR"), "/../tests/fixtures/golden");
     let port = free_port();
     let mut daemon = alpha_panda()
-        .args(["run", "--config"])
+        .args(["run", "--ephemeral", "--config"])
         .arg(format!("{fixtures}/config.toml"))
         .env("ALPHA_PANDA__FEED__REPLAY", format!("{fixtures}/ticks.csv"))
         .env("ALPHA_PANDA__HTTP__LISTEN", format!("127.0.0.1:{port}"))
@@ -589,7 +589,7 @@ fn json_logs_carry_each_records_ids_and_never_a_secret() {
     const ADMIN: &str = "admin-secret-4f1c9-0123456789";
     const KITE: &str = "kite-secret-77ab2";
     let mut child = alpha_panda()
-        .arg("run")
+        .args(["run", "--ephemeral"])
         .env(
             "ALPHA_PANDA__HTTP__LISTEN",
             format!("127.0.0.1:{}", free_port()),

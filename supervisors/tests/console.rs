@@ -49,7 +49,7 @@ fn wait_until_listening(addr: SocketAddr, what: &str) {
 fn daemon(addr: SocketAddr) -> Killed {
     Killed(
         Command::new(env!("CARGO_BIN_EXE_alpha-panda"))
-            .arg("run")
+            .args(["run", "--ephemeral"])
             .env("ALPHA_PANDA__HTTP__LISTEN", addr.to_string())
             .env("ALPHA_PANDA__ADMIN__TOKEN", TOKEN)
             // Lively ticks, so every strategy trades within seconds.

@@ -287,6 +287,7 @@ pub fn daemon_command(bin: &str) -> Command {
     for (k, v) in crate::ticks::generous_limits() {
         cmd.env(k, v);
     }
-    cmd.arg("run");
+    // Never the data directory: these daemons keep their state in Redis or nowhere.
+    cmd.args(["run", "--ephemeral"]);
     cmd
 }

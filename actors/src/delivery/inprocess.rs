@@ -68,6 +68,9 @@ struct Inner {
     /// Woken on every append and every group change.
     changed: Notify,
     next_member: AtomicU64,
+    /// Where every append, topic and commit is journalled (the embedded default's data
+    /// directory); `None`: memory only.
+    journal: Option<crate::journal::SharedJournal>,
 }
 
 /// The in-process broker. Cheap to clone; clones share the same logs and groups.
@@ -94,12 +97,49 @@ fn fnv1a(bytes: &[u8]) -> u32 {
 
 impl InProcessBus {
     pub fn new() -> Self {
+        Self::with_state(State::default(), None)
+    }
+
+    fn with_state(state: State, journal: Option<crate::journal::SharedJournal>) -> Self {
         Self {
             inner: Arc::new(Inner {
-                state: Mutex::new(State::default()),
+                state: Mutex::new(state),
                 changed: Notify::new(),
                 next_member: AtomicU64::new(1),
+                journal,
             }),
+        }
+    }
+
+    /// A bus rebuilt from what `journal` kept (its topics, logs and committed offsets) that
+    /// journals every further change to it (see `crate::journal`).
+    pub fn journalled(
+        journal: crate::journal::SharedJournal,
+        restored: &crate::journal::Restored,
+    ) -> Self {
+        let mut state = State::default();
+        for (topic, partitions) in &restored.topics {
+            state.topics.insert(
+                topic.clone(),
+                Log {
+                    partitions: partitions.clone(),
+                },
+            );
+        }
+        for (group, topic, partition, next) in &restored.committed {
+            state
+                .groups
+                .entry(group.clone())
+                .or_default()
+                .committed
+                .insert((topic.clone(), *partition), *next);
+        }
+        Self::with_state(state, Some(journal))
+    }
+
+    fn journal(&self, op: impl FnOnce() -> crate::journal::JournalOp) {
+        if let Some(j) = &self.inner.journal {
+            j.record(vec![op()]);
         }
     }
 
@@ -110,9 +150,16 @@ impl InProcessBus {
     /// Creates a topic with `partitions` partitions; an existing topic is left as it is.
     pub fn create_topic(&self, topic: &TopicName, partitions: usize) {
         let mut st = self.state();
-        st.topics.entry(topic.to_string()).or_insert_with(|| Log {
-            partitions: vec![Vec::new(); partitions.max(1)],
-        });
+        if let std::collections::hash_map::Entry::Vacant(e) = st.topics.entry(topic.to_string()) {
+            let partitions = partitions.max(1);
+            self.journal(|| crate::journal::JournalOp::Topic {
+                topic: e.key().clone(),
+                partitions,
+            });
+            e.insert(Log {
+                partitions: vec![Vec::new(); partitions],
+            });
+        }
     }
 
     /// Creates every topic with its default partition count.
@@ -134,8 +181,16 @@ impl InProcessBus {
             Some(k) => fnv1a(k) % n,
             None => 0,
         } as usize;
+        let offset = log.partitions[p].len() as i64;
+        if let Some(j) = &self.inner.journal {
+            j.record(vec![crate::journal::JournalOp::Append {
+                topic: topic.to_owned(),
+                partition: p as i32,
+                offset,
+                record: record.clone(),
+            }]);
+        }
         log.partitions[p].push(record);
-        let offset = log.partitions[p].len() as i64 - 1;
         drop(st);
         self.inner.changed.notify_waiters();
         Ok((p as i32, offset))
@@ -245,8 +300,16 @@ impl InProcessBus {
     fn commit(&self, group: &str, p: &Partition, next: i64) {
         let mut st = self.state();
         let g = st.groups.entry(group.to_owned()).or_default();
-        let e = g.committed.entry(p.clone()).or_insert(next);
-        *e = (*e).max(next);
+        let e = g.committed.entry(p.clone()).or_insert(i64::MIN);
+        if next > *e {
+            *e = next;
+            self.journal(|| crate::journal::JournalOp::Commit {
+                group: group.to_owned(),
+                topic: p.0.clone(),
+                partition: p.1,
+                next,
+            });
+        }
     }
 
     fn join(&self, group: &str, topics: Vec<String>) -> u64 {
