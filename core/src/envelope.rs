@@ -233,6 +233,46 @@ pub struct EventEnvelope {
     pub data: EventData,
 }
 
+/// All that a child envelope takes from its parent: the parent's id, correlation id and
+/// trace id. A stage that keeps a record only to emit its children later keeps this rather
+/// than the whole envelope; [`Lineage::child`] makes exactly what [`EventEnvelope::child`]
+/// makes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct Lineage {
+    pub id: Uuid,
+    pub correlation_id: Uuid,
+    pub trace_id: Uuid,
+}
+
+impl Lineage {
+    /// The `ordinal`-th event that `source` emits while handling the parent: as
+    /// [`EventEnvelope::child`].
+    pub fn child(
+        &self,
+        broker: EventBroker,
+        source: impl Into<String>,
+        ordinal: u32,
+        key: impl Into<String>,
+        ts: Timestamp,
+        data: EventData,
+    ) -> EventEnvelope {
+        let source = source.into();
+        EventEnvelope {
+            id: ids::child_id(self.id, &source, ordinal),
+            correlation_id: self.correlation_id,
+            causation_id: Some(self.id),
+            trace_id: self.trace_id,
+            parent_trace_id: Some(self.id),
+            broker,
+            ts,
+            key: key.into(),
+            source,
+            version: ENVELOPE_VERSION,
+            data,
+        }
+    }
+}
+
 impl EventEnvelope {
     /// A new event with no parent: a fresh v7 id that is also its correlation and trace id.
     pub fn root(
@@ -270,19 +310,15 @@ impl EventEnvelope {
         ts: Timestamp,
         data: EventData,
     ) -> Self {
-        let source = source.into();
-        Self {
-            id: ids::child_id(self.id, &source, ordinal),
+        self.lineage().child(broker, source, ordinal, key, ts, data)
+    }
+
+    /// The ids a child of this envelope inherits (see [`Lineage`]).
+    pub fn lineage(&self) -> Lineage {
+        Lineage {
+            id: self.id,
             correlation_id: self.correlation_id,
-            causation_id: Some(self.id),
             trace_id: self.trace_id,
-            parent_trace_id: Some(self.id),
-            broker,
-            ts,
-            key: key.into(),
-            source,
-            version: ENVELOPE_VERSION,
-            data,
         }
     }
 

@@ -13,7 +13,7 @@ pub use domain::{
     Product, Quantity, Side, StrategyId, TradingState, Validity,
 };
 pub use envelope::{
-    DecodeError, ENVELOPE_VERSION, EventBroker, EventData, EventEnvelope, EventType,
+    DecodeError, ENVELOPE_VERSION, EventBroker, EventData, EventEnvelope, EventType, Lineage,
 };
 pub use failure::{Classify, FailureClass};
 pub use rust_decimal::Decimal;

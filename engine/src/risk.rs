@@ -11,8 +11,8 @@ use std::collections::{BTreeMap, HashSet, VecDeque};
 use alpha_panda_config::RiskSettings;
 use alpha_panda_core::events::{OrderFilled, RejectedSignal, TradingSignal, ValidatedSignal};
 use alpha_panda_core::{
-    BrokerName, Decimal, EventBroker, EventData, EventEnvelope, InstrumentToken, OrderType,
-    StrategyId, Timestamp, TradingState,
+    BrokerName, Decimal, EventBroker, EventData, EventEnvelope, InstrumentToken, Lineage,
+    OrderType, StrategyId, Timestamp, TradingState,
 };
 use alpha_panda_topics::BrokerTopic;
 use chrono::{Datelike, FixedOffset, NaiveDate, NaiveTime, Weekday};
@@ -144,49 +144,95 @@ impl RiskBook {
         limits: &Limits,
         state: TradingState,
     ) -> RiskOutput {
+        self.decide(
+            signal_env.lineage(),
+            signal_env.key.clone(),
+            std::borrow::Cow::Borrowed(signal),
+            broker,
+            limits,
+            state,
+        )
+    }
+
+    /// As [`on_signal`](Self::on_signal), for a driver that owns the signal's envelope:
+    /// the signal moves into the validated or rejected signal rather than being copied.
+    /// `None` when the envelope's payload is not a `trading_signal`.
+    pub fn on_signal_owned(
+        &mut self,
+        signal_env: EventEnvelope,
+        broker: &BrokerName,
+        limits: &Limits,
+        state: TradingState,
+    ) -> Option<RiskOutput> {
+        let parent = signal_env.lineage();
+        let EventEnvelope { key, data, .. } = signal_env;
+        let EventData::TradingSignal(signal) = data else {
+            return None;
+        };
+        Some(self.decide(
+            parent,
+            key,
+            std::borrow::Cow::Owned(signal),
+            broker,
+            limits,
+            state,
+        ))
+    }
+
+    fn decide(
+        &mut self,
+        parent: Lineage,
+        key: String,
+        signal: std::borrow::Cow<'_, TradingSignal>,
+        broker: &BrokerName,
+        limits: &Limits,
+        state: TradingState,
+    ) -> RiskOutput {
         self.on_price(signal.instrument_token, signal.price.get());
         if signal.order_type == OrderType::Market {
             // A MARKET signal's price is its tick's: a mark for the day PnL.
             self.pnl.mark(
                 signal.instrument_token,
                 signal.timestamp,
-                signal_env.id,
+                parent.id,
                 signal.price.get(),
             );
         }
-        let verdict = self.evaluate_in(signal, limits, state);
+        let verdict = self.evaluate_in(&signal, limits, state);
+        let timestamp = signal.timestamp;
         let (topic, data) = if verdict.passed() {
+            let (quantity, price) = (signal.quantity, signal.price);
             (
                 BrokerTopic::SignalsValidated,
                 EventData::ValidatedSignal(ValidatedSignal {
-                    original_signal: signal.clone(),
-                    validated_quantity: signal.quantity,
-                    validated_price: signal.price,
+                    original_signal: signal.into_owned(),
+                    validated_quantity: quantity,
+                    validated_price: price,
                     risk_checks: verdict.checks,
-                    timestamp: signal.timestamp,
+                    timestamp,
                 }),
             )
         } else {
             (
                 BrokerTopic::SignalsRejected,
                 EventData::RejectedSignal(RejectedSignal {
-                    original_signal: signal.clone(),
+                    original_signal: signal.into_owned(),
                     rejection_reason: verdict.reasons.join("; "),
                     risk_checks: verdict.checks,
-                    timestamp: signal.timestamp,
+                    timestamp,
                 }),
             )
         };
-        let envelope = signal_env.child(
+        let envelope = parent.child(
             EventBroker::Broker(broker.clone()),
             "risk",
             0,
-            signal_env.key.clone(),
-            signal.timestamp,
+            key,
+            timestamp,
             data,
         );
-        if topic == BrokerTopic::SignalsValidated {
-            self.reserve(signal, envelope.id);
+        if let EventData::ValidatedSignal(v) = &envelope.data {
+            self.reserve(&v.original_signal, envelope.id);
         }
         RiskOutput { topic, envelope }
     }

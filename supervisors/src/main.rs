@@ -9,6 +9,12 @@ use alpha_panda_topics::topics_for;
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 
+/// mimalloc rather than the system allocator: the stages allocate and free many small
+/// values per event (ids, keys, payload strings), which glibc's malloc served at about a
+/// sixth of a backtest's CPU time (docs/performance.md, "Backtest").
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser)]
 #[command(
     name = "alpha-panda",

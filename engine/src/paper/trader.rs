@@ -39,7 +39,7 @@ use alpha_panda_core::events::{
 };
 use alpha_panda_core::{
     AccountId, BrokerName, Decimal, EventBroker, EventData, EventEnvelope, ExecutionMode,
-    InstrumentToken, OrderId, OrderType, Price, Side, StrategyId, Timestamp,
+    InstrumentToken, Lineage, OrderId, OrderType, Price, Side, StrategyId, Timestamp,
 };
 use alpha_panda_topics::{BrokerTopic, keys};
 
@@ -70,7 +70,8 @@ struct SeenTick {
 /// A validated signal on its way to becoming an order.
 #[derive(Debug, Clone)]
 struct Incoming {
-    envelope: EventEnvelope,
+    /// The validated signal's envelope, as far as its children need it.
+    parent: Lineage,
     signal: ValidatedSignal,
     live: bool,
     /// Trading was HALTED for its broker or strategy when it arrived.
@@ -94,7 +95,7 @@ impl Incoming {
         // Derived from the validated signal's id: stable across replays. Truly unreachable:
         // "paper-" and 32 hex digits are 38 bytes without whitespace, control characters or
         // '|', which is all `OrderId::new` refuses.
-        OrderId::new(format!("paper-{}", self.envelope.id.simple()))
+        OrderId::new(format!("paper-{}", self.parent.id.simple()))
             .unwrap_or_else(|e| unreachable!("a uuid makes a valid order id: {e}"))
     }
 }
@@ -243,9 +244,34 @@ impl PaperTrader {
         let EventData::ValidatedSignal(signal) = &envelope.data else {
             return Vec::new();
         };
+        self.on_validated_signal(envelope.lineage(), signal.clone(), live, halted)
+    }
+
+    /// As [`on_validated`](Self::on_validated), for a driver that owns the validated
+    /// signal's envelope: the signal is moved in rather than copied.
+    pub fn on_validated_owned(
+        &mut self,
+        envelope: EventEnvelope,
+        live: bool,
+        halted: bool,
+    ) -> Vec<Emission> {
+        let parent = envelope.lineage();
+        let EventData::ValidatedSignal(signal) = envelope.data else {
+            return Vec::new();
+        };
+        self.on_validated_signal(parent, signal, live, halted)
+    }
+
+    fn on_validated_signal(
+        &mut self,
+        parent: Lineage,
+        signal: ValidatedSignal,
+        live: bool,
+        halted: bool,
+    ) -> Vec<Emission> {
         let order = Incoming {
-            envelope: envelope.clone(),
-            signal: signal.clone(),
+            parent,
+            signal,
             live,
             halted,
         };
@@ -301,10 +327,12 @@ impl PaperTrader {
         let buffer = self.ticks.entry(token).or_default();
         buffer.push_back(SeenTick { at, price, live });
         let horizon = Timestamp(at.0 - chrono::Duration::seconds(TICK_WINDOW_SECS));
+        let mut dropped = None;
         while buffer.front().is_some_and(|t| t.at < horizon) {
-            if let Some(dropped) = buffer.pop_front() {
-                self.pruned.insert(token, dropped.at);
-            }
+            dropped = buffer.pop_front().map(|t| t.at).or(dropped);
+        }
+        if let Some(dropped) = dropped {
+            self.pruned.insert(token, dropped);
         }
         out.extend(self.release(token, |t| t <= at, live));
         out
@@ -317,7 +345,7 @@ impl PaperTrader {
         ready: impl Fn(Timestamp) -> bool,
         live: bool,
     ) -> Vec<Emission> {
-        let Some(waiting) = self.waiting.get_mut(&token) else {
+        let Some(waiting) = self.waiting.get_mut(&token).filter(|w| !w.is_empty()) else {
             return Vec::new();
         };
         let (now, later): (Vec<_>, Vec<_>) = waiting.drain(..).partition(|o| ready(o.at()));
@@ -363,7 +391,7 @@ impl PaperTrader {
         let key = keys::order(&self.account, order.strategy());
         Emission {
             topic,
-            envelope: order.envelope.child(
+            envelope: order.parent.child(
                 EventBroker::Broker(self.broker.clone()),
                 "trader",
                 ordinal,
@@ -406,7 +434,7 @@ impl PaperTrader {
         let live = order.live || trigger_live;
         let at = order.at();
         let order_id = order.order_id();
-        let s = order.signal.original_signal.clone();
+        let s = &order.signal.original_signal;
         let v = &order.signal;
         if order.halted {
             // Not placed: only its failure goes out.

@@ -283,7 +283,28 @@ fn from_fixed(v: i128) -> Decimal {
 
 /// One step of an EMA in fixed point.
 fn ema_step(ema: i128, price: i128, alpha: i128) -> i128 {
-    ema.saturating_add(alpha.saturating_mul(price.saturating_sub(ema)) / EMA_ONE)
+    ema.saturating_add(div_by_ema_one(
+        alpha.saturating_mul(price.saturating_sub(ema)),
+    ))
+}
+
+/// `x / EMA_ONE`, rounded toward zero as `/` rounds, without `i128` division (a library
+/// call of a few dozen instructions per limb): 10^12 = 2^12 · 5^12, so a shift, then a
+/// long division by 5^12 in 32-bit limbs, each step a `u64` division by a constant (which
+/// the compiler makes a multiplication).
+fn div_by_ema_one(x: i128) -> i128 {
+    const FIVE_POW_12: u64 = 244_140_625;
+    let m = x.unsigned_abs() >> 12;
+    let (mut q, mut r) = (0u128, 0u64);
+    for shift in [96u32, 64, 32, 0] {
+        let limb = ((m >> shift) as u64) & 0xffff_ffff;
+        let cur = (r << 32) | limb;
+        q = (q << 32) | u128::from(cur / FIVE_POW_12);
+        r = cur % FIVE_POW_12;
+    }
+    // |x| / 10^12 < 2^88: it fits, and so does its negation.
+    let q = q as i128;
+    if x < 0 { -q } else { q }
 }
 
 /// The fast and slow EMAs of one instrument and the ticks it has had.
@@ -604,6 +625,23 @@ mod tests {
     }
 
     proptest! {
+        /// The EMA's division by 10^12 rounds exactly as `i128` division does, over the
+        /// whole range (the extremes included) and the range of EMA steps.
+        #[test]
+        fn the_fixed_point_division_equals_i128_division(
+            x in proptest::prop_oneof![
+                proptest::prelude::any::<i128>(),
+                -(1i128 << 100)..(1i128 << 100),
+                -(10i128.pow(15))..10i128.pow(15),
+                proptest::prelude::Just(i128::MIN),
+                proptest::prelude::Just(i128::MAX),
+                proptest::prelude::Just(-EMA_ONE),
+                proptest::prelude::Just(EMA_ONE - 1),
+            ]
+        ) {
+            prop_assert_eq!(div_by_ema_one(x), x / EMA_ONE);
+        }
+
         /// Deterministic: the same ticks give the same decisions; and never two of the same
         /// side in a row per instrument.
         #[test]

@@ -14,8 +14,8 @@ use crate::FastMap;
 use alpha_panda_config::{Settings, StrategyParams};
 use alpha_panda_core::events::{MarketTick, TradingSignal};
 use alpha_panda_core::{
-    BrokerName, Decimal, EventBroker, EventData, EventEnvelope, InstrumentToken, OrderType, Price,
-    Product, Quantity, Side, StrategyId, Validity,
+    BrokerName, Decimal, EventBroker, EventData, EventEnvelope, InstrumentToken, Lineage,
+    OrderType, Price, Product, Quantity, Side, StrategyId, Timestamp, Validity,
 };
 use alpha_panda_topics::{BrokerTopic, TopicName, keys};
 
@@ -106,8 +106,88 @@ pub struct TickOutcome {
 pub struct StrategySet {
     entries: Vec<Entry>,
     by_instrument: FastMap<InstrumentToken, Vec<usize>>,
-    recent: FastMap<InstrumentToken, std::collections::VecDeque<MarketTick>>,
+    recent: FastMap<InstrumentToken, std::collections::VecDeque<Recent>>,
     builder: Builder,
+}
+
+/// A tick as the rebuild buffer keeps it: one that carries only the last price, its time
+/// and the volume (every tick of a backtest, an LTP-mode tick) as those three, in a sixth
+/// of a whole tick's bytes; any other tick whole. A rebuilt strategy is fed the same ticks
+/// either way.
+#[derive(Debug, Clone)]
+enum Recent {
+    Ltp {
+        last_price: Price,
+        timestamp: Timestamp,
+        volume_traded: Option<u64>,
+    },
+    Whole(Box<MarketTick>),
+}
+
+impl Recent {
+    fn of(tick: &MarketTick) -> Self {
+        // Every field, so that a new one is a compile error here rather than lost.
+        let MarketTick {
+            instrument_token: _,
+            last_price,
+            timestamp,
+            volume_traded,
+            symbol,
+            last_traded_quantity,
+            average_traded_price,
+            total_buy_quantity,
+            total_sell_quantity,
+            change,
+            ohlc,
+            oi,
+            oi_day_high,
+            oi_day_low,
+            last_trade_time,
+            exchange_timestamp,
+            depth,
+            mode,
+            tradable,
+        } = tick;
+        let only_ltp = symbol.is_none()
+            && last_traded_quantity.is_none()
+            && average_traded_price.is_none()
+            && total_buy_quantity.is_none()
+            && total_sell_quantity.is_none()
+            && change.is_none()
+            && ohlc.is_none()
+            && oi.is_none()
+            && oi_day_high.is_none()
+            && oi_day_low.is_none()
+            && last_trade_time.is_none()
+            && exchange_timestamp.is_none()
+            && depth.is_none()
+            && mode.is_none()
+            && tradable.is_none();
+        if only_ltp {
+            Recent::Ltp {
+                last_price: *last_price,
+                timestamp: *timestamp,
+                volume_traded: *volume_traded,
+            }
+        } else {
+            Recent::Whole(Box::new(tick.clone()))
+        }
+    }
+
+    /// The tick as it came, on instrument `token`.
+    fn tick(&self, token: InstrumentToken) -> std::borrow::Cow<'_, MarketTick> {
+        match self {
+            Recent::Ltp {
+                last_price,
+                timestamp,
+                volume_traded,
+            } => std::borrow::Cow::Owned(MarketTick {
+                volume_traded: *volume_traded,
+                ..MarketTick::new(token, *last_price, *timestamp)
+            }),
+            Recent::Whole(tick) => std::borrow::Cow::Borrowed(tick),
+        }
+    }
 }
 
 impl StrategySet {
@@ -160,9 +240,10 @@ impl StrategySet {
         let entry = &mut self.entries[i];
         let mut fresh = (self.builder)(&entry.id, &entry.params);
         for token in &entry.instruments {
-            for tick in self.recent.get(token).into_iter().flatten() {
+            for recent in self.recent.get(token).into_iter().flatten() {
+                let tick = recent.tick(*token);
                 let replayed = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                    fresh.on_tick(tick);
+                    fresh.on_tick(&tick);
                 }));
                 if replayed.is_err() {
                     tracing::warn!(strategy = %entry.id, "strategy panicked while being rebuilt");
@@ -254,7 +335,7 @@ impl StrategySet {
         if recent.len() == REBUILD_TICKS {
             recent.pop_front();
         }
-        recent.push_back(tick.clone());
+        recent.push_back(Recent::of(tick));
         out
     }
 
@@ -263,6 +344,18 @@ impl StrategySet {
     pub fn signals(
         &self,
         tick_env: &EventEnvelope,
+        tick: &MarketTick,
+        decided: Vec<Decided>,
+        emits: &dyn Fn(&StrategyId, &BrokerName) -> bool,
+    ) -> Vec<Output> {
+        self.signals_of(tick_env.lineage(), tick, decided, emits)
+    }
+
+    /// As [`signals`](Self::signals), for a driver that has only the tick and its
+    /// envelope's ids (`tick_env`): a signal needs no more of the tick's envelope.
+    pub fn signals_of(
+        &self,
+        tick_env: Lineage,
         tick: &MarketTick,
         decided: Vec<Decided>,
         emits: &dyn Fn(&StrategyId, &BrokerName) -> bool,
@@ -302,10 +395,19 @@ impl StrategySet {
                 validity: Validity::Day,
                 trigger_price: None,
             };
+            let last = entry.brokers.len().saturating_sub(1);
+            let mut signal = Some(signal);
             for (ordinal, broker) in entry.brokers.iter().enumerate() {
                 if !emits(&entry.id, broker) {
                     continue;
                 }
+                // The last broker takes the signal itself, the others a copy.
+                let payload = if ordinal == last {
+                    signal.take()
+                } else {
+                    signal.clone()
+                };
+                let Some(payload) = payload else { break };
                 out.push(Output {
                     topic: TopicName::broker(broker, BrokerTopic::SignalsRaw),
                     envelope: tick_env.child(
@@ -314,7 +416,7 @@ impl StrategySet {
                         ordinal as u32,
                         keys::signal(&entry.id, tick.instrument_token),
                         tick.timestamp,
-                        EventData::TradingSignal(signal.clone()),
+                        EventData::TradingSignal(payload),
                     ),
                 });
             }
@@ -347,7 +449,6 @@ impl Decisions {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use alpha_panda_core::Timestamp;
 
     fn tick_env(token: u32, price: i64, i: i64) -> EventEnvelope {
         let ts = Timestamp::from_unix_millis(1_705_290_000_000 + i * 1000).unwrap();
@@ -426,6 +527,31 @@ mod tests {
 
     fn ids(o: &[Output]) -> Vec<uuid::Uuid> {
         o.iter().map(|o| o.envelope.id).collect()
+    }
+
+    #[test]
+    fn the_rebuild_buffer_gives_back_each_tick_as_it_came() {
+        let at = Timestamp::from_unix_millis(1_705_290_000_000).unwrap();
+        let ltp = MarketTick::new(
+            InstrumentToken(738561),
+            Price::new(Decimal::new(245005, 2)).unwrap(),
+            at,
+        );
+        let with_volume = MarketTick {
+            volume_traded: Some(7),
+            ..ltp.clone()
+        };
+        let full = MarketTick {
+            symbol: Some("RELIANCE".to_owned()),
+            oi: Some(3),
+            exchange_timestamp: Some(at),
+            ..with_volume.clone()
+        };
+        for (tick, compact) in [(ltp, true), (with_volume, true), (full, false)] {
+            let kept = Recent::of(&tick);
+            assert_eq!(matches!(kept, Recent::Ltp { .. }), compact, "{tick:?}");
+            assert_eq!(*kept.tick(tick.instrument_token), tick);
+        }
     }
 
     #[test]

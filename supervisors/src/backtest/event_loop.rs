@@ -7,21 +7,23 @@
 //! events and their event times, not on how a transport interleaves them (see
 //! docs/architecture.md, "Determinism and ordering"), and every id is derived as the daemon
 //! derives it, from the tick's id `child_id(nil, "backtest:tick", n)` for the file's n-th
-//! tick. A tick's envelope is only made when a strategy signals on it.
+//! tick. A tick's envelope is never made: its children need only its ids
+//! ([`Lineage`]). Each value moves from stage to stage (the signal into the risk book's
+//! verdict, the verdict into the trader) rather than being copied.
 
 use std::collections::HashMap;
 
 use alpha_panda_config::Settings;
 use alpha_panda_core::events::{MarketTick, OrderFilled};
 use alpha_panda_core::{
-    BrokerName, Decimal, ENVELOPE_VERSION, EventBroker, EventData, EventEnvelope, InstrumentToken,
-    StrategyId, TradingState, ids,
+    BrokerName, Decimal, EventData, InstrumentToken, Lineage, StrategyId, TradingState, ids,
 };
 use alpha_panda_engine::paper::trader::{Emission, PaperTrader};
 use alpha_panda_engine::risk::{Limits, RiskBook};
 use alpha_panda_engine::strategy::StrategySet;
-use alpha_panda_topics::keys;
 use uuid::Uuid;
+
+use super::input::TickRow;
 
 /// The id of the file's `n`-th tick (0-based), as the backtest has always given it.
 pub fn tick_id(n: u64) -> Uuid {
@@ -50,6 +52,13 @@ pub struct LoopOutput {
 }
 
 pub struct EventLoop {
+    stages: Stages,
+    /// The tick the rows are written into, one after the other (a tick is ~300 bytes, a
+    /// row's fields 40).
+    scratch: Option<MarketTick>,
+}
+
+struct Stages {
     strategies: StrategySet,
     lanes: Vec<Lane>,
     /// The last price of each instrument (a handful: a list beats a hash map).
@@ -86,15 +95,43 @@ impl EventLoop {
             });
         }
         Ok(Self {
-            strategies,
-            lanes,
-            last_prices: Vec::new(),
-            out: LoopOutput::default(),
+            stages: Stages {
+                strategies,
+                lanes,
+                last_prices: Vec::new(),
+                out: LoopOutput::default(),
+            },
+            scratch: None,
         })
     }
 
     /// Handles the next tick of the file.
-    pub fn on_tick(&mut self, tick: MarketTick) {
+    pub fn on_tick(&mut self, tick: &MarketTick) {
+        self.stages.on_tick(tick);
+    }
+
+    /// Handles the next row of the file: [`on_tick`](Self::on_tick) of its tick.
+    pub fn on_row(&mut self, row: &TickRow) {
+        let tick = match &mut self.scratch {
+            Some(tick) => {
+                row.write_into(tick);
+                tick
+            }
+            None => self.scratch.insert(row.to_tick()),
+        };
+        self.stages.on_tick(tick);
+    }
+
+    /// Everything the loop produced.
+    pub fn finish(self) -> LoopOutput {
+        let mut out = self.stages.out;
+        out.last_prices = self.stages.last_prices.into_iter().collect();
+        out
+    }
+}
+
+impl Stages {
+    fn on_tick(&mut self, tick: &MarketTick) {
         let n = self.out.ticks;
         self.out.ticks += 1;
         match self
@@ -109,33 +146,26 @@ impl EventLoop {
         }
         for lane in &mut self.lanes {
             if let Some(trader) = &mut lane.trader {
-                let emissions = trader.on_market_tick(&tick, true);
+                let emissions = trader.on_market_tick(tick, true);
                 settle(lane, emissions, &mut self.out.fills);
             }
         }
-        let decisions = self.strategies.decide(&tick);
+        let decisions = self.strategies.decide(tick);
         if decisions.is_empty() {
             return;
         }
-        // The tick's envelope as `EventEnvelope::root` makes it, with the tick's derived id
-        // in place of a fresh one (which would cost a random draw per signal).
+        // The ids of the tick's envelope as `EventEnvelope::root` makes them, with the
+        // tick's derived id in place of a fresh one (which would cost a random draw per
+        // signal).
         let id = tick_id(n);
-        let envelope = EventEnvelope {
+        let parent = Lineage {
             id,
             correlation_id: id,
-            causation_id: None,
             trace_id: id,
-            parent_trace_id: None,
-            broker: EventBroker::Shared,
-            ts: tick.timestamp,
-            key: keys::tick(tick.instrument_token),
-            source: "feed".to_owned(),
-            version: ENVELOPE_VERSION,
-            data: EventData::MarketTick(tick.clone()),
         };
         let signals = self
             .strategies
-            .signals(&envelope, &tick, decisions.decided, &|_, _| true);
+            .signals_of(parent, tick, decisions.decided, &|_, _| true);
         for signal in signals {
             let EventData::TradingSignal(s) = &signal.envelope.data else {
                 continue;
@@ -148,32 +178,26 @@ impl EventLoop {
                 continue;
             };
             self.out.signals += 1;
-            let limits = match lane.limits.get(&s.strategy_id) {
-                Some(l) => l,
-                None => continue,
+            let Some(limits) = lane.limits.get(&s.strategy_id) else {
+                continue;
             };
-            let decided = lane.risk.on_signal(
-                &signal.envelope,
-                s,
+            let Some(decided) = lane.risk.on_signal_owned(
+                signal.envelope,
                 &lane.name,
                 limits,
                 TradingState::Active,
-            );
+            ) else {
+                continue;
+            };
             if !decided.passed() {
                 self.out.rejections += 1;
                 continue;
             }
             if let Some(trader) = &mut lane.trader {
-                let emissions = trader.on_validated(&decided.envelope, true, false);
+                let emissions = trader.on_validated_owned(decided.envelope, true, false);
                 settle(lane, emissions, &mut self.out.fills);
             }
         }
-    }
-
-    /// Everything the loop produced.
-    pub fn finish(mut self) -> LoopOutput {
-        self.out.last_prices = self.last_prices.into_iter().collect();
-        self.out
     }
 }
 

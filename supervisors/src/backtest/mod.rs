@@ -51,7 +51,7 @@ pub struct StrategySummary {
 pub fn summarize(
     broker: &str,
     strategy: &StrategyId,
-    fills: &[OrderFilled],
+    fills: &[&OrderFilled],
     last_prices: &HashMap<InstrumentToken, Decimal>,
     starting_cash: Decimal,
 ) -> StrategySummary {
@@ -130,18 +130,13 @@ pub(crate) struct Outcome;
 impl Outcome {
     pub(crate) fn report(
         settings: &Settings,
-        mut fills: Vec<(String, OrderFilled)>,
+        fills: Vec<(String, OrderFilled)>,
         last_prices: &HashMap<InstrumentToken, Decimal>,
         ticks: usize,
         elapsed: Duration,
     ) -> BacktestReport {
-        fills.sort_by(|a, b| {
-            (a.1.timestamp, &a.0, &a.1.order_id).cmp(&(b.1.timestamp, &b.0, &b.1.order_id))
-        });
-        let summaries = by_strategy(&fills)
-            .iter()
-            .map(|((b, s), fs)| summarize(b, s, fs, last_prices, starting_cash(settings, b)))
-            .collect();
+        let fills = Self::sorted(fills);
+        let summaries = Self::summaries(settings, &fills, last_prices);
         BacktestReport {
             ticks,
             elapsed,
@@ -150,17 +145,35 @@ impl Outcome {
             skipped_rows: 0,
         }
     }
+
+    /// The fills in the order `fills.jsonl` lists them.
+    fn sorted(mut fills: Vec<(String, OrderFilled)>) -> Vec<(String, OrderFilled)> {
+        fills.sort_by(|a, b| {
+            (a.1.timestamp, &a.0, &a.1.order_id).cmp(&(b.1.timestamp, &b.0, &b.1.order_id))
+        });
+        fills
+    }
+
+    /// The summary of each (broker, strategy) with fills, in that order.
+    fn summaries(
+        settings: &Settings,
+        fills: &[(String, OrderFilled)],
+        last_prices: &HashMap<InstrumentToken, Decimal>,
+    ) -> Vec<StrategySummary> {
+        by_strategy(fills)
+            .iter()
+            .map(|((b, s), fs)| summarize(b, s, fs, last_prices, starting_cash(settings, b)))
+            .collect()
+    }
 }
 
 /// The fills of each (broker, strategy), in order.
 pub fn by_strategy(
     fills: &[(String, OrderFilled)],
-) -> BTreeMap<(String, StrategyId), Vec<OrderFilled>> {
-    let mut by: BTreeMap<(String, StrategyId), Vec<OrderFilled>> = BTreeMap::new();
+) -> BTreeMap<(&str, &StrategyId), Vec<&OrderFilled>> {
+    let mut by: BTreeMap<(&str, &StrategyId), Vec<&OrderFilled>> = BTreeMap::new();
     for (b, f) in fills {
-        by.entry((b.clone(), f.strategy_id.clone()))
-            .or_default()
-            .push(f.clone());
+        by.entry((b.as_str(), &f.strategy_id)).or_default().push(f);
     }
     by
 }
@@ -199,7 +212,7 @@ pub fn run_loop(
     let started = Instant::now();
     let mut engine = EventLoop::new(settings).map_err(anyhow::Error::msg)?;
     for row in ticks {
-        engine.on_tick(row.to_tick());
+        engine.on_row(&row);
     }
     Ok(finish(settings, engine.finish(), started))
 }
@@ -235,7 +248,7 @@ pub fn run(
     let mut n: u64 = 0;
     let reader = reader.read_ahead(|rows, share| {
         for row in rows {
-            engine.on_tick(row.to_tick());
+            engine.on_row(row);
         }
         let before = n;
         n += rows.len() as u64;
@@ -248,15 +261,39 @@ pub fn run(
     if let Some(p) = &mut progress {
         p.done(n);
     }
-    let mut report = finish(&settings, engine.finish(), started);
-    report.skipped_rows = reader.skipped();
     if let Some(first) = reader.first_skipped() {
         eprintln!(
             "alpha-panda: skipped {} bad rows; the first: {first}",
             reader.skipped()
         );
     }
-    write_outputs(&settings, &report, out)?;
+    let LoopOutput {
+        ticks,
+        fills,
+        last_prices,
+        ..
+    } = engine.finish();
+    let mut report = BacktestReport {
+        ticks: ticks as usize,
+        elapsed: Duration::ZERO,
+        fills: Outcome::sorted(fills),
+        summaries: Vec::new(),
+        skipped_rows: reader.skipped(),
+    };
+    std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
+    // `fills.jsonl` is written on a thread of its own while this one sums the fills up and
+    // writes the summary and the page (the parsing thread is done by now).
+    std::thread::scope(|scope| -> anyhow::Result<()> {
+        let fills = &report.fills;
+        let writer = scope.spawn(|| write_fills(fills, out));
+        report.summaries = Outcome::summaries(&settings, fills, &last_prices);
+        report.elapsed = started.elapsed();
+        let written = write_summary_and_page(&settings, &report, out);
+        writer
+            .join()
+            .unwrap_or_else(|panic| std::panic::resume_unwind(panic))?;
+        written
+    })?;
     Ok(report)
 }
 
@@ -267,20 +304,42 @@ pub fn write_outputs(
     out: &Path,
 ) -> anyhow::Result<()> {
     std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
+    write_fills(&report.fills, out)?;
+    write_summary_and_page(settings, report, out)
+}
+
+/// Writes `fills.jsonl` into `out`.
+fn write_fills(fills: &[(String, OrderFilled)], out: &Path) -> anyhow::Result<()> {
     let path = out.join("fills.jsonl");
     let file =
         std::fs::File::create(&path).with_context(|| format!("creating {}", path.display()))?;
-    let mut f = std::io::BufWriter::new(file);
-    for (broker, fill) in &report.fills {
-        serde_json::to_writer(&mut f, &FillLine::new(broker, fill))?;
-        f.write_all(b"\n")?;
+    let mut f = std::io::BufWriter::with_capacity(1 << 16, file);
+    for (broker, fill) in fills {
+        serde_json::to_writer(&mut f, &FillLine::new(broker, fill))
+            .with_context(|| format!("writing {}", path.display()))?;
+        f.write_all(b"\n")
+            .with_context(|| format!("writing {}", path.display()))?;
     }
-    f.flush()?;
+    f.flush()
+        .with_context(|| format!("writing {}", path.display()))?;
+    Ok(())
+}
+
+/// Writes `summary.json` and `report.html` into `out`.
+fn write_summary_and_page(
+    settings: &Settings,
+    report: &BacktestReport,
+    out: &Path,
+) -> anyhow::Result<()> {
+    let path = out.join("summary.json");
     std::fs::write(
-        out.join("summary.json"),
+        &path,
         serde_json::to_string_pretty(&report.summaries)? + "\n",
-    )?;
-    std::fs::write(out.join("report.html"), report::html(settings, report))?;
+    )
+    .with_context(|| format!("writing {}", path.display()))?;
+    let path = out.join("report.html");
+    std::fs::write(&path, report::html(settings, report))
+        .with_context(|| format!("writing {}", path.display()))?;
     Ok(())
 }
 

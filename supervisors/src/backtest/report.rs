@@ -21,7 +21,7 @@ const WIDTH: f64 = 800.0;
 const HEIGHT: f64 = 180.0;
 
 /// Total PnL after each fill, replayed through the portfolio maths.
-pub fn equity_curve(fills: &[OrderFilled], starting_cash: Decimal) -> Vec<f64> {
+pub fn equity_curve(fills: &[&OrderFilled], starting_cash: Decimal) -> Vec<f64> {
     let mut book = Book::new(starting_cash);
     fills
         .iter()
@@ -116,7 +116,7 @@ fn summary_table(s: &StrategySummary) -> String {
     t + "</table>"
 }
 
-fn trades_table(fills: &[OrderFilled]) -> String {
+fn trades_table(fills: &[&OrderFilled]) -> String {
     let mut t = String::from(
         r#"<table class="trades"><thead><tr><th>time</th><th>instrument</th><th>side</th><th>quantity</th><th>price</th><th>fees</th><th>order</th></tr></thead><tbody>"#,
     );
@@ -170,17 +170,12 @@ pub fn html(settings: &Settings, report: &BacktestReport) -> String {
     }
     let groups = by_strategy(&report.fills);
     for s in &report.summaries {
-        let key = (
-            s.broker.clone(),
-            alpha_panda_core::StrategyId::new(s.strategy_id.clone()),
-        );
-        let fills = match &key.1 {
-            Ok(id) => groups
-                .get(&(key.0.clone(), id.clone()))
-                .map(Vec::as_slice)
-                .unwrap_or_default(),
-            Err(_) => &[],
-        };
+        // A handful of groups: a search beats making a key.
+        let fills = groups
+            .iter()
+            .find(|((broker, id), _)| *broker == s.broker && id.as_str() == s.strategy_id)
+            .map(|(_, fills)| fills.as_slice())
+            .unwrap_or_default();
         let curve = equity_curve(fills, starting_cash(settings, &s.broker));
         let _ = write!(
             body,
