@@ -1087,34 +1087,53 @@ proptest::proptest! {
 #[test]
 fn every_seeded_chaos_schedule_gives_the_backtests_fills_books_and_dead_letters() {
     let seeds = seeds();
+    // Seeds run this many at a time (each on its own broker and Redis): most of a seed is
+    // waiting (stalls, session timeouts, the drain), so two share a 2-core machine well.
+    let parallel: usize = std::env::var("ALPHA_PANDA_CHAOS_PARALLEL")
+        .map(|v| {
+            v.parse().unwrap_or_else(|_| {
+                panic!("ALPHA_PANDA_CHAOS_PARALLEL={v:?} is not a number of seeds at a time")
+            })
+        })
+        .unwrap_or(2);
     let started = Instant::now();
-    let mut failed = Vec::new();
-    for &seed in &seeds {
-        let t = Instant::now();
-        let outcome = std::panic::catch_unwind(|| run_seed(seed)).unwrap_or_else(|panic| {
-            Err(panic
-                .downcast_ref::<String>()
-                .cloned()
-                .or_else(|| panic.downcast_ref::<&str>().map(|s| (*s).to_owned()))
-                .unwrap_or_else(|| "panicked".to_owned()))
-        });
-        match outcome {
-            Ok(()) => eprintln!(
-                "chaos seed {seed}: ok in {:.1} s",
-                t.elapsed().as_secs_f64()
-            ),
-            Err(why) => {
-                eprintln!(
-                    "chaos seed {seed}: FAILED after {:.1} s (replay: ALPHA_PANDA_CHAOS_SEEDS={seed} \
-                     cargo test -p alpha-panda-supervisors --test chaos -- --nocapture)\n{why}",
-                    t.elapsed().as_secs_f64()
-                );
-                failed.push(seed);
-            }
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let failed = std::sync::Mutex::new(Vec::new());
+    std::thread::scope(|scope| {
+        for _ in 0..parallel.clamp(1, seeds.len()) {
+            scope.spawn(|| {
+                while let Some(&seed) =
+                    seeds.get(next.fetch_add(1, std::sync::atomic::Ordering::Relaxed))
+                {
+                    let t = Instant::now();
+                    let outcome =
+                        std::panic::catch_unwind(|| run_seed(seed)).unwrap_or_else(|panic| {
+                            Err(panic
+                                .downcast_ref::<String>()
+                                .cloned()
+                                .or_else(|| panic.downcast_ref::<&str>().map(|s| (*s).to_owned()))
+                                .unwrap_or_else(|| "panicked".to_owned()))
+                        });
+                    let secs = t.elapsed().as_secs_f64();
+                    match outcome {
+                        Ok(()) => eprintln!("chaos seed {seed}: ok in {secs:.1} s"),
+                        Err(why) => {
+                            eprintln!(
+                                "chaos seed {seed}: FAILED after {secs:.1} s (replay: \
+                                 ALPHA_PANDA_CHAOS_SEEDS={seed} cargo test -p \
+                                 alpha-panda-supervisors --test chaos -- --nocapture)\n{why}"
+                            );
+                            failed.lock().unwrap_or_else(|p| p.into_inner()).push(seed);
+                        }
+                    }
+                }
+            });
         }
-    }
+    });
+    let mut failed = failed.into_inner().unwrap_or_else(|p| p.into_inner());
+    failed.sort_unstable();
     eprintln!(
-        "chaos: {} seeds in {:.1} s, failed: {failed:?}",
+        "chaos: {} seeds, {parallel} at a time, in {:.1} s, failed: {failed:?}",
         seeds.len(),
         started.elapsed().as_secs_f64()
     );
