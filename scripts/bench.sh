@@ -3,6 +3,20 @@
 # Kafka, redis-server) and prints throughput figures. Record them in docs/performance.md with the date and commit.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# `bash scripts/bench.sh chaos` runs only the seeded chaos run over many seeds
+# (docs/testing.md, "The chaos run"): ALPHA_PANDA_CHAOS_SEEDS, default 1..50.
+if [ "${1:-}" = chaos ]; then
+  . scripts/services.sh || { echo "chaos services could not be started" >&2; exit 1; }
+  cargo test -p alpha-panda-supervisors --test chaos --no-run
+  start="$(date +%s)"
+  status=0
+  # Every seed's schedule, events and verdict go to target/chaos.log; its summary lines here.
+  ALPHA_PANDA_CHAOS_SEEDS="${ALPHA_PANDA_CHAOS_SEEDS:-1..50}" \
+    cargo test -p alpha-panda-supervisors --test chaos -- --ignored --nocapture >target/chaos.log 2>&1 || status=1
+  grep -E '^chaos' target/chaos.log || true
+  echo "{\"bench\":\"chaos\",\"seeds\":\"${ALPHA_PANDA_CHAOS_SEEDS:-1..50}\",\"wall_s\":$(( $(date +%s) - start ))}"
+  exit "$status"
+fi
 # `bash scripts/bench.sh backtest` runs only the backtest part (no services needed).
 if [ "${1:-}" != backtest ]; then
 . scripts/services.sh || { echo "bench services could not be started" >&2; exit 1; }

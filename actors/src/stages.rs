@@ -317,8 +317,8 @@ pub fn portfolio_key(broker: &BrokerName, strategy: &StrategyId) -> String {
 /// stored books are written with the checkpoint (the last of a batch per strategy).
 ///
 /// It also reads `market.ticks`: positions are marked to the latest price in event time
-/// (a tick or a fill, whichever is later), and each strategy holding the instrument has its
-/// stored book refreshed.
+/// (a tick or a fill, whichever is later; a tick at a fill's time wins, in either order), and
+/// each strategy holding the instrument has its stored book refreshed.
 pub fn portfolio_factory(
     settings: Arc<Settings>,
     broker: BrokerName,
@@ -441,8 +441,10 @@ impl crate::delivery::unit::CheckpointedStage for PortfolioStage {
                     f.fill_price.get(),
                     f.fees,
                 );
+                // A tick of the fill's own time is its market price and wins over the fill's
+                // (slipped) price, whichever of the two came first.
                 if let Some((at, price)) = latest
-                    && at > f.timestamp
+                    && at >= f.timestamp
                 {
                     book.mark(f.instrument_token, price);
                 }
@@ -468,5 +470,87 @@ impl crate::delivery::unit::CheckpointedStage for PortfolioStage {
             }
             _ => Err(wrong_type(d)),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use alpha_panda_core::events::{MarketTick, OrderFilled};
+    use alpha_panda_core::{
+        AccountId, Decimal, EventEnvelope, ExecutionMode, InstrumentToken, OrderId, Price,
+        Quantity, Side, Timestamp,
+    };
+
+    use super::*;
+    use crate::delivery::unit::Unit;
+
+    const T: InstrumentToken = InstrumentToken(408065);
+
+    fn at() -> Timestamp {
+        Timestamp::from_unix_millis(1_705_290_399_800).unwrap()
+    }
+
+    fn deliver(topic: &str, data: EventData) -> Deliver {
+        Deliver {
+            envelope: EventEnvelope::root(EventBroker::Shared, "test", "k", at(), data),
+            topic: topic.parse().unwrap(),
+            partition: 0,
+            offset: 0,
+            replay: false,
+        }
+    }
+
+    fn tick(price: i64) -> Deliver {
+        let p = Price::new(Decimal::from(price)).unwrap();
+        deliver(
+            "market.ticks",
+            EventData::MarketTick(MarketTick::new(T, p, at())),
+        )
+    }
+
+    fn fill() -> Deliver {
+        deliver(
+            "paper.orders.filled",
+            EventData::OrderFilled(OrderFilled {
+                order_id: OrderId::new("o1").unwrap(),
+                instrument_token: T,
+                side: Side::Buy,
+                quantity: Quantity::new(10).unwrap(),
+                fill_price: Price::new(Decimal::new(1001, 1)).unwrap(),
+                fees: Decimal::ZERO,
+                strategy_id: StrategyId::new("s").unwrap(),
+                account: AccountId::new("PAPER").unwrap(),
+                execution_mode: ExecutionMode::Paper,
+                broker: BrokerName::paper(),
+                timestamp: at(),
+                trade_id: None,
+            }),
+        )
+    }
+
+    /// The unrealized PnL of the last book the stage stored after `records`.
+    fn unrealized(records: &[Deliver]) -> Decimal {
+        let settings = Arc::new(alpha_panda_config::load(None, std::iter::empty()).unwrap());
+        let make = portfolio_factory(settings, BrokerName::paper());
+        let mut stage = make(&Unit::Stage, None).unwrap();
+        let mut last = None;
+        for d in records {
+            for e in stage.handle(d).unwrap().effects {
+                if let Effect::Set { value, .. } = e {
+                    last = Some(value);
+                }
+            }
+        }
+        let snap: PnlSnapshot = serde_json::from_str(&last.unwrap()).unwrap();
+        snap.unrealized_pnl
+    }
+
+    #[test]
+    fn a_tick_and_a_fill_of_one_time_mark_the_position_to_the_tick_in_either_order() {
+        // Bought 10 at 100.1 on a tick at 100: marked to 100, whichever came first.
+        let tick_first = unrealized(&[tick(100), fill()]);
+        let fill_first = unrealized(&[fill(), tick(100)]);
+        assert_eq!(tick_first, Decimal::from(-1));
+        assert_eq!(fill_first, Decimal::from(-1));
     }
 }

@@ -514,10 +514,15 @@ impl ConsumerContext for BridgeContext {
                     .start_worker((e.topic().to_owned(), e.partition()), until, counted);
             }
             let p = &self.shared.policy;
-            if p.control.stage_paused(&p.namespace, &p.stage)
-                && let Err(e) = consumer.pause(tpl)
-            {
-                tracing::warn!(stage = %p.stage, error = %e, "cannot pause newly assigned partitions");
+            if p.control.stage_paused(&p.namespace, &p.stage) {
+                if let Err(e) = consumer.pause(tpl) {
+                    tracing::warn!(stage = %p.stage, error = %e, "cannot pause newly assigned partitions");
+                }
+            } else if let Err(e) = consumer.resume(tpl) {
+                // A partition paused for backpressure under an earlier assignment stays
+                // paused in librdkafka when it comes back to this member, and its old queue
+                // is dropped (see `poll_loop`): it would never be read again.
+                tracing::warn!(stage = %p.stage, error = %e, "cannot resume newly assigned partitions");
             }
         }
     }
@@ -586,6 +591,36 @@ pub struct ConsumerSpec {
     pub arbiters: super::threads::Arbiters,
 }
 
+/// A consumer of the stage's group, subscribed to its topics. A static member (with
+/// `policy.instance_id`) that a fatal error fenced is replaced by another from here.
+fn subscribe(
+    shared: &Arc<Shared>,
+    client_id: &str,
+) -> Result<BaseConsumer<BridgeContext>, KafkaError> {
+    let mut config =
+        crate::kafka::consumer_config(&shared.servers, client_id, &shared.policy.group);
+    if let Some(id) = &shared.policy.instance_id {
+        config.set("group.instance.id", id);
+    }
+    let consumer: BaseConsumer<BridgeContext> = config
+        .set("statistics.interval.ms", "5000")
+        .set(
+            "session.timeout.ms",
+            shared.policy.session_timeout.as_millis().to_string(),
+        )
+        .set(
+            "max.poll.interval.ms",
+            shared.policy.session_timeout.as_millis().to_string(),
+        )
+        .create_with_context(BridgeContext {
+            shared: shared.clone(),
+        })?;
+    let names: Vec<String> = shared.topics.keys().cloned().collect();
+    let refs: Vec<&str> = names.iter().map(String::as_str).collect();
+    consumer.subscribe(&refs)?;
+    Ok(consumer)
+}
+
 /// Subscribes and starts the poll thread.
 pub fn start(spec: ConsumerSpec) -> Result<ConsumerHandle, KafkaError> {
     let (done_tx, done_rx) = mpsc::channel();
@@ -606,34 +641,15 @@ pub fn start(spec: ConsumerSpec) -> Result<ConsumerHandle, KafkaError> {
         done_tx: Mutex::new(done_tx),
         done_rx: Mutex::new(done_rx),
     });
-    let mut config =
-        crate::kafka::consumer_config(&spec.servers, &spec.client_id, &shared.policy.group);
-    if let Some(id) = &shared.policy.instance_id {
-        config.set("group.instance.id", id);
-    }
-    let consumer: BaseConsumer<BridgeContext> = config
-        .set("statistics.interval.ms", "5000")
-        .set(
-            "session.timeout.ms",
-            shared.policy.session_timeout.as_millis().to_string(),
-        )
-        .set(
-            "max.poll.interval.ms",
-            shared.policy.session_timeout.as_millis().to_string(),
-        )
-        .create_with_context(BridgeContext {
-            shared: shared.clone(),
-        })?;
-    let names: Vec<String> = spec.topics.iter().map(ToString::to_string).collect();
-    let refs: Vec<&str> = names.iter().map(String::as_str).collect();
-    consumer.subscribe(&refs)?;
+    let client_id = spec.client_id;
+    let consumer = subscribe(&shared, &client_id)?;
     let stop = Arc::new(AtomicBool::new(false));
     let thread = std::thread::Builder::new()
         .name(format!("consume-{}", shared.policy.stage))
         .spawn({
             let stop = stop.clone();
             let shared = shared.clone();
-            move || poll_loop(consumer, shared, stop)
+            move || poll_loop(consumer, shared, stop, client_id)
         })
         .map_err(|e| KafkaError::Subscription(format!("cannot start the poll thread: {e}")))?;
     Ok(ConsumerHandle {
@@ -753,7 +769,12 @@ fn to_record(msg: &rdkafka::message::BorrowedMessage<'_>, topic: TopicName) -> R
     }
 }
 
-fn poll_loop(consumer: BaseConsumer<BridgeContext>, shared: Arc<Shared>, stop: Arc<AtomicBool>) {
+fn poll_loop(
+    mut consumer: BaseConsumer<BridgeContext>,
+    shared: Arc<Shared>,
+    stop: Arc<AtomicBool>,
+    client_id: String,
+) {
     // Records held back while a partition's worker queue is full, with the slot (one
     // assignment of the partition) they were fetched for.
     let mut waiting: HashMap<PartitionKey, (Arc<AtomicBool>, VecDeque<Record>)> = HashMap::new();
@@ -799,8 +820,13 @@ fn poll_loop(consumer: BaseConsumer<BridgeContext>, shared: Arc<Shared>, stop: A
             }
             false
         });
+        let mut fenced = false;
         match consumer.poll(Duration::from_millis(50)) {
             None => {}
+            Some(Err(KafkaError::MessageConsumptionFatal(code))) => {
+                tracing::error!(stage = %shared.policy.stage, error = %code, "the consumer failed for good; replacing it");
+                fenced = true;
+            }
             Some(Err(e)) => {
                 tracing::warn!(stage = %shared.policy.stage, error = %e, "consumer error")
             }
@@ -840,6 +866,26 @@ fn poll_loop(consumer: BaseConsumer<BridgeContext>, shared: Arc<Shared>, stop: A
                     }
                 }
             }
+        }
+        if fenced {
+            // A static member whose session timed out (a broker stall longer than the session)
+            // rejoins and is then fenced by its own new membership: librdkafka makes that a
+            // fatal error and the consumer never reads again. What it owned is given up as
+            // in a revocation (its assignment is lost, so nothing is committed; the records
+            // come again to the next owner and are deduplicated), and a new member joins
+            // under the same instance id.
+            let keys: Vec<PartitionKey> = shared.slots().keys().cloned().collect();
+            shared.stop_workers(&keys);
+            waiting.clear();
+            stored = false;
+            match subscribe(&shared, &client_id) {
+                Ok(fresh) => drop(std::mem::replace(&mut consumer, fresh)),
+                Err(e) => {
+                    tracing::error!(stage = %shared.policy.stage, error = %e, "cannot replace the failed consumer; trying again");
+                    std::thread::sleep(Duration::from_secs(1));
+                }
+            }
+            continue;
         }
         if stored && last_commit.elapsed() >= shared.policy.commit_interval {
             if let Err(e) = consumer.commit_consumer_state(CommitMode::Async)

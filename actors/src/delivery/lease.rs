@@ -113,11 +113,18 @@ pub fn run(make: Arc<dyn Fn() -> ConsumerSpec + Send + Sync>) -> Result<LeasedSt
     if let Some(id) = &first.policy.instance_id {
         config.set("group.instance.id", id);
     }
-    let lease: BaseConsumer<LeaseContext> = config.create_with_context(LeaseContext {
-        held: held.clone(),
-        stage: stage.clone(),
-    })?;
-    lease.subscribe(&[lease_topic.as_str()])?;
+    let join = {
+        let (held, stage) = (held.clone(), stage.clone());
+        move || -> Result<BaseConsumer<LeaseContext>, KafkaError> {
+            let lease: BaseConsumer<LeaseContext> = config.create_with_context(LeaseContext {
+                held: held.clone(),
+                stage: stage.clone(),
+            })?;
+            lease.subscribe(&[lease_topic.as_str()])?;
+            Ok(lease)
+        }
+    };
+    let mut lease = join()?;
     // Reads the stage group's members, for the fence.
     let probe: BaseConsumer =
         crate::kafka::client_config(&first.servers, &first.client_id).create()?;
@@ -128,12 +135,28 @@ pub fn run(make: Arc<dyn Fn() -> ConsumerSpec + Send + Sync>) -> Result<LeasedSt
     let stop = Arc::new(AtomicBool::new(false));
     // The lease consumer is polled on its own thread: rebalance callbacks run inside poll.
     {
-        let stop = stop.clone();
+        let (stop, held, name) = (stop.clone(), held.clone(), stage.clone());
         std::thread::Builder::new()
             .name(format!("lease-{stage}"))
             .spawn(move || {
                 while !stop.load(Ordering::Acquire) {
-                    let _ = lease.poll(Duration::from_millis(100));
+                    let Some(Err(KafkaError::MessageConsumptionFatal(code))) =
+                        lease.poll(Duration::from_millis(100))
+                    else {
+                        continue;
+                    };
+                    // Fenced by its own rejoin after a session timeout (see
+                    // `kafka::poll_loop`): this member no longer holds anything, and a new
+                    // lease consumer joins under the same instance id.
+                    held.store(false, Ordering::Release);
+                    tracing::error!(stage = %name, error = %code, "the lease consumer failed for good; lease lost, joining again");
+                    match join() {
+                        Ok(fresh) => drop(std::mem::replace(&mut lease, fresh)),
+                        Err(e) => {
+                            tracing::error!(stage = %name, error = %e, "cannot replace the lease consumer; trying again");
+                            std::thread::sleep(Duration::from_secs(1));
+                        }
+                    }
                 }
                 lease.unsubscribe();
             })
