@@ -295,7 +295,10 @@ fn start_recorders(
 /// after `kafka.instance_id`; without one, `embedded` on the in-process transport (one daemon
 /// per data directory), else after this run (two daemons sharing Kafka must not share it).
 pub(crate) fn feed_origin(settings: &Settings, store: &Store) -> FeedOrigin {
-    let id = match (&settings.kafka.instance_id, &settings.kafka.bootstrap_servers) {
+    let id = match (
+        &settings.kafka.instance_id,
+        &settings.kafka.bootstrap_servers,
+    ) {
         (Some(id), _) => id.clone(),
         (None, None) => "embedded".to_owned(),
         (None, Some(_)) => format!("run-{}", uuid::Uuid::now_v7().simple()),
