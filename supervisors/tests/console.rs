@@ -156,11 +156,19 @@ where
     }
 }
 
+/// The text of the first element matching `css`. The page's poll re-renders it every second,
+/// so an element found just before a re-render is stale by the time its text is read: read
+/// again (up to 2 s) rather than take that for an empty text.
 async fn text_of(c: &Client, css: &str) -> String {
-    match c.find(Locator::Css(css)).await {
-        Ok(e) => e.text().await.unwrap_or_default(),
-        Err(_) => String::new(),
+    for _ in 0..20 {
+        if let Ok(e) = c.find(Locator::Css(css)).await
+            && let Ok(text) = e.text().await
+        {
+            return text;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
     }
+    String::new()
 }
 
 async fn count(c: &Client, css: &str) -> usize {
