@@ -89,6 +89,16 @@ impl History {
         self.prices.len()
     }
 
+    /// How many prices it keeps.
+    pub fn capacity(&self) -> usize {
+        self.capacity
+    }
+
+    /// The prices kept, oldest first.
+    pub fn prices(&self) -> impl Iterator<Item = Decimal> + '_ {
+        self.prices.iter().copied()
+    }
+
     pub fn is_empty(&self) -> bool {
         self.prices.is_empty()
     }

@@ -76,6 +76,95 @@ impl Track {
     }
 }
 
+/// A [`Track`] as a checkpoint keeps it: the history's capacity and prices (oldest first),
+/// and what was last signalled or seen.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct SavedTrack {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    history: Option<(usize, Vec<Decimal>)>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    side: Option<Side>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    rsi: Option<(i8, i8)>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    sign: Option<i8>,
+}
+
+fn ordering_of(n: i8) -> Result<Ordering, String> {
+    match n {
+        -1 => Ok(Ordering::Less),
+        0 => Ok(Ordering::Equal),
+        1 => Ok(Ordering::Greater),
+        _ => Err(format!("{n} is not an ordering (-1, 0 or 1)")),
+    }
+}
+
+/// Per instrument, what the strategy remembers.
+fn save_tracks(tracks: &FastMap<InstrumentToken, Track>) -> Value {
+    let saved: BTreeMap<u32, SavedTrack> = tracks
+        .iter()
+        .map(|(token, t)| {
+            (
+                token.0,
+                SavedTrack {
+                    history: t
+                        .history
+                        .as_ref()
+                        .map(|h| (h.capacity(), h.prices().collect())),
+                    side: t.last_side,
+                    rsi: t.last_rsi.map(|(a, b)| (a as i8, b as i8)),
+                    sign: t.last_sign.map(|o| o as i8),
+                },
+            )
+        })
+        .collect();
+    // Integer keys, decimals as strings and small integers always serialize.
+    serde_json::to_value(saved).unwrap_or_else(|e| unreachable!("tracks serialize: {e}"))
+}
+
+fn restore_tracks(saved: Value) -> Result<FastMap<InstrumentToken, Track>, String> {
+    let saved: BTreeMap<u32, SavedTrack> =
+        serde_json::from_value(saved).map_err(|e| e.to_string())?;
+    saved
+        .into_iter()
+        .map(|(token, s)| {
+            let history = s.history.map(|(capacity, prices)| {
+                let mut h = History::new(capacity);
+                for p in prices {
+                    h.push(p);
+                }
+                h
+            });
+            let rsi = match s.rsi {
+                Some((a, b)) => Some((ordering_of(a)?, ordering_of(b)?)),
+                None => None,
+            };
+            let track = Track {
+                history,
+                last_side: s.side,
+                last_rsi: rsi,
+                last_sign: s.sign.map(ordering_of).transpose()?,
+            };
+            Ok((InstrumentToken(token), track))
+        })
+        .collect::<Result<_, String>>()
+        .map_err(|e| format!("instrument state: {e}"))
+}
+
+/// `save` and `restore` of a strategy kind whose state is its `tracks`.
+macro_rules! tracks_state {
+    () => {
+        fn save(&self) -> Value {
+            save_tracks(&self.tracks)
+        }
+
+        fn restore(&mut self, saved: Value) -> Result<(), String> {
+            self.tracks = restore_tracks(saved)?;
+            Ok(())
+        }
+    };
+}
+
 pub struct Momentum {
     p: MomentumParams,
     tracks: FastMap<InstrumentToken, Track>,
@@ -91,6 +180,8 @@ impl Momentum {
 }
 
 impl Strategy for Momentum {
+    tracks_state!();
+
     fn on_tick(&mut self, tick: &MarketTick) -> Option<Decision> {
         let t = self.tracks.entry(tick.instrument_token).or_default();
         let h = history(&mut t.history, self.p.lookback + 1);
@@ -133,6 +224,8 @@ impl MeanReversion {
 }
 
 impl Strategy for MeanReversion {
+    tracks_state!();
+
     /// BUY below the lower band while the RSI is below `oversold`, SELL above the upper
     /// band while it is above `overbought`: the comparisons of the decimal indicators,
     /// taken from their shortcuts where those decide them (see `indicators`).
@@ -187,6 +280,8 @@ impl Rsi {
 }
 
 impl Strategy for Rsi {
+    tracks_state!();
+
     /// BUY when the RSI falls below `oversold` (from at or above it), SELL when it rises
     /// above `overbought`: the decimal RSI's comparisons, from the shortcut where it decides
     /// them.
@@ -228,6 +323,8 @@ impl SmaCrossover {
 }
 
 impl Strategy for SmaCrossover {
+    tracks_state!();
+
     /// BUY when the fast SMA crosses above the slow one, SELL when it crosses below: the
     /// sign of the decimal difference, from exact integer sums where they decide it.
     fn on_tick(&mut self, tick: &MarketTick) -> Option<Decision> {
@@ -307,13 +404,28 @@ fn div_by_ema_one(x: i128) -> i128 {
     if x < 0 { -q } else { q }
 }
 
-/// The fast and slow EMAs of one instrument and the ticks it has had.
-#[derive(Debug, Clone, Copy)]
+/// The fast and slow EMAs of one instrument and the ticks it has had. Saved in a
+/// checkpoint with the EMAs as decimal strings of their fixed-point integers.
+#[derive(Debug, Clone, Copy, serde::Serialize, serde::Deserialize)]
 struct Emas {
+    #[serde(with = "i128_text")]
     fast: i128,
+    #[serde(with = "i128_text")]
     slow: i128,
     ticks: usize,
     last_side: Option<Side>,
+}
+
+/// An `i128` as a JSON string: JSON numbers are not read back beyond 64 bits.
+mod i128_text {
+    pub fn serialize<S: serde::Serializer>(v: &i128, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(v)
+    }
+
+    pub fn deserialize<'de, D: serde::Deserializer<'de>>(d: D) -> Result<i128, D::Error> {
+        let text = <std::borrow::Cow<'de, str> as serde::Deserialize>::deserialize(d)?;
+        text.parse().map_err(serde::de::Error::custom)
+    }
 }
 
 pub struct EmaCrossover {
@@ -336,6 +448,22 @@ impl EmaCrossover {
 }
 
 impl Strategy for EmaCrossover {
+    fn save(&self) -> Value {
+        let saved: BTreeMap<u32, Emas> = self.tracks.iter().map(|(t, e)| (t.0, *e)).collect();
+        // Integer keys and strings always serialize.
+        serde_json::to_value(saved).unwrap_or_else(|e| unreachable!("EMAs serialize: {e}"))
+    }
+
+    fn restore(&mut self, saved: Value) -> Result<(), String> {
+        let saved: BTreeMap<u32, Emas> =
+            serde_json::from_value(saved).map_err(|e| format!("instrument state: {e}"))?;
+        self.tracks = saved
+            .into_iter()
+            .map(|(t, e)| (InstrumentToken(t), e))
+            .collect();
+        Ok(())
+    }
+
     fn on_tick(&mut self, tick: &MarketTick) -> Option<Decision> {
         let price = to_fixed(tick.last_price.get());
         let t = self.tracks.entry(tick.instrument_token).or_insert(Emas {

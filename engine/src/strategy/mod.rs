@@ -38,6 +38,12 @@ pub struct Decision {
 pub trait Strategy: Send {
     /// Handles a tick of an instrument the strategy trades.
     fn on_tick(&mut self, tick: &MarketTick) -> Option<Decision>;
+    /// What it remembers of the ticks it has seen, for a checkpoint.
+    fn save(&self) -> serde_json::Value;
+    /// Takes back what [`save`](Self::save) gave, on a fresh instance of the same kind and
+    /// parameters; afterwards it decides on each tick as the saved instance would have. An
+    /// error says what does not read.
+    fn restore(&mut self, saved: serde_json::Value) -> Result<(), String>;
 }
 
 /// Builds the strategy of a kind from its parameters.
@@ -257,6 +263,61 @@ impl StrategySet {
         self.entries.len()
     }
 
+    /// Every strategy's state, for a checkpoint: per strategy id, its parameters (so that
+    /// a state is only given back to the same parameters) and what it remembers per
+    /// instrument. Strategies that have seen no tick are left out. The rebuild buffer is
+    /// not saved: a strategy that panics soon after a restore is rebuilt from the ticks
+    /// seen since.
+    pub fn save(&self) -> serde_json::Value {
+        let saved: serde_json::Map<String, serde_json::Value> = self
+            .entries
+            .iter()
+            .filter_map(|e| {
+                let state = e.strategy.save();
+                let empty = state.as_object().is_some_and(|o| o.is_empty());
+                (!empty).then(|| {
+                    (
+                        e.id.as_str().to_owned(),
+                        serde_json::json!({ "params": format!("{:?}", e.params), "state": state }),
+                    )
+                })
+            })
+            .collect();
+        serde_json::Value::Object(saved)
+    }
+
+    /// Gives each strategy the state [`save`](Self::save) kept for it, if its parameters
+    /// are the same; a strategy whose parameters changed (or that is new) starts afresh,
+    /// and a saved strategy no longer configured is dropped. An error names the strategy
+    /// whose state does not read.
+    pub fn restore(&mut self, saved: serde_json::Value) -> Result<(), String> {
+        let serde_json::Value::Object(mut saved) = saved else {
+            return Err("the strategies' saved state is not an object".to_owned());
+        };
+        for entry in &mut self.entries {
+            let Some(mut s) = saved.remove(entry.id.as_str()) else {
+                continue;
+            };
+            let params = s.get("params").and_then(|p| p.as_str()).unwrap_or_default();
+            if params != format!("{:?}", entry.params) {
+                tracing::warn!(strategy = %entry.id, "parameters changed since the checkpoint: the strategy starts afresh");
+                continue;
+            }
+            let state = s
+                .get_mut("state")
+                .map(serde_json::Value::take)
+                .unwrap_or_default();
+            entry
+                .strategy
+                .restore(state)
+                .map_err(|e| format!("strategy {}: {e}", entry.id))?;
+        }
+        for id in saved.keys() {
+            tracing::info!(strategy = %id, "a checkpointed strategy is no longer configured: its state is dropped");
+        }
+        Ok(())
+    }
+
     pub fn is_empty(&self) -> bool {
         self.entries.is_empty()
     }
@@ -474,6 +535,14 @@ mod tests {
         std::sync::Arc<std::sync::atomic::AtomicU32>,
     );
     impl Strategy for PanicsAt {
+        fn save(&self) -> serde_json::Value {
+            self.0.save()
+        }
+
+        fn restore(&mut self, saved: serde_json::Value) -> Result<(), String> {
+            self.0.restore(saved)
+        }
+
         fn on_tick(&mut self, tick: &MarketTick) -> Option<Decision> {
             use std::sync::atomic::Ordering;
             if tick.last_price.get() == Decimal::from(self.1)
@@ -527,6 +596,104 @@ mod tests {
 
     fn ids(o: &[Output]) -> Vec<uuid::Uuid> {
         o.iter().map(|o| o.envelope.id).collect()
+    }
+
+    /// Every kind on two instruments, with short windows so that they trade.
+    fn every_kind() -> Settings {
+        let mut settings = Settings::default();
+        let template = settings.strategies[0].clone();
+        settings.strategies.clear();
+        for (id, kind) in [
+            ("m", alpha_panda_config::StrategyKind::Momentum),
+            ("mr", alpha_panda_config::StrategyKind::MeanReversion),
+            ("r", alpha_panda_config::StrategyKind::Rsi),
+            ("sma", alpha_panda_config::StrategyKind::SmaCrossover),
+            ("ema", alpha_panda_config::StrategyKind::EmaCrossover),
+        ] {
+            let mut st = template.clone();
+            st.id = StrategyId::new(id).unwrap();
+            st.kind = kind;
+            st.instruments = vec![InstrumentToken(1), InstrumentToken(2)];
+            settings.strategies.push(st);
+        }
+        settings
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(64))]
+        /// A set saved after `split` ticks (through JSON text, as a checkpoint is) and
+        /// restored into fresh instances signals on the rest exactly as the set that went on.
+        #[test]
+        fn a_restored_set_signals_as_the_set_that_went_on(
+            moves in proptest::collection::vec((0u32..2, -300i64..300), 1..400),
+            split in 0usize..400,
+        ) {
+            let settings = every_kind();
+            let all = |_: &StrategyId, _: &BrokerName| true;
+            let mut went_on = StrategySet::from_settings(&settings).unwrap();
+            let mut first = StrategySet::from_settings(&settings).unwrap();
+            let split = split.min(moves.len());
+            let mut prices = [100_000i64, 50_000];
+            let envs: Vec<EventEnvelope> = moves
+                .iter()
+                .enumerate()
+                .map(|(i, (which, step))| {
+                    let p = &mut prices[*which as usize];
+                    *p = (*p + step).max(1);
+                    // Prices with two decimals: the tick size of NSE equities.
+                    let ts = Timestamp::from_unix_millis(1_705_290_000_000 + i as i64 * 1000).unwrap();
+                    let tick = MarketTick::new(
+                        InstrumentToken(*which + 1),
+                        Price::new(Decimal::new(*p, 2)).unwrap(),
+                        ts,
+                    );
+                    EventEnvelope::root(EventBroker::Shared, "feed", "k", ts, EventData::MarketTick(tick))
+                })
+                .collect();
+            for env in &envs[..split] {
+                went_on.on_tick(env, &all);
+                first.on_tick(env, &all);
+            }
+            let text = first.save().to_string();
+            let mut restored = StrategySet::from_settings(&settings).unwrap();
+            restored.restore(serde_json::from_str(&text).unwrap()).unwrap();
+            for env in &envs[split..] {
+                let want = ids(&went_on.on_tick(env, &all).outputs);
+                let got = ids(&restored.on_tick(env, &all).outputs);
+                proptest::prop_assert_eq!(got, want);
+            }
+            // And ends in the same state.
+            proptest::prop_assert_eq!(restored.save(), went_on.save());
+        }
+    }
+
+    #[test]
+    fn a_strategy_whose_parameters_changed_starts_afresh_and_an_unreadable_state_is_named() {
+        let settings = every_kind();
+        let all = |_: &StrategyId, _: &BrokerName| true;
+        let mut set = StrategySet::from_settings(&settings).unwrap();
+        for i in 0..50 {
+            set.on_tick(&tick_env(1, 100 + (i % 7), i), &all);
+        }
+        let saved = set.save();
+        assert_eq!(saved.as_object().unwrap().len(), 5, "every kind saved: {saved}");
+        let mut changed = settings.clone();
+        changed.strategies[0]
+            .params
+            .insert("lookback".into(), toml::Value::Integer(3));
+        let mut fresh = StrategySet::from_settings(&changed).unwrap();
+        fresh.restore(saved.clone()).unwrap();
+        let after = fresh.save();
+        assert!(after.get("m").is_none(), "momentum with a new lookback starts afresh");
+        assert_eq!(after.get("ema"), saved.get("ema"));
+
+        let mut broken = saved.clone();
+        broken["r"]["state"] = serde_json::json!({"1": {"rsi": [5, 0]}});
+        let err = StrategySet::from_settings(&settings)
+            .unwrap()
+            .restore(broken)
+            .unwrap_err();
+        assert!(err.contains("strategy r") && err.contains("5 is not an ordering"), "{err}");
     }
 
     #[test]

@@ -12,6 +12,19 @@ use super::indicators::{History, bollinger, rsi, sma};
 use super::kinds::{decision, meta};
 use super::{Decision, Strategy};
 
+/// The oracle is never checkpointed: it only runs beside the strategies it checks.
+macro_rules! oracle_keeps_no_state {
+    () => {
+        fn save(&self) -> serde_json::Value {
+            serde_json::Value::Null
+        }
+
+        fn restore(&mut self, _saved: serde_json::Value) -> Result<(), String> {
+            Err("the test oracle is never checkpointed".to_owned())
+        }
+    };
+}
+
 #[derive(Default)]
 struct Track {
     history: Option<History>,
@@ -50,6 +63,8 @@ impl MeanReversion {
 }
 
 impl Strategy for MeanReversion {
+    oracle_keeps_no_state!();
+
     fn on_tick(&mut self, tick: &MarketTick) -> Option<Decision> {
         let cap = self.p.bollinger_period.max(self.p.rsi_period + 1);
         let t = self.tracks.entry(tick.instrument_token).or_default();
@@ -90,6 +105,8 @@ impl Rsi {
 }
 
 impl Strategy for Rsi {
+    oracle_keeps_no_state!();
+
     fn on_tick(&mut self, tick: &MarketTick) -> Option<Decision> {
         let t = self.tracks.entry(tick.instrument_token).or_default();
         let h = t.history(self.p.period + 1);
@@ -123,6 +140,8 @@ impl SmaCrossover {
 }
 
 impl Strategy for SmaCrossover {
+    oracle_keeps_no_state!();
+
     fn on_tick(&mut self, tick: &MarketTick) -> Option<Decision> {
         let t = self.tracks.entry(tick.instrument_token).or_default();
         let h = t.history(self.p.slow);
