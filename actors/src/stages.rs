@@ -70,92 +70,109 @@ fn broker_of(d: &Deliver) -> Result<BrokerName, StageError> {
         .ok_or_else(|| StageError::poison(format!("{} belongs to no broker", d.topic)))
 }
 
-/// Strategies: `market.ticks` → `{broker}.signals.raw`.
-/// State lives outside the actors, so a restarted actor carries on where its predecessor
-/// stopped (history is per instrument, and an instrument is in one partition).
+/// Strategies: `market.ticks` → `{broker}.signals.raw`, as a checkpointed unit per
+/// `market.ticks` partition (delivery v2): each partition's actor owns a `StrategySet` that
+/// sees the ticks of that partition's instruments (an instrument's ticks are in one
+/// partition), saved in the partition's checkpoint, so a restart or a move to another
+/// daemon goes on from there and reads no history.
 ///
 /// Strategies run isolated (see `StrategySet`): one that panics is rebuilt alone and, after
 /// three panics on a tick, the tick goes to `market.ticks.dlq` for that strategy (stage
 /// `strategy:{id}`) while the other strategies' signals for it go out. Signals of a disabled
 /// strategy, or of one paused on a broker, are held back.
-pub fn strategy_factory(
+pub fn strategy_units(
     settings: &Settings,
     counters: Arc<Counters>,
     control: Arc<Control>,
     builder: crate::strategy::Builder,
-) -> Result<StageFactory, String> {
-    let set = Arc::new(Mutex::new(StrategySet::from_settings_with(
-        settings, builder,
-    )?));
+) -> Result<crate::delivery::unit::CheckpointedFactory, String> {
+    // Checked once here, so that making a unit's set cannot fail later.
+    StrategySet::from_settings_with(settings, builder.clone())?;
+    let settings = Arc::new(settings.clone());
     let group = format!("{}.market.strategy", settings.kafka.group_prefix);
-    Ok(Arc::new(move || {
-        let set = set.clone();
-        let counters = counters.clone();
-        let control = control.clone();
-        let group = group.clone();
-        FnStage::new(move |d: &Deliver| {
-            if !matches!(d.envelope.data, EventData::MarketTick(_)) {
-                return Err(wrong_type(d));
-            }
-            counters.ticks.fetch_add(1, Ordering::Relaxed);
-            let emits = |s: &StrategyId, b: &BrokerName| {
-                d.replay || control.strategy_emits(s.as_str(), b.as_str())
-            };
-            let outcome = set
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .on_tick(&d.envelope, &emits);
-            let mut outputs = outcome.outputs;
-            counters
-                .signals
-                .fetch_add(outputs.len() as u64, Ordering::Relaxed);
-            for fault in outcome.faults {
-                if d.replay {
-                    continue;
-                }
-                crate::metrics::metrics()
-                    .restarts
-                    .with_label_values(&["strategy", "market"])
-                    .inc();
-                if fault.gave_up {
-                    let record = crate::delivery::Record {
-                        topic: d.topic.clone(),
-                        partition: d.partition,
-                        offset: d.offset,
-                        key: Some(d.envelope.key.clone().into_bytes()),
-                        value: Some(d.envelope.encode()),
-                        headers: Vec::new(),
-                    };
-                    let stage = format!("strategy:{}", fault.strategy);
-                    if let Some(dlq) = crate::delivery::dlq::dead_letter_as(
-                        &record,
-                        Some(&d.envelope),
-                        &group,
-                        &stage,
-                        alpha_panda_core::FailureClass::Poison,
-                        &format!(
-                            "strategy panicked {} times: {}",
-                            fault.panics, fault.message
-                        ),
-                        fault.panics - 1,
-                    ) {
-                        crate::metrics::metrics()
-                            .dead_lettered
-                            .with_label_values(&[d.topic.to_string().as_str(), &stage, "poison"])
-                            .inc();
-                        outputs.push(dlq);
-                    }
-                }
-            }
-            Ok(Handled {
-                outputs,
-                effects: Vec::new(),
-                ..Handled::default()
-            })
-        })
-        .start()
-        .recipient()
+    Ok(Arc::new(move |_unit, saved| {
+        let mut set = StrategySet::from_settings_with(&settings, builder.clone())?;
+        if let Some(saved) = saved {
+            set.restore(saved)
+                .map_err(|e| format!("the strategies' checkpointed state does not read: {e}"))?;
+        }
+        Ok(Box::new(StrategyStage {
+            set,
+            counters: counters.clone(),
+            control: control.clone(),
+            group: group.clone(),
+        }) as Box<dyn crate::delivery::unit::CheckpointedStage>)
     }))
+}
+
+/// The strategies of one `market.ticks` partition.
+struct StrategyStage {
+    set: StrategySet,
+    counters: Arc<Counters>,
+    control: Arc<Control>,
+    group: String,
+}
+
+impl crate::delivery::unit::CheckpointedStage for StrategyStage {
+    fn save(&self) -> serde_json::Value {
+        self.set.save()
+    }
+
+    fn handle(&mut self, d: &Deliver) -> Result<Handled, StageError> {
+        if !matches!(d.envelope.data, EventData::MarketTick(_)) {
+            return Err(wrong_type(d));
+        }
+        let counters = &self.counters;
+        counters.ticks.fetch_add(1, Ordering::Relaxed);
+        let control = &self.control;
+        let emits =
+            |s: &StrategyId, b: &BrokerName| control.strategy_emits(s.as_str(), b.as_str());
+        let outcome = self.set.on_tick(&d.envelope, &emits);
+        let mut outputs = outcome.outputs;
+        counters
+            .signals
+            .fetch_add(outputs.len() as u64, Ordering::Relaxed);
+        for fault in outcome.faults {
+            crate::metrics::metrics()
+                .restarts
+                .with_label_values(&["strategy", "market"])
+                .inc();
+            if !fault.gave_up {
+                continue;
+            }
+            let record = crate::delivery::Record {
+                topic: d.topic.clone(),
+                partition: d.partition,
+                offset: d.offset,
+                key: Some(d.envelope.key.clone().into_bytes()),
+                value: Some(d.envelope.encode()),
+                headers: Vec::new(),
+            };
+            let stage = format!("strategy:{}", fault.strategy);
+            if let Some(dlq) = crate::delivery::dlq::dead_letter_as(
+                &record,
+                Some(&d.envelope),
+                &self.group,
+                &stage,
+                alpha_panda_core::FailureClass::Poison,
+                &format!(
+                    "strategy panicked {} times: {}",
+                    fault.panics, fault.message
+                ),
+                fault.panics - 1,
+            ) {
+                crate::metrics::metrics()
+                    .dead_lettered
+                    .with_label_values(&[d.topic.to_string().as_str(), &stage, "poison"])
+                    .inc();
+                outputs.push(dlq);
+            }
+        }
+        Ok(Handled {
+            outputs,
+            ..Handled::default()
+        })
+    }
 }
 
 /// Risk: `{broker}.signals.raw` → `signals.validated` or `signals.rejected`.

@@ -58,14 +58,14 @@ fn policy(
     let group = format!("{}.{namespace}.{stage}", settings.kafka.group_prefix);
     let mut p = DeliveryPolicy::new(group, stage, namespace);
     p.control = control.clone();
-    // Strategies, risk and the paper trader rebuild their state from their input when they
-    // take a partition; the portfolio's state comes with its checkpoint, the zerodha
-    // trader's from the store.
+    // Risk and the paper trader rebuild their state from their input when they take a
+    // partition; the strategies' and the portfolio's state comes with their checkpoints,
+    // the zerodha trader's from the store.
     let zerodha = settings.active_brokers.iter().any(|b| {
         b.as_str() == namespace
             && settings.brokers.get(b).map(|d| d.kind) == Some(BrokerKind::Zerodha)
     });
-    p.warm_up = matches!(stage, "strategy" | "risk" | "trader") && !zerodha;
+    p.warm_up = matches!(stage, "risk" | "trader") && !zerodha;
     p.dedup_ttl = Duration::from_secs(settings.redis.dedup_ttl_secs);
     p.session_timeout = Duration::from_millis(settings.kafka.session_timeout_ms.into());
     p.instance_id = settings.kafka.instance_id.clone();
@@ -191,16 +191,6 @@ impl Assembly {
         )?))
     }
 
-    fn consume(
-        &self,
-        topics: Vec<TopicName>,
-        namespace: &str,
-        stage: &str,
-        factory: StageFactory,
-    ) -> anyhow::Result<Member> {
-        self.consume_with(topics, self.policy(namespace, stage), factory)
-    }
-
     fn consume_with(
         &self,
         topics: Vec<TopicName>,
@@ -320,20 +310,22 @@ impl Assembly {
         counters: &Arc<Counters>,
         replace: &dyn Fn(&alpha_panda_core::BrokerName, &str) -> Option<StageFactory>,
     ) -> anyhow::Result<Vec<Member>> {
-        let mut members = vec![
-            self.consume(
-                vec![TopicName::market_ticks()],
-                "market",
-                "strategy",
-                stages::strategy_factory(
-                    &self.settings,
-                    counters.clone(),
-                    self.control.clone(),
-                    self.strategies.clone(),
-                )
-                .map_err(anyhow::Error::msg)?,
-            )?,
-        ];
+        let mut strategy = self.policy("market", "strategy");
+        strategy.checkpointed = Some(Checkpointed {
+            factory: stages::strategy_units(
+                &self.settings,
+                counters.clone(),
+                self.control.clone(),
+                self.strategies.clone(),
+            )
+            .map_err(anyhow::Error::msg)?,
+            whole_stage: false,
+        });
+        let mut members = vec![self.consume_with(
+            vec![TopicName::market_ticks()],
+            strategy,
+            unit::no_per_record_stage(),
+        )?];
         for broker in &self.settings.active_brokers {
             let b = broker.as_str();
             let risk: Arc<dyn Fn() -> StageFactory + Send + Sync> = match replace(broker, "risk") {

@@ -33,6 +33,14 @@ impl Strategy for PanicsOn {
         }
         self.0.on_tick(tick)
     }
+
+    fn save(&self) -> serde_json::Value {
+        self.0.save()
+    }
+
+    fn restore(&mut self, saved: serde_json::Value) -> Result<(), String> {
+        self.0.restore(saved)
+    }
 }
 
 #[test]
