@@ -101,7 +101,8 @@ pub fn strategy_units(
             counters: counters.clone(),
             control: control.clone(),
             group: group.clone(),
-        }) as Box<dyn crate::delivery::unit::CheckpointedStage>)
+        })
+            as Box<dyn crate::delivery::unit::CheckpointedStage>)
     }))
 }
 
@@ -125,8 +126,7 @@ impl crate::delivery::unit::CheckpointedStage for StrategyStage {
         let counters = &self.counters;
         counters.ticks.fetch_add(1, Ordering::Relaxed);
         let control = &self.control;
-        let emits =
-            |s: &StrategyId, b: &BrokerName| control.strategy_emits(s.as_str(), b.as_str());
+        let emits = |s: &StrategyId, b: &BrokerName| control.strategy_emits(s.as_str(), b.as_str());
         let outcome = self.set.on_tick(&d.envelope, &emits);
         let mut outputs = outcome.outputs;
         counters

@@ -676,7 +676,11 @@ mod tests {
             set.on_tick(&tick_env(1, 100 + (i % 7), i), &all);
         }
         let saved = set.save();
-        assert_eq!(saved.as_object().unwrap().len(), 5, "every kind saved: {saved}");
+        assert_eq!(
+            saved.as_object().unwrap().len(),
+            5,
+            "every kind saved: {saved}"
+        );
         let mut changed = settings.clone();
         changed.strategies[0]
             .params
@@ -684,7 +688,10 @@ mod tests {
         let mut fresh = StrategySet::from_settings(&changed).unwrap();
         fresh.restore(saved.clone()).unwrap();
         let after = fresh.save();
-        assert!(after.get("m").is_none(), "momentum with a new lookback starts afresh");
+        assert!(
+            after.get("m").is_none(),
+            "momentum with a new lookback starts afresh"
+        );
         assert_eq!(after.get("ema"), saved.get("ema"));
 
         let mut broken = saved.clone();
@@ -693,7 +700,10 @@ mod tests {
             .unwrap()
             .restore(broken)
             .unwrap_err();
-        assert!(err.contains("strategy r") && err.contains("5 is not an ordering"), "{err}");
+        assert!(
+            err.contains("strategy r") && err.contains("5 is not an ordering"),
+            "{err}"
+        );
     }
 
     #[test]
