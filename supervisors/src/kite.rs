@@ -13,7 +13,8 @@
 //! in `alpha_panda_kite_ticker_events_total{event}`; order updates go to the zerodha trader.
 //!
 //! [`trader`] builds the zerodha broker's trader (`alpha_panda_actors::zerodha`): its client
-//! takes the session from the store at start and every 5 s after; its follower reads the
+//! takes the session from the store at start and every 5 s after (with a feed other than
+//! `kite`, a session that expires sets the broker HALTED there); its follower reads the
 //! order book every `order_poll_ms` while an order waits and squares MIS positions off at
 //! `square_off_at` IST.
 
@@ -199,9 +200,13 @@ pub async fn trader(
         .ok_or_else(|| anyhow::anyhow!("broker {broker} is not configured"))?;
     let client = client(kite)?;
     let token = current_token(store, broker.as_str(), kite).await?;
-    if token.is_none() && settings.feed != alpha_panda_config::Feed::Kite {
+    // With the `kite` feed, its session watcher halts the broker; with any other feed, the
+    // trader does.
+    let halts_on_expiry = settings.feed != alpha_panda_config::Feed::Kite;
+    if token.is_none() && halts_on_expiry {
         halt(&control, broker.as_str(), "no valid Kite session").await;
     }
+    let mut had_session = token.is_some();
     client.set_access_token(token);
     let timeout = Duration::from_millis(kite.request_timeout_ms);
     // An order Kite accepted is in its book at once: an UNKNOWN intent absent twice the
@@ -213,7 +218,7 @@ pub async fn trader(
             account,
             client.clone(),
             store.clone(),
-            control,
+            control.clone(),
             grace,
         )
         .await
@@ -235,7 +240,18 @@ pub async fn trader(
             loop {
                 tokio::time::sleep(Duration::from_secs(5)).await;
                 match current_token(&store, broker.as_str(), &kite).await {
-                    Ok(t) => client.set_access_token(t),
+                    Ok(t) => {
+                        if halts_on_expiry && had_session && t.is_none() {
+                            halt(
+                                &control,
+                                broker.as_str(),
+                                "the Kite session expired (06:00 IST)",
+                            )
+                            .await;
+                        }
+                        had_session = t.is_some();
+                        client.set_access_token(t)
+                    }
                     Err(e) => {
                         tracing::warn!(broker = %broker, error = %e, "cannot read the Kite session")
                     }
