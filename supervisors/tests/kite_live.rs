@@ -59,6 +59,24 @@ fn env(redis: &str, sim: &Simulator, http_port: u16) -> Vec<(String, String)> {
     .collect()
 }
 
+/// A daemon's log file in the temporary directory, removed when dropped (also when the test
+/// fails).
+struct TempLog(std::path::PathBuf);
+
+impl TempLog {
+    fn create(name: &str) -> (Self, std::fs::File) {
+        let path = std::env::temp_dir().join(name);
+        let file = std::fs::File::create(&path).unwrap_or_else(|e| panic!("{e}"));
+        (Self(path), file)
+    }
+}
+
+impl Drop for TempLog {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
 fn metric(addr: std::net::SocketAddr, line_start: &str) -> f64 {
     let (_, body) = http(addr, "GET", "/metrics", None, None);
     body.lines()
@@ -137,8 +155,7 @@ fn the_kite_feed_trades_on_simulator_ticks_and_a_token_expiry_halts_zerodha_only
         "ALPHA_PANDA__KAFKA__BOOTSTRAP_SERVERS".to_owned(),
         kafka.servers.clone(),
     ));
-    let log = std::env::temp_dir().join(format!("alpha-panda-kite-live-{port}.log"));
-    let log_file = std::fs::File::create(&log).unwrap_or_else(|e| panic!("{e}"));
+    let (log, log_file) = TempLog::create(&format!("alpha-panda-kite-live-{port}.log"));
     let _daemon = Daemon(
         daemon_command(BIN)
             .envs(vars.iter().cloned())
@@ -147,7 +164,7 @@ fn the_kite_feed_trades_on_simulator_ticks_and_a_token_expiry_halts_zerodha_only
             .spawn()
             .unwrap_or_else(|e| panic!("{e}")),
     );
-    let logs = || std::fs::read_to_string(&log).unwrap_or_default();
+    let logs = || std::fs::read_to_string(&log.0).unwrap_or_default();
     until("the daemon's HTTP server", Duration::from_secs(30), || {
         std::net::TcpStream::connect(addr).is_ok()
     });
@@ -264,7 +281,6 @@ fn the_kite_feed_trades_on_simulator_ticks_and_a_token_expiry_halts_zerodha_only
         !logs().contains(&secret_leak),
         "the access token is in the log"
     );
-    let _ = std::fs::remove_file(&log);
     drop(rt);
 }
 
@@ -335,8 +351,7 @@ fn with_another_feed_the_trader_halts_zerodha_at_the_six_am_ist_expiry_and_paper
     vars.push(("ALPHA_PANDA__FEED".to_owned(), "synthetic".to_owned()));
     // A valid session before the start.
     session(&vars, &sim);
-    let log = std::env::temp_dir().join(format!("alpha-panda-kite-expiry-{port}.log"));
-    let log_file = std::fs::File::create(&log).unwrap_or_else(|e| panic!("{e}"));
+    let (log, log_file) = TempLog::create(&format!("alpha-panda-kite-expiry-{port}.log"));
     let _daemon = Daemon(
         daemon_command(BIN)
             .envs(vars.iter().cloned())
@@ -345,7 +360,7 @@ fn with_another_feed_the_trader_halts_zerodha_at_the_six_am_ist_expiry_and_paper
             .spawn()
             .unwrap_or_else(|e| panic!("{e}")),
     );
-    let logs = || std::fs::read_to_string(&log).unwrap_or_default();
+    let logs = || std::fs::read_to_string(&log.0).unwrap_or_default();
     until("the daemon's HTTP server", Duration::from_secs(30), || {
         std::net::TcpStream::connect(addr).is_ok()
     });
@@ -375,6 +390,5 @@ fn with_another_feed_the_trader_halts_zerodha_at_the_six_am_ist_expiry_and_paper
         !token.is_empty() && !logs().contains(&token),
         "the token is in the log"
     );
-    let _ = std::fs::remove_file(&log);
     drop(rt);
 }
