@@ -93,6 +93,8 @@ fn state(addr: std::net::SocketAddr, broker: &str) -> String {
         .to_owned()
 }
 
+/// Waits for `f`; the timeouts are generous (a minute) because the tests share a loaded
+/// machine: they bound a hang, they measure nothing.
 fn until(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) {
     let deadline = Instant::now() + timeout;
     while !f() {
@@ -165,20 +167,20 @@ fn the_kite_feed_trades_on_simulator_ticks_and_a_token_expiry_halts_zerodha_only
             .unwrap_or_else(|e| panic!("{e}")),
     );
     let logs = || std::fs::read_to_string(&log.0).unwrap_or_default();
-    until("the daemon's HTTP server", Duration::from_secs(30), || {
+    until("the daemon's HTTP server", Duration::from_secs(60), || {
         std::net::TcpStream::connect(addr).is_ok()
     });
     // No session yet: zerodha is HALTED from the start, paper trades.
     until(
         "zerodha HALTED without a session",
-        Duration::from_secs(10),
+        Duration::from_secs(60),
         || state(addr, "zerodha") == "HALTED",
     );
     assert_eq!(state(addr, "paper"), "ACTIVE");
 
     let out = session(&vars, &sim);
     assert!(out.contains("zerodha:kite:session"), "{out}");
-    until("ticks from the simulator", Duration::from_secs(20), || {
+    until("ticks from the simulator", Duration::from_secs(60), || {
         metric(
             addr,
             "alpha_panda_kite_ticker_events_total{event=\"ticks\"}",
@@ -188,7 +190,7 @@ fn the_kite_feed_trades_on_simulator_ticks_and_a_token_expiry_halts_zerodha_only
     let before = consumed();
     until(
         "the strategies reading those ticks",
-        Duration::from_secs(20),
+        Duration::from_secs(60),
         || consumed() > before + 10.0,
     );
 
@@ -204,7 +206,7 @@ fn the_kite_feed_trades_on_simulator_ticks_and_a_token_expiry_halts_zerodha_only
     sim.inject(Fault::DropSockets);
     until(
         "the feed to count the drop and a new connection",
-        Duration::from_secs(30),
+        Duration::from_secs(60),
         || metric(addr, disconnected_metric) >= 1.0 && metric(addr, connected_metric) > connected,
     );
     let (c, s) = sim.ticker_stats();
@@ -213,7 +215,7 @@ fn the_kite_feed_trades_on_simulator_ticks_and_a_token_expiry_halts_zerodha_only
         "a new connection and subscription at the simulator: {c} {s}"
     );
     let after_reconnect = metric(addr, ticks_metric);
-    until("ticks after the reconnect", Duration::from_secs(20), || {
+    until("ticks after the reconnect", Duration::from_secs(60), || {
         metric(addr, ticks_metric) > after_reconnect + 10.0
     });
     assert_eq!(state(addr, "zerodha"), "HALTED", "still as it was");
@@ -222,7 +224,7 @@ fn the_kite_feed_trades_on_simulator_ticks_and_a_token_expiry_halts_zerodha_only
     sim.inject(Fault::ExpireToken);
     until(
         "zerodha HALTED after the expiry",
-        Duration::from_secs(20),
+        Duration::from_secs(60),
         || state(addr, "zerodha") == "HALTED",
     );
     assert_eq!(state(addr, "paper"), "ACTIVE", "{}", logs());
@@ -246,7 +248,7 @@ fn the_kite_feed_trades_on_simulator_ticks_and_a_token_expiry_halts_zerodha_only
     );
     until(
         "ticks after the new session",
-        Duration::from_secs(20),
+        Duration::from_secs(60),
         || {
             metric(
                 addr,
@@ -266,7 +268,7 @@ fn the_kite_feed_trades_on_simulator_ticks_and_a_token_expiry_halts_zerodha_only
     age_stored_session(&redis.url());
     until(
         "zerodha HALTED at the 06:00 IST expiry",
-        Duration::from_secs(20),
+        Duration::from_secs(60),
         || state(addr, "zerodha") == "HALTED",
     );
     assert_eq!(state(addr, "paper"), "ACTIVE");
@@ -361,10 +363,10 @@ fn with_another_feed_the_trader_halts_zerodha_at_the_six_am_ist_expiry_and_paper
             .unwrap_or_else(|e| panic!("{e}")),
     );
     let logs = || std::fs::read_to_string(&log.0).unwrap_or_default();
-    until("the daemon's HTTP server", Duration::from_secs(30), || {
+    until("the daemon's HTTP server", Duration::from_secs(60), || {
         std::net::TcpStream::connect(addr).is_ok()
     });
-    until("zerodha ACTIVE", Duration::from_secs(10), || {
+    until("zerodha ACTIVE", Duration::from_secs(60), || {
         state(addr, "zerodha") == "ACTIVE"
     });
     // Longer than the refresher's 5 s: a valid session halts nothing.
@@ -374,7 +376,7 @@ fn with_another_feed_the_trader_halts_zerodha_at_the_six_am_ist_expiry_and_paper
     age_stored_session(&redis.url());
     until(
         "zerodha HALTED at the 06:00 IST expiry",
-        Duration::from_secs(20),
+        Duration::from_secs(60),
         || state(addr, "zerodha") == "HALTED",
     );
     assert_eq!(state(addr, "paper"), "ACTIVE");
