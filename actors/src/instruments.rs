@@ -1,7 +1,7 @@
 //! The instrument master, from a Kite Connect instruments CSV (`instrument_token,
 //! exchange_token, tradingsymbol, name, last_price, expiry, strike, tick_size, lot_size,
 //! instrument_type, segment, exchange`). `data/instruments/nse-sample.csv` is a small sample
-//! of NSE names.
+//! of NSE names; the zerodha trader loads Kite's own dump (`GET /instruments`) with it.
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -172,6 +172,48 @@ mod tests {
         // The default synthetic instruments are all in the sample.
         for i in alpha_panda_config::SyntheticFeed::default().instruments {
             assert_eq!(m.get(i.instrument_token).unwrap().tradingsymbol, i.symbol);
+        }
+    }
+
+    /// The Kite dumps beside the kite crate's tests (`KITE_FIXTURES_DIR=DIR`: the same names
+    /// in another folder, e.g. Zerodha's published mocks).
+    fn kite_dump(name: &str) -> (String, String) {
+        let dir = std::env::var_os("KITE_FIXTURES_DIR")
+            .map(std::path::PathBuf::from)
+            .unwrap_or_else(|| {
+                Path::new(env!("CARGO_MANIFEST_DIR")).join("../kite/tests/fixtures")
+            });
+        let path = dir.join(name);
+        let text =
+            std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        (path.display().to_string(), text)
+    }
+
+    #[test]
+    fn kite_instrument_dumps_load_with_every_line_and_its_tick_and_lot_size() {
+        for name in ["instruments_all.csv", "instruments_nse.csv"] {
+            let (path, text) = kite_dump(name);
+            let m = InstrumentMaster::parse(&path, &text).unwrap_or_else(|e| panic!("{e}"));
+            let lines = text
+                .lines()
+                .skip(1)
+                .filter(|l| !l.trim().is_empty())
+                .count();
+            assert_eq!(m.len(), lines, "{path}: one instrument per line");
+            assert!(m.iter().all(|i| i.lot_size <= 1_000_000), "{path}");
+        }
+        if std::env::var_os("KITE_FIXTURES_DIR").is_none() {
+            let (path, text) = kite_dump("instruments_all.csv");
+            let m = InstrumentMaster::parse(&path, &text).unwrap();
+            let fut = m.by_symbol("NFO:NIFTY26JANFUT").unwrap();
+            assert_eq!((fut.lot_size, fut.tick_size), (50, "0.05".parse().unwrap()));
+            assert_eq!(fut.expiry.as_deref(), Some("2026-01-27"));
+            let usd = m.by_symbol("CDS:USDINR26JANFUT").unwrap();
+            assert_eq!(usd.tick_size, "0.0025".parse().unwrap());
+            assert_eq!(
+                m.get(InstrumentToken(13240834)).unwrap().strike,
+                "24000".parse().unwrap()
+            );
         }
     }
 

@@ -377,6 +377,10 @@ fn the_effective_configuration_masks_secrets_and_reloads_to_the_same_settings() 
                 "ALPHA_PANDA__BROKERS__ZERODHA__KITE__API_SECRET",
                 "kitesecret",
             ),
+            (
+                "ALPHA_PANDA__BROKERS__ZERODHA__KITE__ACCESS_TOKEN",
+                "kiteaccesstoken",
+            ),
         ]),
     )
     .unwrap();
@@ -386,6 +390,7 @@ fn the_effective_configuration_masks_secrets_and_reloads_to_the_same_settings() 
         "hunter2",
         "pgpass",
         "kitesecret",
+        "kiteaccesstoken",
     ] {
         assert!(!shown.contains(secret), "{secret} leaked:\n{shown}");
     }

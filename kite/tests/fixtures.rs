@@ -88,9 +88,17 @@ fn margins_decode_with_decimal_amounts() {
 }
 
 #[test]
-fn segment_margins_decode() {
+fn segment_margins_decode_for_equity_and_commodity() {
     if let Some(m) = load::<SegmentMargins>("margins_equity.json") {
         assert!(m.enabled);
+    }
+    // Float noise (`12345.669999999998`) and a negative zero, as Kite sends them.
+    if let Some(m) = load::<SegmentMargins>("margin_commodity.json") {
+        assert!(m.enabled);
+        if own() {
+            assert_eq!(m.net, d("12345.67"));
+            assert_eq!(m.available.cash, d("13000.5"));
+        }
     }
 }
 

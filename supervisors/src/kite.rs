@@ -6,14 +6,17 @@
 //! `brokers.NAME.kite.access_token`; the store wins. It is never logged, only masked. A
 //! session from before the latest 06:00 IST has expired (Kite's daily expiry). The feed
 //! subscribes `ticker_instruments` in `ticker_mode` and publishes each packet as a
-//! `market_tick` on `market.ticks`, keyed by instrument, at the exchange time. It checks the
-//! store for a new session every 5 s. When the ticker refuses the token, or the session
+//! `market_tick` on `market.ticks`, keyed by instrument, at the exchange time; the messages
+//! that queued up while one batch was published go out together as the next batch, so the
+//! ticker's other events (a refused token, a reconnect) wait behind at most one publish, not
+//! a backlog. It checks the store for a new session every 5 s. When the ticker refuses the token, or the session
 //! expires, the zerodha broker is set HALTED (its risk stage then refuses its signals) with a
 //! log line saying what to run; other brokers are not touched. Every ticker event is counted
 //! in `alpha_panda_kite_ticker_events_total{event}`; order updates go to the zerodha trader.
 //!
 //! [`trader`] builds the zerodha broker's trader (`alpha_panda_actors::zerodha`): its client
-//! takes the session from the store at start and every 5 s after; its follower reads the
+//! takes the session from the store at start and every 5 s after (with a feed other than
+//! `kite`, a session that expires sets the broker HALTED there); its follower reads the
 //! order book every `order_poll_ms` while an order waits and squares MIS positions off at
 //! `square_off_at` IST.
 
@@ -29,7 +32,7 @@ use alpha_panda_config::{BrokerKind, KiteSettings, Settings, TickerMode};
 use alpha_panda_core::{BrokerName, EventBroker, EventData, EventEnvelope, TradingState};
 use alpha_panda_kite::limits::ist;
 use alpha_panda_kite::ticker::connection::{TickerConfig, TickerEvent, run};
-use alpha_panda_kite::ticker::packet::Mode;
+use alpha_panda_kite::ticker::packet::{Mode, Packet};
 use alpha_panda_kite::ticker::tick::to_market_tick;
 use alpha_panda_kite::types::order::Order;
 use alpha_panda_kite::{KiteClient, KiteConfig, mask};
@@ -199,9 +202,13 @@ pub async fn trader(
         .ok_or_else(|| anyhow::anyhow!("broker {broker} is not configured"))?;
     let client = client(kite)?;
     let token = current_token(store, broker.as_str(), kite).await?;
-    if token.is_none() && settings.feed != alpha_panda_config::Feed::Kite {
+    // With the `kite` feed, its session watcher halts the broker; with any other feed, the
+    // trader does.
+    let halts_on_expiry = settings.feed != alpha_panda_config::Feed::Kite;
+    if token.is_none() && halts_on_expiry {
         halt(&control, broker.as_str(), "no valid Kite session").await;
     }
+    let mut had_session = token.is_some();
     client.set_access_token(token);
     let timeout = Duration::from_millis(kite.request_timeout_ms);
     // An order Kite accepted is in its book at once: an UNKNOWN intent absent twice the
@@ -213,7 +220,7 @@ pub async fn trader(
             account,
             client.clone(),
             store.clone(),
-            control,
+            control.clone(),
             grace,
         )
         .await
@@ -235,7 +242,18 @@ pub async fn trader(
             loop {
                 tokio::time::sleep(Duration::from_secs(5)).await;
                 match current_token(&store, broker.as_str(), &kite).await {
-                    Ok(t) => client.set_access_token(t),
+                    Ok(t) => {
+                        if halts_on_expiry && had_session && t.is_none() {
+                            halt(
+                                &control,
+                                broker.as_str(),
+                                "the Kite session expired (06:00 IST)",
+                            )
+                            .await;
+                        }
+                        had_session = t.is_some();
+                        client.set_access_token(t)
+                    }
                     Err(e) => {
                         tracing::warn!(broker = %broker, error = %e, "cannot read the Kite session")
                     }
@@ -312,16 +330,36 @@ pub async fn feed(
     let (tx, mut rx) = mpsc::channel(1024);
     let conn = tokio::spawn(run(cfg, token_rx, tx));
     let counter = events();
-    while let Some(ev) = rx.recv().await {
+    let mut next: Option<TickerEvent> = None;
+    loop {
+        let ev = match next.take() {
+            Some(ev) => ev,
+            None => match rx.recv().await {
+                Some(ev) => ev,
+                None => break,
+            },
+        };
         match ev {
             TickerEvent::Ticks { packets, received } => {
+                // What queued up behind this message while the last batch was published
+                // goes out with it, so a slow publish cannot build a queue that a refused
+                // token or a reconnect waits behind.
+                let mut batch = TickBatch {
+                    ticks: vec![(packets, received)],
+                    heartbeats: 0,
+                };
+                next = batch.take_queued(&mut rx);
+                let packets: usize = batch.ticks.iter().map(|(p, _)| p.len()).sum();
+                counter.with_label_values(&["ticks"]).inc_by(packets as u64);
                 counter
-                    .with_label_values(&["ticks"])
-                    .inc_by(packets.len() as u64);
-                let received = alpha_panda_core::Timestamp(received.0);
-                let outputs: Vec<Output> = packets
+                    .with_label_values(&["heartbeat"])
+                    .inc_by(batch.heartbeats);
+                let outputs: Vec<Output> = batch
+                    .ticks
                     .iter()
-                    .filter_map(|p| to_market_tick(p, received))
+                    .flat_map(|(packets, received)| {
+                        packets.iter().filter_map(|p| to_market_tick(p, *received))
+                    })
                     .map(|tick| Output {
                         topic: TopicName::market_ticks(),
                         envelope: EventEnvelope::root(
@@ -374,9 +412,79 @@ pub async fn feed(
     conn.abort();
 }
 
+/// Ticker messages published together: each message's packets with its receive time, and
+/// the heartbeats that came between them.
+struct TickBatch {
+    ticks: Vec<(Vec<Packet>, alpha_panda_core::Timestamp)>,
+    heartbeats: u64,
+}
+
+impl TickBatch {
+    /// Takes the tick messages and heartbeats already queued in `rx`, without waiting, up to
+    /// the first other event, which it returns to be handled next (events keep their order).
+    fn take_queued(&mut self, rx: &mut mpsc::Receiver<TickerEvent>) -> Option<TickerEvent> {
+        while let Ok(ev) = rx.try_recv() {
+            match ev {
+                TickerEvent::Ticks { packets, received } => self.ticks.push((packets, received)),
+                TickerEvent::Heartbeat => self.heartbeats += 1,
+                other => return Some(other),
+            }
+        }
+        None
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A ticker message of one 8-byte LTP packet of `token`.
+    fn ticks(token: u32) -> TickerEvent {
+        let mut frame = vec![0, 1, 0, 8];
+        frame.extend(token.to_be_bytes());
+        frame.extend(250_000u32.to_be_bytes());
+        match alpha_panda_kite::ticker::packet::parse_frame(&frame) {
+            Ok(alpha_panda_kite::ticker::packet::Frame::Packets { packets, .. }) => {
+                TickerEvent::Ticks {
+                    packets,
+                    received: alpha_panda_core::Timestamp::now(),
+                }
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn queued_ticks_join_one_batch_up_to_the_first_other_event_which_is_handled_next() {
+        let (tx, mut rx) = mpsc::channel(16);
+        for ev in [
+            ticks(2),
+            TickerEvent::Heartbeat,
+            ticks(3),
+            TickerEvent::TokenRejected {
+                reason: "403".into(),
+            },
+            ticks(4),
+        ] {
+            tx.try_send(ev).unwrap_or_else(|e| panic!("{e}"));
+        }
+        let mut batch = TickBatch {
+            ticks: Vec::new(),
+            heartbeats: 0,
+        };
+        let next = batch.take_queued(&mut rx);
+        let tokens: Vec<u32> = batch
+            .ticks
+            .iter()
+            .flat_map(|(p, _)| p.iter().map(|p| p.token))
+            .collect();
+        assert_eq!(tokens, vec![2, 3]);
+        assert_eq!(batch.heartbeats, 1);
+        assert!(matches!(next, Some(TickerEvent::TokenRejected { .. })));
+        // What follows the returned event stays queued, in order.
+        assert!(matches!(rx.try_recv(), Ok(TickerEvent::Ticks { .. })));
+        assert!(batch.take_queued(&mut rx).is_none());
+    }
 
     fn utc(s: &str) -> DateTime<Utc> {
         DateTime::parse_from_rfc3339(s)

@@ -95,12 +95,12 @@ fn start(
 }
 
 fn validated_signal(quantity: u64) -> EventEnvelope {
-    validated_signal_on(TCS, quantity)
+    validated_signal_on(STRATEGY, TCS, quantity)
 }
 
-fn validated_signal_on(token: u32, quantity: u64) -> EventEnvelope {
+fn validated_signal_on(strategy: &str, token: u32, quantity: u64) -> EventEnvelope {
     let at = Timestamp::now();
-    let strategy = StrategyId::new(STRATEGY).unwrap_or_else(|e| panic!("{e}"));
+    let strategy = StrategyId::new(strategy).unwrap_or_else(|e| panic!("{e}"));
     let signal = TradingSignal {
         strategy_id: strategy.clone(),
         instrument_token: InstrumentToken(token),
@@ -520,9 +520,17 @@ fn a_burst_of_50_signals_reaches_the_simulator_at_no_more_than_10_orders_a_secon
     );
     wait_for_topics(&kafka);
     let reader = order_events_reader(&kafka);
-    // Spread over the three instruments, so several partitions place at once.
+    // Spread over five strategies and the three instruments (15 keys), so every partition
+    // of the topic places at once and the trader could go faster than Kite allows.
+    let strategies = [
+        "momentum_1",
+        "momentum_2",
+        "momentum_3",
+        "momentum_4",
+        "momentum_5",
+    ];
     let signals: Vec<EventEnvelope> = (0..50)
-        .map(|i| validated_signal_on([738561, 408065, TCS][i % 3], 1))
+        .map(|i| validated_signal_on(strategies[i % 5], [738561, 408065, TCS][i % 3], 1))
         .collect();
     publish(&rt, &kafka, &signals);
     let mut seen = Seen::default();
