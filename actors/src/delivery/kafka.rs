@@ -601,14 +601,27 @@ impl ConsumerContext for BridgeContext {
         }
     }
 
-    fn commit_callback(&self, result: KafkaResult<()>, _offsets: &TopicPartitionList) {
-        match result {
-            Ok(()) | Err(KafkaError::ConsumerCommit(RDKafkaErrorCode::NoOffset)) => {}
-            Err(e) => {
-                self.shared.commit_failed.store(true, Ordering::Release);
-                tracing::warn!(stage = %self.shared.policy.stage, error = %e, "offset commit failed; retrying at the next commit interval")
-            }
-        }
+    /// A commit that failed, as a whole or for some of its partitions (librdkafka reports
+    /// "unknown member" or a stale generation per partition, with an overall success), is
+    /// committed again at the next interval.
+    fn commit_callback(&self, result: KafkaResult<()>, offsets: &TopicPartitionList) {
+        let failed: Vec<String> = offsets
+            .elements()
+            .iter()
+            .filter_map(|e| {
+                e.error()
+                    .err()
+                    .map(|err| format!("{}/{}: {err}", e.topic(), e.partition()))
+            })
+            .collect();
+        let error = match result {
+            Err(KafkaError::ConsumerCommit(RDKafkaErrorCode::NoOffset)) => return,
+            Ok(()) if failed.is_empty() => return,
+            Ok(()) => failed.join(", "),
+            Err(e) => e.to_string(),
+        };
+        self.shared.commit_failed.store(true, Ordering::Release);
+        tracing::warn!(stage = %self.shared.policy.stage, error, "offset commit failed; retrying at the next commit interval");
     }
 }
 
