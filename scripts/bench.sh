@@ -12,7 +12,7 @@ if [ "${1:-}" = chaos ]; then
   status=0
   # Every seed's schedule, events and verdict go to target/chaos.log; its summary lines here.
   ALPHA_PANDA_CHAOS_SEEDS="${ALPHA_PANDA_CHAOS_SEEDS:-1..50}" \
-    cargo test -p alpha-panda-supervisors --test chaos -- --ignored --nocapture >target/chaos.log 2>&1 || status=1
+    cargo test -p alpha-panda-supervisors --test chaos -- --nocapture >target/chaos.log 2>&1 || status=1
   grep -E '^chaos' target/chaos.log || true
   echo "{\"bench\":\"chaos\",\"seeds\":\"${ALPHA_PANDA_CHAOS_SEEDS:-1..50}\",\"wall_s\":$(( $(date +%s) - start ))}"
   exit "$status"

@@ -69,6 +69,78 @@ struct Shared {
     done_tx: Mutex<mpsc::Sender<Done>>,
     done_rx: Mutex<mpsc::Receiver<Done>>,
     topics: HashMap<String, TopicName>,
+    /// The operator's pause as applied to the consumer's assignment (see `Held`).
+    held: Held,
+    /// Set by the commit callback when an asynchronous commit failed: the poll loop commits
+    /// again at its next interval, whether or not a worker finished anything since.
+    commit_failed: AtomicBool,
+}
+
+/// Whether the operator's pause is applied to the consumer's partitions. Two places apply
+/// it: the poll loop, when the operator's wish changes, and an assignment, whose new
+/// partitions follow the wish of that moment. Both record it here, so the loop compares the
+/// wish with what the consumer really has: a pause that began and ended while a rebalance
+/// kept the loop inside `poll` (an assignment paused on the way) is then lifted, not left in
+/// place for ever.
+#[derive(Debug, Default)]
+struct Held(AtomicBool);
+
+impl Held {
+    /// An assignment's partitions were paused (or resumed) as the operator wishes now.
+    fn assigned(&self, paused: bool) {
+        self.0.store(paused, Ordering::Release);
+    }
+
+    /// The poll loop's check: `Some(wish)` when the consumer must be paused (`true`) or
+    /// resumed (`false`) to match the operator's wish, which is then recorded as applied.
+    fn change(&self, wish: bool) -> Option<bool> {
+        (self.0.swap(wish, Ordering::AcqRel) != wish).then_some(wish)
+    }
+
+    fn applied(&self) -> bool {
+        self.0.load(Ordering::Acquire)
+    }
+}
+
+/// When the poll loop commits the offsets stored in the consumer: some are stored that were
+/// not committed yet, or the last commit of them failed, and `commit_interval` has passed.
+/// A failed commit is retried even when nothing new is stored: a partition whose last records
+/// are done would otherwise keep its committed offset behind them for ever (the pipeline
+/// never drains, and its lag never clears).
+#[derive(Debug)]
+struct CommitPacing {
+    pending: bool,
+    last: Instant,
+}
+
+impl CommitPacing {
+    fn new(now: Instant) -> Self {
+        Self {
+            pending: false,
+            last: now,
+        }
+    }
+
+    /// Offsets were stored, or a commit of them failed: they are to be committed.
+    fn pending(&mut self) {
+        self.pending = true;
+    }
+
+    /// Nothing is left to commit (what was stored was handed to a synchronous commit, or
+    /// belonged to a consumer that was replaced).
+    fn clear(&mut self) {
+        self.pending = false;
+    }
+
+    /// Whether to commit now; if so, the commit is taken as under way.
+    fn due(&mut self, now: Instant, interval: Duration) -> bool {
+        if !self.pending || now.duration_since(self.last) < interval {
+            return false;
+        }
+        self.pending = false;
+        self.last = now;
+        true
+    }
 }
 
 impl Shared {
@@ -514,7 +586,9 @@ impl ConsumerContext for BridgeContext {
                     .start_worker((e.topic().to_owned(), e.partition()), until, counted);
             }
             let p = &self.shared.policy;
-            if p.control.stage_paused(&p.namespace, &p.stage) {
+            let paused = p.control.stage_paused(&p.namespace, &p.stage);
+            self.shared.held.assigned(paused);
+            if paused {
                 if let Err(e) = consumer.pause(tpl) {
                     tracing::warn!(stage = %p.stage, error = %e, "cannot pause newly assigned partitions");
                 }
@@ -527,13 +601,27 @@ impl ConsumerContext for BridgeContext {
         }
     }
 
-    fn commit_callback(&self, result: KafkaResult<()>, _offsets: &TopicPartitionList) {
-        match result {
-            Ok(()) | Err(KafkaError::ConsumerCommit(RDKafkaErrorCode::NoOffset)) => {}
-            Err(e) => {
-                tracing::warn!(stage = %self.shared.policy.stage, error = %e, "offset commit failed; will retry with the next commit")
-            }
-        }
+    /// A commit that failed, as a whole or for some of its partitions (librdkafka reports
+    /// "unknown member" or a stale generation per partition, with an overall success), is
+    /// committed again at the next interval.
+    fn commit_callback(&self, result: KafkaResult<()>, offsets: &TopicPartitionList) {
+        let failed: Vec<String> = offsets
+            .elements()
+            .iter()
+            .filter_map(|e| {
+                e.error()
+                    .err()
+                    .map(|err| format!("{}/{}: {err}", e.topic(), e.partition()))
+            })
+            .collect();
+        let error = match result {
+            Err(KafkaError::ConsumerCommit(RDKafkaErrorCode::NoOffset)) => return,
+            Ok(()) if failed.is_empty() => return,
+            Ok(()) => failed.join(", "),
+            Err(e) => e.to_string(),
+        };
+        self.shared.commit_failed.store(true, Ordering::Release);
+        tracing::warn!(stage = %self.shared.policy.stage, error, "offset commit failed; retrying at the next commit interval");
     }
 }
 
@@ -640,6 +728,8 @@ pub fn start(spec: ConsumerSpec) -> Result<ConsumerHandle, KafkaError> {
         stage_unit: Mutex::new(None),
         done_tx: Mutex::new(done_tx),
         done_rx: Mutex::new(done_rx),
+        held: Held::default(),
+        commit_failed: AtomicBool::new(false),
     });
     let client_id = spec.client_id;
     let consumer = subscribe(&shared, &client_id)?;
@@ -778,18 +868,17 @@ fn poll_loop(
     // Records held back while a partition's worker queue is full, with the slot (one
     // assignment of the partition) they were fetched for.
     let mut waiting: HashMap<PartitionKey, (Arc<AtomicBool>, VecDeque<Record>)> = HashMap::new();
-    let mut last_commit = Instant::now();
-    let mut stored = false;
-    // Whether the operator's pause is applied to the consumer.
-    let mut held = false;
+    let mut commits = CommitPacing::new(Instant::now());
     while !stop.load(Ordering::Acquire) {
-        stored |= shared.store_done(&consumer);
-        let p = &shared.policy;
-        let want = p.control.stage_paused(&p.namespace, &p.stage);
-        if want != held {
-            held = want;
-            hold(&consumer, held, &waiting, &p.stage);
+        if shared.store_done(&consumer) || shared.commit_failed.swap(false, Ordering::AcqRel) {
+            commits.pending();
         }
+        let p = &shared.policy;
+        let wish = p.control.stage_paused(&p.namespace, &p.stage);
+        if let Some(pause) = shared.held.change(wish) {
+            hold(&consumer, pause, &waiting, &p.stage);
+        }
+        let held = shared.held.applied();
         // Hand paused partitions' records over as their queues drain.
         waiting.retain(|key, (owner, queue)| {
             let slots = shared.slots();
@@ -877,7 +966,7 @@ fn poll_loop(
             let keys: Vec<PartitionKey> = shared.slots().keys().cloned().collect();
             shared.stop_workers(&keys);
             waiting.clear();
-            stored = false;
+            commits.clear();
             match subscribe(&shared, &client_id) {
                 Ok(fresh) => drop(std::mem::replace(&mut consumer, fresh)),
                 Err(e) => {
@@ -887,14 +976,12 @@ fn poll_loop(
             }
             continue;
         }
-        if stored && last_commit.elapsed() >= shared.policy.commit_interval {
-            if let Err(e) = consumer.commit_consumer_state(CommitMode::Async)
-                && !matches!(e, KafkaError::ConsumerCommit(RDKafkaErrorCode::NoOffset))
-            {
-                tracing::warn!(error = %e, "commit failed; will retry");
-            }
-            stored = false;
-            last_commit = Instant::now();
+        if commits.due(Instant::now(), shared.policy.commit_interval)
+            && let Err(e) = consumer.commit_consumer_state(CommitMode::Async)
+            && !matches!(e, KafkaError::ConsumerCommit(RDKafkaErrorCode::NoOffset))
+        {
+            tracing::warn!(error = %e, "commit failed; retrying at the next commit interval");
+            commits.pending();
         }
     }
     // Shutdown: finish in-flight work, store and commit it, then leave the group.
@@ -904,4 +991,62 @@ fn poll_loop(
     commit_sync(&consumer);
     consumer.unsubscribe();
     tracing::info!(stage = %shared.policy.stage, "consumer stopped");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_pause_that_began_and_ended_inside_a_rebalance_is_lifted_from_the_new_assignment() {
+        let held = Held::default();
+        // The loop sees no pause; then, inside one `poll`, a rebalance assigns partitions
+        // while the operator's pause holds (they are paused), and the pause ends before the
+        // loop looks again.
+        assert_eq!(held.change(false), None);
+        held.assigned(true);
+        assert_eq!(
+            held.change(false),
+            Some(false),
+            "the new partitions must be resumed"
+        );
+        assert_eq!(held.change(false), None);
+    }
+
+    #[test]
+    fn an_assignment_resumed_inside_a_pause_is_paused_again_by_the_loop() {
+        let held = Held::default();
+        assert_eq!(held.change(true), Some(true));
+        // Assigned while the operator had lifted the pause for a moment, and paused again
+        // before the loop looked.
+        held.assigned(false);
+        assert_eq!(held.change(true), Some(true));
+        assert_eq!(held.change(false), Some(false));
+    }
+
+    #[test]
+    fn a_failed_commit_is_retried_at_the_next_interval_with_nothing_new_stored() {
+        let start = Instant::now();
+        let interval = Duration::from_millis(500);
+        let mut commits = CommitPacing::new(start);
+        assert!(
+            !commits.due(start + interval, interval),
+            "nothing stored yet"
+        );
+        commits.pending();
+        assert!(
+            !commits.due(start + interval / 2, interval),
+            "not before the interval"
+        );
+        assert!(commits.due(start + interval, interval));
+        // The last records of a partition are done and their commit fails: no worker will
+        // store anything again, and the commit must still come.
+        commits.pending();
+        assert!(!commits.due(start + interval + interval / 2, interval));
+        assert!(commits.due(start + interval * 2, interval));
+        assert!(
+            !commits.due(start + interval * 4, interval),
+            "committed: nothing pending"
+        );
+    }
 }
