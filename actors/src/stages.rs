@@ -78,21 +78,29 @@ fn broker_of(d: &Deliver) -> Result<BrokerName, StageError> {
 /// three panics on a tick, the tick goes to `market.ticks.dlq` for that strategy (stage
 /// `strategy:{id}`) while the other strategies' signals for it go out. Signals of a disabled
 /// strategy, or of one paused on a broker, are held back.
+///
+/// The strategies are those of `live` (`strategy::Live`): at the start of each record the
+/// stage checks its generation and, when a reload moved it, reconfigures the set before the
+/// record (unchanged strategies keep their state, new or changed ones start fresh).
 pub fn strategy_factory(
     settings: &Settings,
     counters: Arc<Counters>,
     control: Arc<Control>,
     builder: crate::strategy::Builder,
+    live: crate::strategy::Live,
 ) -> Result<StageFactory, String> {
-    let set = Arc::new(Mutex::new(StrategySet::from_settings_with(
-        settings, builder,
-    )?));
+    let (generation, current) = live.current();
+    let set = Arc::new(Mutex::new((
+        generation,
+        StrategySet::from_settings_with(&current, builder)?,
+    )));
     let group = format!("{}.market.strategy", settings.kafka.group_prefix);
     Ok(Arc::new(move || {
         let set = set.clone();
         let counters = counters.clone();
         let control = control.clone();
         let group = group.clone();
+        let live = live.clone();
         FnStage::new(move |d: &Deliver| {
             if !matches!(d.envelope.data, EventData::MarketTick(_)) {
                 return Err(wrong_type(d));
@@ -101,10 +109,18 @@ pub fn strategy_factory(
             let emits = |s: &StrategyId, b: &BrokerName| {
                 d.replay || control.strategy_emits(s.as_str(), b.as_str())
             };
-            let outcome = set
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .on_tick(&d.envelope, &emits);
+            let mut guard = set.lock().unwrap_or_else(|p| p.into_inner());
+            let (seen, strategies) = &mut *guard;
+            if live.generation() != *seen {
+                let (generation, current) = live.current();
+                match strategies.reconfigure(&current) {
+                    Ok(r) => tracing::info!(generation, kept = ?r.kept, fresh = ?r.fresh, dropped = ?r.dropped, "strategies reloaded"),
+                    Err(e) => tracing::error!(generation, error = %e, "reloaded strategies not applied"),
+                }
+                *seen = generation;
+            }
+            let outcome = strategies.on_tick(&d.envelope, &emits);
+            drop(guard);
             let mut outputs = outcome.outputs;
             counters
                 .signals
