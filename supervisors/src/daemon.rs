@@ -27,6 +27,7 @@ use alpha_panda_actors::stages::{self, Counters};
 use alpha_panda_actors::store::{MemoryStore, RedisStore, Store};
 use alpha_panda_config::{Feed, Settings};
 use alpha_panda_core::{EventBroker, EventData, EventEnvelope, Timestamp};
+use alpha_panda_db::audit::{AuditTarget, AuditWriter};
 use alpha_panda_db::recorder::{Recorder, RecorderConfig};
 use alpha_panda_topics::{TopicName, keys, topics_for};
 use anyhow::Context;
@@ -42,12 +43,18 @@ pub enum Keep {
     Nothing,
 }
 
-pub fn run(settings: Settings, keep: Keep) -> anyhow::Result<()> {
+/// Runs the daemon until SIGTERM/SIGINT; `reload` is where `POST /admin/strategies/reload`
+/// and SIGHUP read new strategies.
+pub fn run(settings: Settings, keep: Keep, reload: crate::reload::Source) -> anyhow::Result<()> {
     let system = actix_rt::System::new();
-    system.block_on(run_async(Arc::new(settings), keep))
+    system.block_on(run_async(Arc::new(settings), keep, reload))
 }
 
-async fn run_async(settings: Arc<Settings>, keep: Keep) -> anyhow::Result<()> {
+async fn run_async(
+    settings: Arc<Settings>,
+    keep: Keep,
+    reload: crate::reload::Source,
+) -> anyhow::Result<()> {
     let topics = topics_for(&settings.active_brokers);
     let data_dir = match (&settings.kafka.bootstrap_servers, keep) {
         (None, Keep::DataDir) => Some(crate::data_dir::open(&settings.data_dir)?),
@@ -90,7 +97,10 @@ async fn run_async(settings: Arc<Settings>, keep: Keep) -> anyhow::Result<()> {
             None => MemoryStore::default(),
         }),
     };
-    let data_dir = data_dir.map(crate::data_dir::DataDir::into_journal);
+    let (data_dir, _data_dir_lock) = match data_dir.map(crate::data_dir::DataDir::into_journal) {
+        Some((journal, lock)) => (Some(journal), Some(lock)),
+        None => (None, None),
+    };
     tracing::info!(
         transport = match &transport { Transport::Kafka(s) => format!("kafka at {s}"), Transport::InProcess(_) => "in-process".to_owned() },
         store = if settings.redis.url.is_some() { "redis" } else { "in-memory" },
@@ -101,6 +111,11 @@ async fn run_async(settings: Arc<Settings>, keep: Keep) -> anyhow::Result<()> {
         "alpha-panda starting"
     );
     let mut a = Assembly::new(settings.clone(), transport, producer.clone(), store.clone());
+    let audit = start_audit(&settings, data_dir.is_some(), &a.control)?;
+    a.control.set_reloader(
+        crate::reload::reloader(settings.clone(), reload, a.live.clone()),
+        a.live.clone(),
+    );
     a.load_control().await?;
     let zerodha =
         crate::kite::trader(&settings, &store, a.control.clone(), producer.clone()).await?;
@@ -204,8 +219,18 @@ async fn run_async(settings: Arc<Settings>, keep: Keep) -> anyhow::Result<()> {
         })
     });
 
+    let sighup = actix_rt::spawn({
+        let control = a.control.clone();
+        async move {
+            if let Err(e) = crate::reload::on_sighup(control).await {
+                tracing::error!(error = %e, "SIGHUP does not reload the strategies");
+            }
+        }
+    });
+
     shutdown_signal().await?;
     tracing::info!("shutdown requested; draining");
+    sighup.abort();
     if let Some(f) = feed {
         f.abort();
     }
@@ -228,6 +253,9 @@ async fn run_async(settings: Arc<Settings>, keep: Keep) -> anyhow::Result<()> {
     // Each recorder finishes the batch in hand; joining its thread blocks, so not here.
     let _ =
         tokio::task::spawn_blocking(move || recorders.into_iter().for_each(Recorder::stop)).await;
+    if let Some(writer) = audit {
+        let _ = tokio::task::spawn_blocking(move || writer.stop()).await;
+    }
     if let Some(journal) = data_dir {
         // Last: every stage has drained, so what is queued is everything.
         let closed =
@@ -240,6 +268,39 @@ async fn run_async(settings: Arc<Settings>, keep: Keep) -> anyhow::Result<()> {
     }
     tracing::info!("alpha-panda stopped");
     Ok(())
+}
+
+/// The audit writer (`alpha_panda_db::audit`): into PostgreSQL or a `sqlite://` directory
+/// when `database.url` is set, else into the data directory's broker files on the embedded
+/// default (migrated here: the daemon owns those files); without either, audit events are
+/// logged only.
+fn start_audit(
+    settings: &Settings,
+    embedded: bool,
+    control: &Arc<alpha_panda_actors::control::Control>,
+) -> anyhow::Result<Option<AuditWriter>> {
+    let layout = alpha_panda_db::Layout::new(settings.database.schema_prefix.clone());
+    let target = match alpha_panda_db::Target::from_settings(&settings.database)? {
+        Some(alpha_panda_db::Target::Postgres { url }) => AuditTarget::Postgres { url },
+        Some(alpha_panda_db::Target::Sqlite { dir }) => AuditTarget::Sqlite { dir },
+        None if embedded => AuditTarget::Sqlite {
+            dir: settings.data_dir.clone(),
+        },
+        None => return Ok(None),
+    };
+    if let AuditTarget::Sqlite { dir } = &target {
+        alpha_panda_db::migrate::migrate(
+            &alpha_panda_db::Target::Sqlite { dir: dir.clone() },
+            &layout,
+            &settings.active_brokers,
+        )
+        .with_context(|| format!("migrating the broker files in {}", dir.display()))?;
+    }
+    let (sink, events) =
+        alpha_panda_actors::audit::AuditSink::channel(alpha_panda_actors::audit::QUEUE);
+    let writer = AuditWriter::spawn(target, layout, settings.active_brokers.clone(), events)?;
+    control.set_audit(sink);
+    Ok(Some(writer))
 }
 
 /// One recorder per active broker when the transport is Kafka and `database.url` is
