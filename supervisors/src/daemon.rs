@@ -10,7 +10,11 @@
 //! `database.url`, a recorder per active broker copies its order, fill, snapshot and
 //! rejection topics into the broker's schema (`alpha_panda_db::recorder`). On the in-process
 //! transport the bus and the memory store are rebuilt from `data_dir` and journal every change
-//! there (`crate::data_dir`), unless `--ephemeral`. SIGTERM/SIGINT stop the feed, drain every
+//! there (`crate::data_dir`, locked: one daemon per directory), unless `--ephemeral`; a
+//! recorder per broker fills the broker's SQLite file there (or in a `sqlite://`
+//! `database.url`). Every admin call and trading-state change is written by the audit writer
+//! (`alpha_panda_db::audit`); `POST /admin/strategies/reload` and SIGHUP reload the
+//! strategies (`crate::reload`). SIGTERM/SIGINT stop the feed, drain every
 //! stage (in-flight records finish, offsets are committed), write the data directory last and
 //! exit 0.
 
@@ -28,6 +32,7 @@ use alpha_panda_actors::store::{MemoryStore, RedisStore, Store};
 use alpha_panda_config::{Feed, Settings};
 use alpha_panda_core::{EventBroker, EventData, EventEnvelope, Timestamp};
 use alpha_panda_db::audit::{AuditTarget, AuditWriter};
+use alpha_panda_db::recorder::sqlite::{SqliteRecorder, SqliteRecorderConfig};
 use alpha_panda_db::recorder::{Recorder, RecorderConfig};
 use alpha_panda_topics::{TopicName, keys, topics_for};
 use anyhow::Context;
@@ -138,7 +143,7 @@ async fn run_async(
     }
     let counters = Arc::new(Counters::default());
     let members = a.start_stages(&counters)?;
-    let recorders = start_recorders(&settings, &a.transport, &a.control)?;
+    let recorders = start_recorders(&settings, &a.transport, data_dir.as_ref(), &a.control)?;
 
     let console = Console::new(Limits::default());
     let console_reader = match &a.transport {
@@ -252,7 +257,7 @@ async fn run_async(
     console_reader.shutdown().await;
     // Each recorder finishes the batch in hand; joining its thread blocks, so not here.
     let _ =
-        tokio::task::spawn_blocking(move || recorders.into_iter().for_each(Recorder::stop)).await;
+        tokio::task::spawn_blocking(move || recorders.into_iter().for_each(Recording::stop)).await;
     if let Some(writer) = audit {
         let _ = tokio::task::spawn_blocking(move || writer.stop()).await;
     }
@@ -282,11 +287,10 @@ fn start_audit(
     let layout = alpha_panda_db::Layout::new(settings.database.schema_prefix.clone());
     let target = match alpha_panda_db::Target::from_settings(&settings.database)? {
         Some(alpha_panda_db::Target::Postgres { url }) => AuditTarget::Postgres { url },
-        Some(alpha_panda_db::Target::Sqlite { dir }) => AuditTarget::Sqlite { dir },
-        None if embedded => AuditTarget::Sqlite {
-            dir: settings.data_dir.clone(),
+        _ => match sqlite_dir(settings, embedded)? {
+            Some(dir) => AuditTarget::Sqlite { dir },
+            None => return Ok(None),
         },
-        None => return Ok(None),
     };
     if let AuditTarget::Sqlite { dir } = &target {
         alpha_panda_db::migrate::migrate(
@@ -303,13 +307,72 @@ fn start_audit(
     Ok(Some(writer))
 }
 
-/// One recorder per active broker when the transport is Kafka and `database.url` is
-/// PostgreSQL (`db migrate` must have run: a recorder acts as its broker's writer role).
+/// The directory of the broker SQLite files: a `sqlite://` `database.url`, else the data
+/// directory on the embedded default; `None` with PostgreSQL or with neither.
+fn sqlite_dir(settings: &Settings, embedded: bool) -> anyhow::Result<Option<std::path::PathBuf>> {
+    Ok(
+        match alpha_panda_db::Target::from_settings(&settings.database)? {
+            Some(alpha_panda_db::Target::Sqlite { dir }) => Some(dir),
+            Some(alpha_panda_db::Target::Postgres { .. }) => None,
+            None => embedded.then(|| settings.data_dir.clone()),
+        },
+    )
+}
+
+/// A running recorder of either kind.
+enum Recording {
+    Kafka(Recorder),
+    Sqlite(SqliteRecorder),
+}
+
+impl Recording {
+    fn stop(self) {
+        match self {
+            Recording::Kafka(r) => r.stop(),
+            Recording::Sqlite(r) => r.stop(),
+        }
+    }
+}
+
+/// One recorder per active broker: over Kafka into PostgreSQL (`db migrate` must have run:
+/// a recorder acts as its broker's writer role), or over the in-process bus into the broker
+/// SQLite files (the data directory on the embedded default, or a `sqlite://` URL).
 fn start_recorders(
     settings: &Settings,
     transport: &Transport,
+    journal: Option<&Arc<alpha_panda_db::embedded::SqliteJournal>>,
     control: &Arc<alpha_panda_actors::control::Control>,
-) -> anyhow::Result<Vec<Recorder>> {
+) -> anyhow::Result<Vec<Recording>> {
+    let charges_of = |b: &alpha_panda_core::BrokerName| {
+        settings
+            .brokers
+            .get(b)
+            .map(|bs| bs.fill_model.charges.clone())
+            .unwrap_or_default()
+    };
+    if let Transport::InProcess(bus) = transport
+        && let Some(dir) = sqlite_dir(settings, journal.is_some())?
+    {
+        let layout = alpha_panda_db::Layout::new(settings.database.schema_prefix.clone());
+        return settings
+            .active_brokers
+            .iter()
+            .map(|b| {
+                let cfg = SqliteRecorderConfig {
+                    dir: dir.clone(),
+                    layout: layout.clone(),
+                    broker: b.clone(),
+                    charges: charges_of(b),
+                    batch_records: settings.database.batch_records as usize,
+                    batch_wait: Duration::from_millis(settings.database.batch_ms),
+                    journal: journal.cloned(),
+                };
+                SqliteRecorder::spawn(cfg, bus.clone(), control.clone())
+                    .map(Recording::Sqlite)
+                    .with_context(|| format!("starting the recorder of {b}"))
+            })
+            .collect();
+    }
     let target = alpha_panda_db::Target::from_settings(&settings.database)?;
     let (servers, url) = match (transport, target) {
         (Transport::Kafka(servers), Some(alpha_panda_db::Target::Postgres { url })) => {
@@ -319,7 +382,7 @@ fn start_recorders(
         (_, Some(t)) => {
             tracing::warn!(
                 database = %t.describe(),
-                "nothing is recorded: the recorder runs over Kafka into PostgreSQL only"
+                "nothing is recorded: a recorder runs over Kafka into PostgreSQL, or in-process into SQLite"
             );
             return Ok(Vec::new());
         }
@@ -329,11 +392,7 @@ fn start_recorders(
         .active_brokers
         .iter()
         .map(|b| {
-            let charges = settings
-                .brokers
-                .get(b)
-                .map(|bs| bs.fill_model.charges.clone())
-                .unwrap_or_default();
+            let charges = charges_of(b);
             let cfg = RecorderConfig {
                 kafka_servers: servers.clone(),
                 client_id: settings.kafka.client_id.clone(),
@@ -347,6 +406,7 @@ fn start_recorders(
                 batch_wait: Duration::from_millis(settings.database.batch_ms),
             };
             Recorder::spawn(cfg, control.clone())
+                .map(Recording::Kafka)
                 .with_context(|| format!("starting the recorder of {b}"))
         })
         .collect()
