@@ -682,6 +682,43 @@ mod tests {
     }
 
     #[test]
+    fn a_trading_state_change_is_reported_once_with_who_made_it() {
+        rt().block_on(async {
+            let c = Control::new(Store::Memory(Default::default()), vec!["b1".into()]);
+            let (sink, rx) = AuditSink::channel(16);
+            c.set_audit(sink);
+            c.set_trading_state_by("b1", Some("s1"), TradingState::Halted, "token:ab", "why")
+                .await
+                .unwrap();
+            c.set_trading_state_by("b1", Some("s1"), TradingState::Halted, "token:ab", "again")
+                .await
+                .unwrap();
+            c.set_trading_state("b1", None, TradingState::Reducing)
+                .await
+                .unwrap();
+            let got: Vec<_> = rx
+                .try_iter()
+                .map(|e| match e {
+                    AuditEvent::TradingState(s) => (s.strategy, s.state, s.changed_by, s.reason),
+                    other => panic!("not a state change: {other:?}"),
+                })
+                .collect();
+            assert_eq!(
+                got,
+                vec![
+                    (
+                        Some("s1".into()),
+                        "HALTED".into(),
+                        "token:ab".into(),
+                        "why".into()
+                    ),
+                    (None, "REDUCING".into(), "system".into(), String::new()),
+                ]
+            );
+        });
+    }
+
+    #[test]
     fn more_than_five_restarts_in_a_minute_degrade_and_on_the_order_path_halt() {
         rt().block_on(async {
             let c = Control::new(Store::Memory(Default::default()), vec!["b1".into()]);
