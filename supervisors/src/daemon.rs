@@ -183,6 +183,7 @@ async fn run_async(
             Transport::Kafka(_) => None,
         },
         a.strategy_ids(),
+        a.live.clone(),
     ));
 
     let feed = match &settings.feed {
@@ -508,7 +509,8 @@ async fn replay_feed(
 async fn sample(
     control: Arc<alpha_panda_actors::control::Control>,
     bus: Option<inprocess::InProcessBus>,
-    strategies: Vec<String>,
+    started_with: Vec<String>,
+    live: alpha_panda_actors::strategy::Live,
 ) {
     let rates = alpha_panda_actors::metrics::PartitionRates::default();
     let mut last_rates = tokio::time::Instant::now();
@@ -521,6 +523,13 @@ async fn sample(
         if let Some(bus) = &bus {
             for (group, topic, partition, lag) in bus.lags() {
                 control.set_lag(&group, &topic, partition, lag);
+            }
+        }
+        // The states of strategies a reload added are kept too.
+        let mut strategies = started_with.clone();
+        for s in &live.current().1.strategies {
+            if !strategies.iter().any(|x| x == s.id.as_str()) {
+                strategies.push(s.id.to_string());
             }
         }
         if let Err(e) = control.refresh(&strategies).await {
