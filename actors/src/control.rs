@@ -180,6 +180,11 @@ impl Control {
         }
     }
 
+    /// The running strategy set, when the daemon set a reloader.
+    pub fn live(&self) -> Option<Live> {
+        self.reloader.get().map(|(_, l)| l.clone())
+    }
+
     /// The reloader, when the daemon set one.
     pub fn reloader(&self) -> Option<Reloader> {
         self.reloader.get().map(|(r, _)| r.clone())

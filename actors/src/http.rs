@@ -228,8 +228,8 @@ async fn status(req: HttpRequest, view: web::Data<View>) -> HttpResponse {
     }))
 }
 
-/// `GET /portfolio/{broker}`: each configured strategy's latest PnL snapshot (null before
-/// its first fill).
+/// `GET /portfolio/{broker}`: the latest PnL snapshot (null before its first fill) of each
+/// strategy the daemon started with or a reload added.
 #[get("/portfolio/{broker}")]
 async fn portfolio(
     req: HttpRequest,
@@ -246,12 +246,15 @@ async fn portfolio(
         return HttpResponse::NotFound().json(json!({ "error": "no such active broker" }));
     };
     let mut strategies = serde_json::Map::new();
-    for st in view
-        .settings
-        .strategies
-        .iter()
-        .filter(|s| s.brokers.contains(&broker))
-    {
+    let reloaded = view.control.live().map(|l| l.current().1);
+    let mut all: Vec<&alpha_panda_config::StrategySettings> =
+        view.settings.strategies.iter().collect();
+    for st in reloaded.iter().flat_map(|s| s.strategies.iter()) {
+        if !all.iter().any(|a| a.id == st.id) {
+            all.push(st);
+        }
+    }
+    for st in all.into_iter().filter(|s| s.brokers.contains(&broker)) {
         let value = match view.store.get(&portfolio_key(&broker, &st.id)).await {
             Ok(Some(json)) => serde_json::from_str(&json).unwrap_or(Value::Null),
             Ok(None) => Value::Null,
@@ -712,7 +715,28 @@ pub fn server(listen: SocketAddr, view: View) -> std::io::Result<Server> {
 
 #[cfg(test)]
 mod tests {
-    use super::same_secret;
+    use super::{outcome, same_secret};
+    use actix_web::http::StatusCode;
+
+    #[test]
+    fn an_outcome_is_the_status_then_the_answer_s_error_and_reasons() {
+        assert_eq!(outcome(StatusCode::OK, b"{\"reloaded\":{}}"), "200");
+        assert_eq!(
+            outcome(
+                StatusCode::UNAUTHORIZED,
+                b"{\"error\":\"missing or wrong bearer token\"}"
+            ),
+            "401 missing or wrong bearer token"
+        );
+        assert_eq!(
+            outcome(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                b"{\"error\":\"refused\",\"reasons\":[\"a\",\"b\"]}"
+            ),
+            "422 refused; a; b"
+        );
+        assert_eq!(outcome(StatusCode::BAD_REQUEST, b"not json"), "400");
+    }
 
     use proptest::prelude::*;
 

@@ -214,11 +214,13 @@ async fn run_async(
     let stats = actix_rt::spawn(report(settings.clone(), store.clone(), counters.clone()));
     let snapshots = (settings.portfolio.snapshot_interval_secs > 0).then(|| {
         let (settings, store, producer) = (settings.clone(), store.clone(), producer.clone());
+        let live = a.live.clone();
         actix_rt::spawn(async move {
             let period = Duration::from_secs(settings.portfolio.snapshot_interval_secs);
             loop {
                 tokio::time::sleep(period).await;
-                if let Err(e) = publish_snapshots(&settings, &store, &producer).await {
+                let current = with_reloaded(&settings, &live);
+                if let Err(e) = publish_snapshots(&current, &store, &producer).await {
                     tracing::warn!(error = %e, "periodic PnL snapshots not published");
                 }
             }
@@ -536,6 +538,18 @@ async fn sample(
             tracing::warn!(error = %e, "cannot reload trading states and pauses from the store");
         }
     }
+}
+
+/// The settings the daemon started with, their strategies extended by those a reload added
+/// (a strategy a reload removed keeps its book, so it stays listed).
+fn with_reloaded(started: &Settings, live: &alpha_panda_actors::strategy::Live) -> Settings {
+    let mut out = started.clone();
+    for st in &live.current().1.strategies {
+        if !out.strategies.iter().any(|s| s.id == st.id) {
+            out.strategies.push(st.clone());
+        }
+    }
+    out
 }
 
 /// Publishes every strategy's current book (as stored by the portfolio stage, marked to the

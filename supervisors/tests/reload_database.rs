@@ -152,6 +152,14 @@ fn a_reload_from_the_database_is_refused_by_key_then_applied_and_every_admin_cal
         "{body}"
     );
 
+    // The new strategy's book is listed beside the one it replaced.
+    let (status, body) = http(addr, "GET", "/portfolio/paper", Some(TOKEN), None);
+    assert_eq!(status, 200, "{body}");
+    assert!(
+        body.contains("\"mom2\"") && body.contains("\"mom\""),
+        "{body}"
+    );
+
     // The new strategy is known to the admin API at once; its state change is recorded.
     let (status, body) = http(
         addr,
