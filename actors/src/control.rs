@@ -8,14 +8,18 @@
 //! changes.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{Mutex, MutexGuard, OnceLock};
+use std::time::SystemTime;
 use std::time::{Duration, Instant};
 
 use alpha_panda_core::TradingState;
 use serde::{Deserialize, Serialize};
 
+use crate::audit::{AuditEvent, AuditSink, StateChange};
 use crate::metrics::metrics;
+use crate::reload::Reloader;
 use crate::store::{Store, StoreError};
+use crate::strategy::Live;
 
 /// Restarts of one actor (a stage's partition worker) within [`ESCALATION_WINDOW`] beyond
 /// which its broker is degraded.
@@ -86,6 +90,10 @@ pub struct Control {
     /// Brokers whose persisted state is loaded and refreshed.
     brokers: Vec<String>,
     state: Mutex<State>,
+    /// Where admin calls and trading-state changes are reported (set once by the daemon).
+    audit: OnceLock<AuditSink>,
+    /// How the running strategies are reloaded, and the running set (set once by the daemon).
+    reloader: OnceLock<(Reloader, Live)>,
 }
 
 impl std::fmt::Debug for Control {
@@ -118,6 +126,8 @@ impl Control {
             store,
             brokers,
             state: Mutex::new(State::default()),
+            audit: OnceLock::new(),
+            reloader: OnceLock::new(),
         };
         for b in &c.brokers {
             c.publish_trading(b, "", TradingState::Active);
@@ -136,6 +146,61 @@ impl Control {
 
     pub fn store(&self) -> &Store {
         &self.store
+    }
+
+    // ---- audit and reload ----
+
+    /// Reports admin calls and trading-state changes to `sink` from now on (first call wins).
+    pub fn set_audit(&self, sink: AuditSink) {
+        if self.audit.set(sink).is_err() {
+            tracing::warn!("an audit sink was set twice; the first one stays");
+        }
+    }
+
+    /// Reports `event` (a log line always; a database row when a sink is set).
+    pub fn record(&self, event: AuditEvent) {
+        match &event {
+            AuditEvent::Admin(c) => {
+                tracing::info!(target: "alpha_panda::audit", who = c.who, from = c.from, what = c.what, summary = c.summary, outcome = c.outcome, "admin call")
+            }
+            AuditEvent::TradingState(c) => {
+                tracing::info!(target: "alpha_panda::audit", broker = c.broker, strategy = ?c.strategy, state = c.state, by = c.changed_by, reason = c.reason, "trading state changed")
+            }
+        }
+        if let Some(sink) = self.audit.get() {
+            sink.record(event);
+        }
+    }
+
+    /// Lets `POST /admin/strategies/reload` and SIGHUP reload `live` with `reloader` (first
+    /// call wins).
+    pub fn set_reloader(&self, reloader: Reloader, live: Live) {
+        if self.reloader.set((reloader, live)).is_err() {
+            tracing::warn!("a strategy reloader was set twice; the first one stays");
+        }
+    }
+
+    /// The running strategy set, when the daemon set a reloader.
+    pub fn live(&self) -> Option<Live> {
+        self.reloader.get().map(|(_, l)| l.clone())
+    }
+
+    /// The reloader, when the daemon set one.
+    pub fn reloader(&self) -> Option<Reloader> {
+        self.reloader.get().map(|(r, _)| r.clone())
+    }
+
+    /// Whether `id` is a running strategy: of the reloaded set when there is one, else of
+    /// `configured` (the settings' ids).
+    pub fn knows_strategy<'a>(
+        &self,
+        id: &str,
+        mut configured: impl Iterator<Item = &'a str>,
+    ) -> bool {
+        match self.reloader.get() {
+            Some((_, live)) => live.knows(id),
+            None => configured.any(|c| c == id),
+        }
     }
 
     /// Loads the persisted trading states, pauses and disabled strategies of `strategies`.
@@ -223,21 +288,41 @@ impl Control {
         }
     }
 
-    /// Sets and persists a trading state (`strategy` None: the broker's).
+    /// Sets and persists a trading state (`strategy` None: the broker's), reported as
+    /// changed by `system`.
     pub async fn set_trading_state(
         &self,
         broker: &str,
         strategy: Option<&str>,
         state: TradingState,
     ) -> Result<(), StoreError> {
+        self.set_trading_state_by(broker, strategy, state, "system", "")
+            .await
+    }
+
+    /// Sets and persists a trading state; a change (a state other than the one before) is
+    /// reported as made by `by` for `reason` (`trading_state_changes`).
+    pub async fn set_trading_state_by(
+        &self,
+        broker: &str,
+        strategy: Option<&str>,
+        state: TradingState,
+        by: &str,
+        reason: &str,
+    ) -> Result<(), StoreError> {
         let s = strategy.unwrap_or("");
         self.store
             .set(&trading_key(broker, s), state.as_str())
             .await?;
-        self.lock()
+        let before = self
+            .lock()
             .trading
-            .insert((broker.to_owned(), s.to_owned()), state);
+            .insert((broker.to_owned(), s.to_owned()), state)
+            .unwrap_or(TradingState::Active);
         self.publish_trading(broker, s, state);
+        if before != state {
+            self.record_state_change(broker, strategy, state, by, reason);
+        }
         if state == TradingState::Active && strategy.is_none() {
             // An operator who sets a broker ACTIVE takes it out of degradation: supervision
             // starts counting restarts afresh.
@@ -248,6 +333,24 @@ impl Control {
             metrics().degraded.with_label_values(&[broker]).set(0);
         }
         Ok(())
+    }
+
+    fn record_state_change(
+        &self,
+        broker: &str,
+        strategy: Option<&str>,
+        state: TradingState,
+        by: &str,
+        reason: &str,
+    ) {
+        self.record(AuditEvent::TradingState(StateChange {
+            broker: broker.to_owned(),
+            strategy: strategy.map(str::to_owned),
+            state: state.as_str().to_owned(),
+            changed_by: by.to_owned(),
+            reason: reason.to_owned(),
+            at: SystemTime::now(),
+        }));
     }
 
     /// Every non-ACTIVE state: (broker, strategy or "", state).
@@ -406,16 +509,33 @@ impl Control {
                     "order path keeps failing: trading HALTED until an operator sets it ACTIVE"
                 );
             }
+            let reason = format!("{stage} keeps failing on the order path");
             if let Err(e) = self
-                .set_trading_state(namespace, None, TradingState::Halted)
+                .set_trading_state_by(
+                    namespace,
+                    None,
+                    TradingState::Halted,
+                    "supervision",
+                    &reason,
+                )
                 .await
             {
                 // Still halted in this process; persisting is retried on the next restart.
                 tracing::error!(broker = namespace, error = %e, "cannot persist HALTED");
-                self.lock()
+                let before = self
+                    .lock()
                     .trading
                     .insert((namespace.to_owned(), String::new()), TradingState::Halted);
                 self.publish_trading(namespace, "", TradingState::Halted);
+                if before != Some(TradingState::Halted) {
+                    self.record_state_change(
+                        namespace,
+                        None,
+                        TradingState::Halted,
+                        "supervision",
+                        &reason,
+                    );
+                }
             }
             return Escalation::Halted;
         }
@@ -564,6 +684,43 @@ mod tests {
             .enable_all()
             .build()
             .unwrap()
+    }
+
+    #[test]
+    fn a_trading_state_change_is_reported_once_with_who_made_it() {
+        rt().block_on(async {
+            let c = Control::new(Store::Memory(Default::default()), vec!["b1".into()]);
+            let (sink, rx) = AuditSink::channel(16);
+            c.set_audit(sink);
+            c.set_trading_state_by("b1", Some("s1"), TradingState::Halted, "token:ab", "why")
+                .await
+                .unwrap();
+            c.set_trading_state_by("b1", Some("s1"), TradingState::Halted, "token:ab", "again")
+                .await
+                .unwrap();
+            c.set_trading_state("b1", None, TradingState::Reducing)
+                .await
+                .unwrap();
+            let got: Vec<_> = rx
+                .try_iter()
+                .map(|e| match e {
+                    AuditEvent::TradingState(s) => (s.strategy, s.state, s.changed_by, s.reason),
+                    other => panic!("not a state change: {other:?}"),
+                })
+                .collect();
+            assert_eq!(
+                got,
+                vec![
+                    (
+                        Some("s1".into()),
+                        "HALTED".into(),
+                        "token:ab".into(),
+                        "why".into()
+                    ),
+                    (None, "REDUCING".into(), "system".into(), String::new()),
+                ]
+            );
+        });
     }
 
     #[test]

@@ -8,18 +8,25 @@
 //! token when one is configured; `/healthz`, `/readyz` and `/metrics` stay open for probes
 //! and Prometheus. Every admin command is logged with the caller's address (target
 //! `alpha_panda::audit`) and counted in `alpha_panda_admin_actions_total`.
+//!
+//! Every call under `/admin/` — refused, malformed or done — is reported once to
+//! [`Control::record`] (`admin_audit`): the caller's token fingerprint or `anonymous`, the
+//! peer address, method and path, a summary of the body, the status and the error the
+//! answer gave. `POST /admin/strategies/reload` runs the daemon's reloader on a blocking
+//! thread and answers 200 with the new generation or 422 with every reason.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 
 use actix_web::dev::Server;
-use actix_web::{App, HttpRequest, HttpResponse, HttpServer, get, post, web};
+use actix_web::{App, HttpMessage, HttpRequest, HttpResponse, HttpServer, get, post, web};
 use alpha_panda_config::Settings;
 use alpha_panda_core::{BrokerName, TradingState};
 use serde::Deserialize;
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 
+use crate::audit::{AdminCall, AuditEvent, fingerprint, summary};
 use crate::console::{Console, assets};
 use crate::control::{Control, Pause};
 use crate::metrics::metrics;
@@ -221,8 +228,8 @@ async fn status(req: HttpRequest, view: web::Data<View>) -> HttpResponse {
     }))
 }
 
-/// `GET /portfolio/{broker}`: each configured strategy's latest PnL snapshot (null before
-/// its first fill).
+/// `GET /portfolio/{broker}`: the latest PnL snapshot (null before its first fill) of each
+/// strategy the daemon started with or a reload added.
 #[get("/portfolio/{broker}")]
 async fn portfolio(
     req: HttpRequest,
@@ -239,12 +246,15 @@ async fn portfolio(
         return HttpResponse::NotFound().json(json!({ "error": "no such active broker" }));
     };
     let mut strategies = serde_json::Map::new();
-    for st in view
-        .settings
-        .strategies
-        .iter()
-        .filter(|s| s.brokers.contains(&broker))
-    {
+    let reloaded = view.control.live().map(|l| l.current().1);
+    let mut all: Vec<&alpha_panda_config::StrategySettings> =
+        view.settings.strategies.iter().collect();
+    for st in reloaded.iter().flat_map(|s| s.strategies.iter()) {
+        if !all.iter().any(|a| a.id == st.id) {
+            all.push(st);
+        }
+    }
+    for st in all.into_iter().filter(|s| s.brokers.contains(&broker)) {
         let value = match view.store.get(&portfolio_key(&broker, &st.id)).await {
             Ok(Some(json)) => serde_json::from_str(&json).unwrap_or(Value::Null),
             Ok(None) => Value::Null,
@@ -389,7 +399,7 @@ fn checked_pause(view: &View, body: Pause) -> Result<Pause, HttpResponse> {
         )));
     }
     if let Some(s) = &body.strategy
-        && !view.settings.strategies.iter().any(|c| c.id.as_str() == s)
+        && !known_strategy(view, s)
     {
         return Err(bad_request(format!("unknown strategy {s:?}")));
     }
@@ -412,6 +422,7 @@ async fn pause_or_resume(
     body: Pause,
     hold: bool,
 ) -> HttpResponse {
+    note(&req, Some(&body.broker), &json!(body));
     let (action, done) = if hold {
         ("pause", "paused")
     } else {
@@ -453,10 +464,15 @@ async fn trading_state(
     view: web::Data<View>,
     body: web::Json<TradingStateChange>,
 ) -> HttpResponse {
+    let b = body.into_inner();
+    note(
+        &req,
+        Some(&b.broker),
+        &json!({ "broker": b.broker, "strategy": b.strategy, "state": b.state }),
+    );
     if let Err(r) = authorize(&req, &view, "trading-state") {
         return r;
     }
-    let b = body.into_inner();
     if b.broker == "market" || !known_namespace(&view, &b.broker) {
         return bad_request(format!("broker {:?} is not active here", b.broker));
     }
@@ -465,13 +481,14 @@ async fn trading_state(
         Err(e) => return bad_request(e.to_string()),
     };
     if let Some(s) = &b.strategy
-        && !view.settings.strategies.iter().any(|c| c.id.as_str() == s)
+        && !known_strategy(&view, s)
     {
         return bad_request(format!("unknown strategy {s:?}"));
     }
+    let by = fingerprint(bearer(&req));
     match view
         .control
-        .set_trading_state(&b.broker, b.strategy.as_deref(), state)
+        .set_trading_state_by(&b.broker, b.strategy.as_deref(), state, &by, "admin API")
         .await
     {
         Ok(()) => {
@@ -491,6 +508,7 @@ async fn strategy_switch(
     path: web::Path<(String, String)>,
 ) -> HttpResponse {
     let (id, action) = path.into_inner();
+    note(&req, None, &json!({ "strategy": id, "action": action }));
     let enabled = match action.as_str() {
         "enable" => true,
         "disable" => false,
@@ -502,7 +520,7 @@ async fn strategy_switch(
     if let Err(r) = authorize(&req, &view, &action) {
         return r;
     }
-    if !view.settings.strategies.iter().any(|c| c.id.as_str() == id) {
+    if !known_strategy(&view, &id) {
         return HttpResponse::NotFound()
             .json(json!({ "error": format!("unknown strategy {id:?}") }));
     }
@@ -516,10 +534,139 @@ async fn strategy_switch(
     }
 }
 
+/// Whether `id` is a running strategy (of the reloaded set once there is one).
+fn known_strategy(view: &View, id: &str) -> bool {
+    view.control
+        .knows_strategy(id, view.settings.strategies.iter().map(|c| c.id.as_str()))
+}
+
+/// What a handler tells the audit about its call: the broker it names and its body.
+#[derive(Debug, Clone)]
+struct AuditNote {
+    broker: Option<String>,
+    summary: String,
+}
+
+fn note(req: &HttpRequest, broker: Option<&str>, body: &Value) {
+    req.extensions_mut().insert(AuditNote {
+        broker: broker.filter(|b| *b != "market").map(str::to_owned),
+        summary: summary(&body.to_string()),
+    });
+}
+
+/// The outcome of an admin call as `admin_audit` keeps it: the status, and the answer's
+/// `error` (with its `reasons`) when there is one.
+fn outcome(code: actix_web::http::StatusCode, body: &[u8]) -> String {
+    let answer: Value = serde_json::from_slice(body).unwrap_or(Value::Null);
+    let mut out = code.as_u16().to_string();
+    if let Some(e) = answer.get("error").and_then(Value::as_str) {
+        out.push(' ');
+        out.push_str(e);
+    }
+    if let Some(reasons) = answer.get("reasons").and_then(Value::as_array) {
+        for r in reasons.iter().filter_map(Value::as_str) {
+            out.push_str("; ");
+            out.push_str(r);
+        }
+    }
+    out
+}
+
+#[post("/admin/strategies/reload")]
+async fn reload_strategies(req: HttpRequest, view: web::Data<View>) -> HttpResponse {
+    note(&req, None, &Value::Null);
+    if let Err(r) = authorize(&req, &view, "reload") {
+        return r;
+    }
+    let Some(reloader) = view.control.reloader() else {
+        return HttpResponse::ServiceUnavailable()
+            .json(json!({ "error": "this process cannot reload its strategies" }));
+    };
+    match web::block(move || reloader()).await {
+        Ok(Ok(applied)) => {
+            audit(&req, "reload", &json!(applied));
+            HttpResponse::Ok().json(json!({ "reloaded": applied }))
+        }
+        Ok(Err(refused)) => {
+            metrics()
+                .admin_actions
+                .with_label_values(&["reload", "refused"])
+                .inc();
+            HttpResponse::UnprocessableEntity().json(json!({
+                "error": format!("strategies from {} refused; the running set is unchanged", refused.source),
+                "source": refused.source,
+                "reasons": refused.reasons,
+            }))
+        }
+        Err(e) => HttpResponse::InternalServerError()
+            .json(json!({ "error": format!("reload did not run: {e}") })),
+    }
+}
+
+/// Who made an admin call, from where, and what it was: read before the call runs.
+struct Caller {
+    who: String,
+    from: String,
+    what: String,
+}
+
+impl Caller {
+    /// The caller of an `/admin/` request; `None` for any other path.
+    fn of(req: &actix_web::dev::ServiceRequest) -> Option<Self> {
+        req.path().starts_with("/admin/").then(|| Caller {
+            who: fingerprint(bearer(req.request())),
+            from: req
+                .peer_addr()
+                .map_or_else(|| "unknown".to_owned(), |a| a.to_string()),
+            what: format!("{} {}", req.method(), req.path()),
+        })
+    }
+}
+
+/// Reports an answered `/admin/` call (see the module's contract) and passes the answer on.
+async fn audited<B>(
+    control: Arc<Control>,
+    caller: Option<Caller>,
+    res: actix_web::dev::ServiceResponse<B>,
+) -> Result<actix_web::dev::ServiceResponse, actix_web::Error>
+where
+    B: actix_web::body::MessageBody + 'static,
+{
+    let Some(caller) = caller else {
+        return Ok(res.map_into_boxed_body());
+    };
+    let code = res.status();
+    let (request, response) = res.into_parts();
+    let (head, body) = response.into_parts();
+    let bytes = actix_web::body::to_bytes(body).await.unwrap_or_default();
+    let note = request.extensions().get::<AuditNote>().cloned();
+    control.record(AuditEvent::Admin(AdminCall {
+        who: caller.who,
+        from: caller.from,
+        what: caller.what,
+        broker: note.as_ref().and_then(|n| n.broker.clone()),
+        summary: note.map(|n| n.summary).unwrap_or_default(),
+        outcome: outcome(code, &bytes),
+        at: std::time::SystemTime::now(),
+    }));
+    Ok(actix_web::dev::ServiceResponse::new(
+        request,
+        head.set_body(bytes).map_into_boxed_body(),
+    ))
+}
+
 /// Every route, its security headers and its error handling, on `view`.
 pub fn routes(cfg: &mut web::ServiceConfig, view: View) {
+    let control = view.control.clone();
     cfg.service(
         web::scope("")
+            .wrap_fn(move |req, srv| {
+                let control = control.clone();
+                let caller = Caller::of(&req);
+                // The call starts here, so the future borrows no service.
+                let call = actix_web::dev::Service::call(srv, req);
+                async move { audited(control, caller, call.await?).await }
+            })
             .wrap(
                 actix_web::middleware::DefaultHeaders::new()
                     .add(("Content-Security-Policy", assets::CONTENT_SECURITY_POLICY))
@@ -550,6 +697,7 @@ pub fn routes(cfg: &mut web::ServiceConfig, view: View) {
             .service(pause)
             .service(resume)
             .service(trading_state)
+            .service(reload_strategies)
             .service(strategy_switch),
     );
 }
@@ -567,7 +715,28 @@ pub fn server(listen: SocketAddr, view: View) -> std::io::Result<Server> {
 
 #[cfg(test)]
 mod tests {
-    use super::same_secret;
+    use super::{outcome, same_secret};
+    use actix_web::http::StatusCode;
+
+    #[test]
+    fn an_outcome_is_the_status_then_the_answer_s_error_and_reasons() {
+        assert_eq!(outcome(StatusCode::OK, b"{\"reloaded\":{}}"), "200");
+        assert_eq!(
+            outcome(
+                StatusCode::UNAUTHORIZED,
+                b"{\"error\":\"missing or wrong bearer token\"}"
+            ),
+            "401 missing or wrong bearer token"
+        );
+        assert_eq!(
+            outcome(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                b"{\"error\":\"refused\",\"reasons\":[\"a\",\"b\"]}"
+            ),
+            "422 refused; a; b"
+        );
+        assert_eq!(outcome(StatusCode::BAD_REQUEST, b"not json"), "400");
+    }
 
     use proptest::prelude::*;
 

@@ -1,5 +1,6 @@
 //! Alpha Panda's actors and the adapters they use (Kafka, Redis, HTTP).
 
+pub mod audit;
 pub mod console;
 pub mod control;
 pub mod delivery;
@@ -11,6 +12,7 @@ pub mod journal;
 pub mod kafka;
 pub mod metrics;
 pub mod readiness;
+pub mod reload;
 pub mod stages;
 pub mod store;
 pub mod zerodha;

@@ -80,24 +80,33 @@ fn broker_of(d: &Deliver) -> Result<BrokerName, StageError> {
 /// three panics on a tick, the tick goes to `market.ticks.dlq` for that strategy (stage
 /// `strategy:{id}`) while the other strategies' signals for it go out. Signals of a disabled
 /// strategy, or of one paused on a broker, are held back.
+///
+/// The strategies are those of `live` (`strategy::Live`): a unit made after a reload starts
+/// with the reloaded set, and at the start of each record a unit checks the generation and,
+/// when a reload moved it, reconfigures its set before the record (unchanged strategies keep
+/// their state, new or changed ones start fresh). A checkpointed state goes back only to a
+/// strategy with the same parameters.
 pub fn strategy_units(
     settings: &Settings,
     counters: Arc<Counters>,
     control: Arc<Control>,
     builder: crate::strategy::Builder,
+    live: crate::strategy::Live,
 ) -> Result<crate::delivery::unit::CheckpointedFactory, String> {
-    // Checked once here, so that making a unit's set cannot fail later.
-    StrategySet::from_settings_with(settings, builder.clone())?;
-    let settings = Arc::new(settings.clone());
+    // Checked once here, so that making a unit's set from these settings cannot fail later.
+    StrategySet::from_settings_with(&live.current().1, builder.clone())?;
     let group = format!("{}.market.strategy", settings.kafka.group_prefix);
     Ok(Arc::new(move |_unit, saved| {
-        let mut set = StrategySet::from_settings_with(&settings, builder.clone())?;
+        let (generation, current) = live.current();
+        let mut set = StrategySet::from_settings_with(&current, builder.clone())?;
         if let Some(saved) = saved {
             set.restore(saved)
                 .map_err(|e| format!("the strategies' checkpointed state does not read: {e}"))?;
         }
         Ok(Box::new(StrategyStage {
             set,
+            generation,
+            live: live.clone(),
             counters: counters.clone(),
             control: control.clone(),
             group: group.clone(),
@@ -109,6 +118,9 @@ pub fn strategy_units(
 /// The strategies of one `market.ticks` partition.
 struct StrategyStage {
     set: StrategySet,
+    /// The generation of `live` the set was made or reconfigured for.
+    generation: u64,
+    live: crate::strategy::Live,
     counters: Arc<Counters>,
     control: Arc<Control>,
     group: String,
@@ -122,6 +134,18 @@ impl crate::delivery::unit::CheckpointedStage for StrategyStage {
     fn handle(&mut self, d: &Deliver) -> Result<Handled, StageError> {
         if !matches!(d.envelope.data, EventData::MarketTick(_)) {
             return Err(wrong_type(d));
+        }
+        if self.live.generation() != self.generation {
+            let (generation, current) = self.live.current();
+            match self.set.reconfigure(&current) {
+                Ok(r) => {
+                    tracing::info!(generation, kept = ?r.kept, fresh = ?r.fresh, dropped = ?r.dropped, "strategies reloaded")
+                }
+                Err(e) => {
+                    tracing::error!(generation, error = %e, "reloaded strategies not applied")
+                }
+            }
+            self.generation = generation;
         }
         let counters = &self.counters;
         counters.ticks.fetch_add(1, Ordering::Relaxed);

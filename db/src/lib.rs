@@ -15,6 +15,7 @@
 //! - Database work runs on threads of its own (one recorder thread per broker, the CLI's
 //!   main thread), never on an actor's thread.
 
+pub mod audit;
 pub mod embedded;
 pub mod error;
 pub mod export;

@@ -10,7 +10,11 @@
 //! `database.url`, a recorder per active broker copies its order, fill, snapshot and
 //! rejection topics into the broker's schema (`alpha_panda_db::recorder`). On the in-process
 //! transport the bus and the memory store are rebuilt from `data_dir` and journal every change
-//! there (`crate::data_dir`), unless `--ephemeral`. SIGTERM/SIGINT stop the feed, drain every
+//! there (`crate::data_dir`, locked: one daemon per directory), unless `--ephemeral`; a
+//! recorder per broker fills the broker's SQLite file there (or in a `sqlite://`
+//! `database.url`). Every admin call and trading-state change is written by the audit writer
+//! (`alpha_panda_db::audit`); `POST /admin/strategies/reload` and SIGHUP reload the
+//! strategies (`crate::reload`). SIGTERM/SIGINT stop the feed, drain every
 //! stage (in-flight records finish, offsets are committed), write the data directory last and
 //! exit 0.
 
@@ -27,6 +31,8 @@ use alpha_panda_actors::stages::{self, Counters};
 use alpha_panda_actors::store::{MemoryStore, RedisStore, Store};
 use alpha_panda_config::{Feed, Settings};
 use alpha_panda_core::{EventBroker, EventData, EventEnvelope, Timestamp};
+use alpha_panda_db::audit::{AuditTarget, AuditWriter};
+use alpha_panda_db::recorder::sqlite::{SqliteRecorder, SqliteRecorderConfig};
 use alpha_panda_db::recorder::{Recorder, RecorderConfig};
 use alpha_panda_topics::{TopicName, keys, topics_for};
 use anyhow::Context;
@@ -42,12 +48,18 @@ pub enum Keep {
     Nothing,
 }
 
-pub fn run(settings: Settings, keep: Keep) -> anyhow::Result<()> {
+/// Runs the daemon until SIGTERM/SIGINT; `reload` is where `POST /admin/strategies/reload`
+/// and SIGHUP read new strategies.
+pub fn run(settings: Settings, keep: Keep, reload: crate::reload::Source) -> anyhow::Result<()> {
     let system = actix_rt::System::new();
-    system.block_on(run_async(Arc::new(settings), keep))
+    system.block_on(run_async(Arc::new(settings), keep, reload))
 }
 
-async fn run_async(settings: Arc<Settings>, keep: Keep) -> anyhow::Result<()> {
+async fn run_async(
+    settings: Arc<Settings>,
+    keep: Keep,
+    reload: crate::reload::Source,
+) -> anyhow::Result<()> {
     let topics = topics_for(&settings.active_brokers);
     let data_dir = match (&settings.kafka.bootstrap_servers, keep) {
         (None, Keep::DataDir) => Some(crate::data_dir::open(&settings.data_dir)?),
@@ -90,7 +102,10 @@ async fn run_async(settings: Arc<Settings>, keep: Keep) -> anyhow::Result<()> {
             None => MemoryStore::default(),
         }),
     };
-    let data_dir = data_dir.map(crate::data_dir::DataDir::into_journal);
+    let (data_dir, _data_dir_lock) = match data_dir.map(crate::data_dir::DataDir::into_journal) {
+        Some((journal, lock)) => (Some(journal), Some(lock)),
+        None => (None, None),
+    };
     tracing::info!(
         transport = match &transport { Transport::Kafka(s) => format!("kafka at {s}"), Transport::InProcess(_) => "in-process".to_owned() },
         store = if settings.redis.url.is_some() { "redis" } else { "in-memory" },
@@ -101,6 +116,11 @@ async fn run_async(settings: Arc<Settings>, keep: Keep) -> anyhow::Result<()> {
         "alpha-panda starting"
     );
     let mut a = Assembly::new(settings.clone(), transport, producer.clone(), store.clone());
+    let audit = start_audit(&settings, data_dir.is_some(), &a.control)?;
+    a.control.set_reloader(
+        crate::reload::reloader(settings.clone(), reload, a.live.clone()),
+        a.live.clone(),
+    );
     a.load_control().await?;
     let zerodha =
         crate::kite::trader(&settings, &store, a.control.clone(), producer.clone()).await?;
@@ -123,7 +143,7 @@ async fn run_async(settings: Arc<Settings>, keep: Keep) -> anyhow::Result<()> {
     }
     let counters = Arc::new(Counters::default());
     let members = a.start_stages(&counters)?;
-    let recorders = start_recorders(&settings, &a.transport, &a.control)?;
+    let recorders = start_recorders(&settings, &a.transport, data_dir.as_ref(), &a.control)?;
 
     let console = Console::new(Limits::default());
     let console_reader = match &a.transport {
@@ -163,6 +183,7 @@ async fn run_async(settings: Arc<Settings>, keep: Keep) -> anyhow::Result<()> {
             Transport::Kafka(_) => None,
         },
         a.strategy_ids(),
+        a.live.clone(),
     ));
 
     let feed = match &settings.feed {
@@ -193,19 +214,31 @@ async fn run_async(settings: Arc<Settings>, keep: Keep) -> anyhow::Result<()> {
     let stats = actix_rt::spawn(report(settings.clone(), store.clone(), counters.clone()));
     let snapshots = (settings.portfolio.snapshot_interval_secs > 0).then(|| {
         let (settings, store, producer) = (settings.clone(), store.clone(), producer.clone());
+        let live = a.live.clone();
         actix_rt::spawn(async move {
             let period = Duration::from_secs(settings.portfolio.snapshot_interval_secs);
             loop {
                 tokio::time::sleep(period).await;
-                if let Err(e) = publish_snapshots(&settings, &store, &producer).await {
+                let current = with_reloaded(&settings, &live);
+                if let Err(e) = publish_snapshots(&current, &store, &producer).await {
                     tracing::warn!(error = %e, "periodic PnL snapshots not published");
                 }
             }
         })
     });
 
+    let sighup = actix_rt::spawn({
+        let control = a.control.clone();
+        async move {
+            if let Err(e) = crate::reload::on_sighup(control).await {
+                tracing::error!(error = %e, "SIGHUP does not reload the strategies");
+            }
+        }
+    });
+
     shutdown_signal().await?;
     tracing::info!("shutdown requested; draining");
+    sighup.abort();
     if let Some(f) = feed {
         f.abort();
     }
@@ -227,7 +260,10 @@ async fn run_async(settings: Arc<Settings>, keep: Keep) -> anyhow::Result<()> {
     console_reader.shutdown().await;
     // Each recorder finishes the batch in hand; joining its thread blocks, so not here.
     let _ =
-        tokio::task::spawn_blocking(move || recorders.into_iter().for_each(Recorder::stop)).await;
+        tokio::task::spawn_blocking(move || recorders.into_iter().for_each(Recording::stop)).await;
+    if let Some(writer) = audit {
+        let _ = tokio::task::spawn_blocking(move || writer.stop()).await;
+    }
     if let Some(journal) = data_dir {
         // Last: every stage has drained, so what is queued is everything.
         let closed =
@@ -242,13 +278,104 @@ async fn run_async(settings: Arc<Settings>, keep: Keep) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// One recorder per active broker when the transport is Kafka and `database.url` is
-/// PostgreSQL (`db migrate` must have run: a recorder acts as its broker's writer role).
+/// The audit writer (`alpha_panda_db::audit`): into PostgreSQL or a `sqlite://` directory
+/// when `database.url` is set, else into the data directory's broker files on the embedded
+/// default (migrated here: the daemon owns those files); without either, audit events are
+/// logged only.
+fn start_audit(
+    settings: &Settings,
+    embedded: bool,
+    control: &Arc<alpha_panda_actors::control::Control>,
+) -> anyhow::Result<Option<AuditWriter>> {
+    let layout = alpha_panda_db::Layout::new(settings.database.schema_prefix.clone());
+    let target = match alpha_panda_db::Target::from_settings(&settings.database)? {
+        Some(alpha_panda_db::Target::Postgres { url }) => AuditTarget::Postgres { url },
+        _ => match sqlite_dir(settings, embedded)? {
+            Some(dir) => AuditTarget::Sqlite { dir },
+            None => return Ok(None),
+        },
+    };
+    if let AuditTarget::Sqlite { dir } = &target {
+        alpha_panda_db::migrate::migrate(
+            &alpha_panda_db::Target::Sqlite { dir: dir.clone() },
+            &layout,
+            &settings.active_brokers,
+        )
+        .with_context(|| format!("migrating the broker files in {}", dir.display()))?;
+    }
+    let (sink, events) =
+        alpha_panda_actors::audit::AuditSink::channel(alpha_panda_actors::audit::QUEUE);
+    let writer = AuditWriter::spawn(target, layout, settings.active_brokers.clone(), events)?;
+    control.set_audit(sink);
+    Ok(Some(writer))
+}
+
+/// The directory of the broker SQLite files: a `sqlite://` `database.url`, else the data
+/// directory on the embedded default; `None` with PostgreSQL or with neither.
+fn sqlite_dir(settings: &Settings, embedded: bool) -> anyhow::Result<Option<std::path::PathBuf>> {
+    Ok(
+        match alpha_panda_db::Target::from_settings(&settings.database)? {
+            Some(alpha_panda_db::Target::Sqlite { dir }) => Some(dir),
+            Some(alpha_panda_db::Target::Postgres { .. }) => None,
+            None => embedded.then(|| settings.data_dir.clone()),
+        },
+    )
+}
+
+/// A running recorder of either kind.
+enum Recording {
+    Kafka(Recorder),
+    Sqlite(SqliteRecorder),
+}
+
+impl Recording {
+    fn stop(self) {
+        match self {
+            Recording::Kafka(r) => r.stop(),
+            Recording::Sqlite(r) => r.stop(),
+        }
+    }
+}
+
+/// One recorder per active broker: over Kafka into PostgreSQL (`db migrate` must have run:
+/// a recorder acts as its broker's writer role), or over the in-process bus into the broker
+/// SQLite files (the data directory on the embedded default, or a `sqlite://` URL).
 fn start_recorders(
     settings: &Settings,
     transport: &Transport,
+    journal: Option<&Arc<alpha_panda_db::embedded::SqliteJournal>>,
     control: &Arc<alpha_panda_actors::control::Control>,
-) -> anyhow::Result<Vec<Recorder>> {
+) -> anyhow::Result<Vec<Recording>> {
+    let charges_of = |b: &alpha_panda_core::BrokerName| {
+        settings
+            .brokers
+            .get(b)
+            .map(|bs| bs.fill_model.charges.clone())
+            .unwrap_or_default()
+    };
+    if let Transport::InProcess(bus) = transport
+        && let Some(dir) = sqlite_dir(settings, journal.is_some())?
+    {
+        let layout = alpha_panda_db::Layout::new(settings.database.schema_prefix.clone());
+        return settings
+            .active_brokers
+            .iter()
+            .map(|b| {
+                let cfg = SqliteRecorderConfig {
+                    dir: dir.clone(),
+                    layout: layout.clone(),
+                    broker: b.clone(),
+                    charges: charges_of(b),
+                    batch_records: settings.database.batch_records as usize,
+                    batch_wait: Duration::from_millis(settings.database.batch_ms),
+                    journal: journal.cloned(),
+                };
+                SqliteRecorder::spawn(cfg, bus.clone(), control.clone())
+                    .map(Recording::Sqlite)
+                    .with_context(|| format!("starting the recorder of {b}"))
+            })
+            .collect();
+    }
     let target = alpha_panda_db::Target::from_settings(&settings.database)?;
     let (servers, url) = match (transport, target) {
         (Transport::Kafka(servers), Some(alpha_panda_db::Target::Postgres { url })) => {
@@ -258,7 +385,7 @@ fn start_recorders(
         (_, Some(t)) => {
             tracing::warn!(
                 database = %t.describe(),
-                "nothing is recorded: the recorder runs over Kafka into PostgreSQL only"
+                "nothing is recorded: a recorder runs over Kafka into PostgreSQL, or in-process into SQLite"
             );
             return Ok(Vec::new());
         }
@@ -268,11 +395,7 @@ fn start_recorders(
         .active_brokers
         .iter()
         .map(|b| {
-            let charges = settings
-                .brokers
-                .get(b)
-                .map(|bs| bs.fill_model.charges.clone())
-                .unwrap_or_default();
+            let charges = charges_of(b);
             let cfg = RecorderConfig {
                 kafka_servers: servers.clone(),
                 client_id: settings.kafka.client_id.clone(),
@@ -286,6 +409,7 @@ fn start_recorders(
                 batch_wait: Duration::from_millis(settings.database.batch_ms),
             };
             Recorder::spawn(cfg, control.clone())
+                .map(Recording::Kafka)
                 .with_context(|| format!("starting the recorder of {b}"))
         })
         .collect()
@@ -387,7 +511,8 @@ async fn replay_feed(
 async fn sample(
     control: Arc<alpha_panda_actors::control::Control>,
     bus: Option<inprocess::InProcessBus>,
-    strategies: Vec<String>,
+    started_with: Vec<String>,
+    live: alpha_panda_actors::strategy::Live,
 ) {
     let rates = alpha_panda_actors::metrics::PartitionRates::default();
     let mut last_rates = tokio::time::Instant::now();
@@ -402,10 +527,29 @@ async fn sample(
                 control.set_lag(&group, &topic, partition, lag);
             }
         }
+        // The states of strategies a reload added are kept too.
+        let mut strategies = started_with.clone();
+        for s in &live.current().1.strategies {
+            if !strategies.iter().any(|x| x == s.id.as_str()) {
+                strategies.push(s.id.to_string());
+            }
+        }
         if let Err(e) = control.refresh(&strategies).await {
             tracing::warn!(error = %e, "cannot reload trading states and pauses from the store");
         }
     }
+}
+
+/// The settings the daemon started with, their strategies extended by those a reload added
+/// (a strategy a reload removed keeps its book, so it stays listed).
+fn with_reloaded(started: &Settings, live: &alpha_panda_actors::strategy::Live) -> Settings {
+    let mut out = started.clone();
+    for st in &live.current().1.strategies {
+        if !out.strategies.iter().any(|s| s.id == st.id) {
+            out.strategies.push(st.clone());
+        }
+    }
+    out
 }
 
 /// Publishes every strategy's current book (as stored by the portfolio stage, marked to the

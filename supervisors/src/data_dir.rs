@@ -2,7 +2,8 @@
 //! in-process bus and the memory store as they were when the last run stopped, both
 //! journalling every further change into `DATA_DIR/transport.sqlite`
 //! (`alpha_panda_db::embedded`). Only the daemon on the in-process transport without
-//! `--ephemeral` opens it; a backtest never does.
+//! `--ephemeral` opens it; a backtest never does. Opening it takes its lock
+//! (`crate::data_dir_lock`): one daemon per data directory.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -13,14 +14,18 @@ use alpha_panda_actors::store::MemoryStore;
 use alpha_panda_db::embedded::SqliteJournal;
 use anyhow::Context;
 
+use crate::data_dir_lock::DataDirLock;
+
 /// An opened data directory, before the bus and the store are made from it.
 pub struct DataDir {
     journal: Arc<SqliteJournal>,
     restored: Restored,
+    lock: DataDirLock,
 }
 
 /// Opens (creating and migrating) the data directory and reads back what it holds.
 pub fn open(dir: &Path) -> anyhow::Result<DataDir> {
+    let lock = DataDirLock::acquire(dir)?;
     let (journal, restored) = SqliteJournal::open(dir)
         .with_context(|| format!("opening data_dir = {}", dir.display()))?;
     let records: usize = restored
@@ -35,7 +40,11 @@ pub fn open(dir: &Path) -> anyhow::Result<DataDir> {
         marks = restored.marks.len(),
         "data directory opened"
     );
-    Ok(DataDir { journal, restored })
+    Ok(DataDir {
+        journal,
+        restored,
+        lock,
+    })
 }
 
 impl DataDir {
@@ -49,8 +58,9 @@ impl DataDir {
         MemoryStore::journalled(self.journal.clone(), &self.restored)
     }
 
-    /// Drops what was read back (the bus and the store hold their own copies now).
-    pub fn into_journal(self) -> Arc<SqliteJournal> {
-        self.journal
+    /// Drops what was read back (the bus and the store hold their own copies now); the
+    /// lock must be kept for as long as the daemon runs.
+    pub fn into_journal(self) -> (Arc<SqliteJournal>, DataDirLock) {
+        (self.journal, self.lock)
     }
 }

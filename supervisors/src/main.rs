@@ -264,7 +264,9 @@ fn main() -> ExitCode {
             } else {
                 alpha_panda_supervisors::daemon::Keep::DataDir
             };
-            alpha_panda_supervisors::daemon::run(settings, keep)
+            let reload =
+                alpha_panda_supervisors::reload::Source::of(&settings, cli.config.as_deref());
+            alpha_panda_supervisors::daemon::run(settings, keep, reload)
         }
     };
     match outcome {

@@ -12,7 +12,7 @@ use alpha_panda_actors::delivery::{
 };
 use alpha_panda_actors::stages::{self, Counters};
 use alpha_panda_actors::store::Store;
-use alpha_panda_actors::strategy::Builder;
+use alpha_panda_actors::strategy::{Builder, Live};
 use alpha_panda_actors::zerodha::{ZerodhaTrader, trader_factory};
 use alpha_panda_config::{BrokerKind, Settings};
 use alpha_panda_topics::{BrokerTopic, TopicName};
@@ -82,6 +82,8 @@ pub struct Assembly {
     pub control: Arc<Control>,
     /// Makes strategy instances (tests wrap it to inject faults).
     pub strategies: Builder,
+    /// The running strategy definitions; a reload replaces them (`strategy::Live`).
+    pub live: Live,
     /// The trader of the active zerodha broker (`crate::kite::trader` makes it).
     pub zerodha: Option<Arc<ZerodhaTrader>>,
     /// Where the Kafka transport's partition workers run: the calling arbiter unless the
@@ -103,6 +105,7 @@ impl Assembly {
             .collect();
         Self {
             control: Arc::new(Control::new(store.clone(), brokers)),
+            live: Live::new(settings.clone()),
             settings,
             transport,
             producer,
@@ -317,6 +320,7 @@ impl Assembly {
                 counters.clone(),
                 self.control.clone(),
                 self.strategies.clone(),
+                self.live.clone(),
             )
             .map_err(anyhow::Error::msg)?,
             whole_stage: false,

@@ -13,6 +13,7 @@
 //! - A record that is not an event envelope is logged and skipped: the stages that read the
 //!   same topic send it to their DLQ.
 
+pub mod sqlite;
 pub mod write;
 
 use std::sync::Arc;

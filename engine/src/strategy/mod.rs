@@ -4,6 +4,7 @@
 
 pub mod indicators;
 mod kinds;
+mod live;
 #[cfg(test)]
 mod oracle;
 
@@ -20,6 +21,7 @@ use alpha_panda_core::{
 use alpha_panda_topics::{BrokerTopic, TopicName, keys};
 
 pub use kinds::{EmaCrossover, MeanReversion, Momentum, Rsi, SmaCrossover};
+pub use live::{Live, Reconfigured};
 
 use crate::Output;
 
