@@ -119,6 +119,126 @@ pub fn load(url: &str, layout: &Layout, q: &Query) -> Result<Vec<TradeFill>, DbE
         .collect()
 }
 
+/// A `fills` row of a broker's SQLite file: decimals and times as the text stored.
+#[derive(diesel::QueryableByName)]
+struct SqliteFill {
+    #[diesel(sql_type = diesel::sql_types::Text)]
+    event_id: String,
+    #[diesel(sql_type = diesel::sql_types::Text)]
+    order_id: String,
+    #[diesel(sql_type = diesel::sql_types::Nullable<diesel::sql_types::Text>)]
+    trade_id: Option<String>,
+    #[diesel(sql_type = diesel::sql_types::Text)]
+    strategy_id: String,
+    #[diesel(sql_type = diesel::sql_types::BigInt)]
+    instrument_token: i64,
+    #[diesel(sql_type = diesel::sql_types::Text)]
+    side: String,
+    #[diesel(sql_type = diesel::sql_types::BigInt)]
+    quantity: i64,
+    #[diesel(sql_type = diesel::sql_types::Text)]
+    price: String,
+    #[diesel(sql_type = diesel::sql_types::Text)]
+    brokerage: String,
+    #[diesel(sql_type = diesel::sql_types::Text)]
+    stt: String,
+    #[diesel(sql_type = diesel::sql_types::Text)]
+    exchange_txn: String,
+    #[diesel(sql_type = diesel::sql_types::Text)]
+    gst: String,
+    #[diesel(sql_type = diesel::sql_types::Text)]
+    sebi: String,
+    #[diesel(sql_type = diesel::sql_types::Text)]
+    stamp: String,
+    #[diesel(sql_type = diesel::sql_types::Text)]
+    fees: String,
+    #[diesel(sql_type = diesel::sql_types::Text)]
+    event_ts: String,
+}
+
+/// The fills of the query from the broker's SQLite file in `dir` (the embedded default's
+/// data directory, or a `sqlite://DIR` database), as the recorder wrote them.
+pub fn load_sqlite(
+    dir: &std::path::Path,
+    layout: &Layout,
+    q: &Query,
+) -> Result<Vec<TradeFill>, DbError> {
+    use diesel::sql_types::Text;
+    let path = layout.broker_file(dir, &q.broker);
+    if !path.exists() {
+        return Err(DbError::Io(format!(
+            "{} does not exist: no fills were recorded for {} in {}",
+            path.display(),
+            q.broker,
+            dir.display()
+        )));
+    }
+    let mut conn = crate::target::connect_sqlite(&path)?;
+    // Times are stored as RFC 3339 text in UTC with microseconds, so text order is time order.
+    let text = |t: DateTime<Utc>| t.to_rfc3339_opts(chrono::SecondsFormat::Micros, true);
+    let (start, end) = (
+        text(day_start(q.from)),
+        text(day_start(q.to.succ_opt().unwrap_or(q.to))),
+    );
+    let select = "SELECT event_id, order_id, trade_id, strategy_id, instrument_token, side, \
+                  quantity, price, brokerage, stt, exchange_txn, gst, sebi, stamp, fees, event_ts \
+                  FROM fills WHERE event_ts >= ? AND event_ts < ?";
+    let rows: Vec<SqliteFill> = match &q.strategy {
+        Some(strategy) => diesel::sql_query(format!(
+            "{select} AND strategy_id = ? ORDER BY event_ts, event_id"
+        ))
+        .bind::<Text, _>(&start)
+        .bind::<Text, _>(&end)
+        .bind::<Text, _>(strategy)
+        .load(&mut conn),
+        None => diesel::sql_query(format!("{select} ORDER BY event_ts, event_id"))
+            .bind::<Text, _>(&start)
+            .bind::<Text, _>(&end)
+            .load(&mut conn),
+    }
+    .map_err(DbError::query(format!(
+        "reading the fills of {}",
+        path.display()
+    )))?;
+    rows.into_iter()
+        .map(|r| {
+            let id = r.event_id.clone();
+            let decimal = |field: &str, v: &str| {
+                v.parse::<Decimal>().map_err(|e| {
+                    DbError::Io(format!("fill {id}: {field} {v:?} is not a decimal: {e}"))
+                })
+            };
+            let side = r.side.parse::<Side>().map_err(|_| {
+                DbError::Io(format!(
+                    "fill {id}: side {:?} is neither BUY nor SELL",
+                    r.side
+                ))
+            })?;
+            let ts = DateTime::parse_from_rfc3339(&r.event_ts)
+                .map_err(|e| DbError::Io(format!("fill {id}: event_ts {:?}: {e}", r.event_ts)))?
+                .with_timezone(&Utc);
+            Ok(TradeFill {
+                price: decimal("price", &r.price)?,
+                brokerage: decimal("brokerage", &r.brokerage)?,
+                stt: decimal("stt", &r.stt)?,
+                exchange_txn: decimal("exchange_txn", &r.exchange_txn)?,
+                gst: decimal("gst", &r.gst)?,
+                sebi: decimal("sebi", &r.sebi)?,
+                stamp: decimal("stamp", &r.stamp)?,
+                fees: decimal("fees", &r.fees)?,
+                event_id: r.event_id,
+                order_id: r.order_id,
+                trade_id: r.trade_id,
+                strategy_id: r.strategy_id,
+                instrument_token: r.instrument_token,
+                side,
+                quantity: u64::try_from(r.quantity).unwrap_or(0),
+                ts,
+            })
+        })
+        .collect()
+}
+
 fn day_start(d: NaiveDate) -> DateTime<Utc> {
     let midnight = d.and_hms_opt(0, 0, 0).unwrap_or_default();
     match midnight.and_local_timezone(ist()) {

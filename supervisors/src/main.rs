@@ -700,23 +700,24 @@ fn trades(s: &Settings, command: TradesCommand) -> anyhow::Result<()> {
             .join(", ")
     );
     anyhow::ensure!(from <= to, "--from {from} is after --to {to}");
-    let url = match database(s)? {
-        alpha_panda_db::Target::Postgres { url } => url,
-        alpha_panda_db::Target::Sqlite { .. } => {
-            anyhow::bail!("trades export reads PostgreSQL; the recorder does not write SQLite yet")
-        }
-    };
     let layout = alpha_panda_db::Layout::new(s.database.schema_prefix.clone());
-    let fills = alpha_panda_db::export::load(
-        &url,
-        &layout,
-        &alpha_panda_db::export::Query {
-            broker,
-            strategy,
-            from,
-            to,
-        },
-    )?;
+    let query = alpha_panda_db::export::Query {
+        broker,
+        strategy,
+        from,
+        to,
+    };
+    // PostgreSQL or a `sqlite://DIR` database; without `database.url`, the broker files the
+    // embedded default's recorder writes in the data directory.
+    let fills = match alpha_panda_db::Target::from_settings(&s.database)? {
+        Some(alpha_panda_db::Target::Postgres { url }) => {
+            alpha_panda_db::export::load(&url, &layout, &query)?
+        }
+        Some(alpha_panda_db::Target::Sqlite { dir }) => {
+            alpha_panda_db::export::load_sqlite(&dir, &layout, &query)?
+        }
+        None => alpha_panda_db::export::load_sqlite(&s.data_dir, &layout, &query)?,
+    };
     let format = match format {
         ExportFormat::Csv => alpha_panda_db::export::Format::Csv,
         ExportFormat::Json => alpha_panda_db::export::Format::Json,

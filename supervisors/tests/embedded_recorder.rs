@@ -240,4 +240,68 @@ fn the_sqlite_fills_table_holds_exactly_the_fills_of_the_log_one_row_each_across
     assert!(!log.is_empty(), "the run traded");
     assert_eq!(rows, log.len(), "one row per fill");
     assert_eq!(table, log, "the table holds exactly the log's fills");
+
+    // The trade book of the embedded default reads the same file: every fill once, with
+    // its price and quantity, for the strategy asked.
+    let export = Command::new(env!("CARGO_BIN_EXE_alpha-panda"))
+        .args(["trades", "export", "--broker", "paper"])
+        .args([
+            "--from",
+            "2000-01-01",
+            "--to",
+            "2100-12-31",
+            "--format",
+            "json",
+        ])
+        .env("ALPHA_PANDA__DATA_DIR", dir.0.join("data"))
+        .env_remove("ALPHA_PANDA__DATABASE__URL")
+        .output()
+        .unwrap();
+    assert!(
+        export.status.success(),
+        "trades export: {}",
+        String::from_utf8_lossy(&export.stderr)
+    );
+    let book: serde_json::Value = serde_json::from_slice(&export.stdout).unwrap();
+    let exported: Fills = book["fills"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| {
+            let dec = |v: &serde_json::Value| {
+                v.as_str()
+                    .unwrap()
+                    .parse::<alpha_panda_core::Decimal>()
+                    .unwrap()
+                    .normalize()
+                    .to_string()
+            };
+            (
+                f["event_id"].as_str().unwrap().to_owned(),
+                (
+                    f["strategy_id"].as_str().unwrap().to_owned(),
+                    f["side"].as_str().unwrap().to_owned(),
+                    f["quantity"].as_i64().unwrap(),
+                    dec(&f["price"]),
+                    dec(&f["total_charges"]),
+                ),
+            )
+        })
+        .collect();
+    let rounded: Fills = log
+        .iter()
+        .map(|(id, (s, side, q, price, fees))| {
+            let fees = fees
+                .parse::<alpha_panda_core::Decimal>()
+                .unwrap()
+                .round_dp(2)
+                .normalize()
+                .to_string();
+            (
+                id.clone(),
+                (s.clone(), side.clone(), *q, price.clone(), fees),
+            )
+        })
+        .collect();
+    assert_eq!(exported, rounded, "trades export lists the log's fills");
 }
