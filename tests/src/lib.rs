@@ -153,6 +153,7 @@ pub async fn eventually<T>(timeout: Duration, mut f: impl FnMut() -> Option<T>) 
     }
 }
 
+pub mod bench;
 pub mod ops;
 pub mod signals;
 pub mod stages;

@@ -21,6 +21,7 @@ use std::time::{Duration, Instant};
 use alpha_panda_actors::kafka::{client_config, consumer_config};
 use alpha_panda_core::events::MarketTick;
 use alpha_panda_core::{EventBroker, EventData, EventEnvelope, Timestamp};
+use alpha_panda_tests::bench::line;
 use alpha_panda_tests::{kafka_servers, producer_config};
 use rdkafka::Message;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
@@ -29,13 +30,10 @@ use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 
 fn main() {
-    let mut args = std::env::args().skip(1);
-    let mut num = |default: u64| {
-        args.next()
-            .map(|s| s.parse::<u64>().expect("arguments are whole numbers"))
-            .unwrap_or(default)
-    };
-    let (n, rate, secs) = (num(200_000), num(1_000), num(5));
+    let [n, rate, secs] = alpha_panda_tests::bench::numbers(
+        ["records", "ticks per second", "seconds"],
+        [200_000, 1_000, 5],
+    );
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -90,14 +88,6 @@ async fn create_topic(servers: &str, partitions: i32) -> String {
         r.unwrap_or_else(|(t, e)| panic!("creating {t}: {e}"));
     }
     topic
-}
-
-fn line(figure: &str, fields: serde_json::Value) {
-    let mut v = serde_json::json!({ "figure": figure });
-    if let (Some(o), Some(f)) = (v.as_object_mut(), fields.as_object()) {
-        o.extend(f.clone());
-    }
-    println!("{v}");
 }
 
 async fn produce(servers: &str, topic: &str, record: &[u8], n: u64) {

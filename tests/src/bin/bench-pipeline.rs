@@ -39,6 +39,7 @@ use alpha_panda_actors::feed::SyntheticFeed;
 use alpha_panda_actors::kafka::consumer_config;
 use alpha_panda_config::{SyntheticFeed as SyntheticSettings, SyntheticInstrument};
 use alpha_panda_core::{EventBroker, EventData, EventEnvelope, InstrumentToken, Timestamp};
+use alpha_panda_tests::bench::line;
 use alpha_panda_tests::ops::{Daemon, daemon_command, free_port, fresh_redis_db};
 use alpha_panda_tests::{PrivateKafka, producer_config};
 use alpha_panda_topics::keys;
@@ -56,13 +57,10 @@ const FILLS: &str = "paper.orders.filled";
 const PREFIX: &str = "bench-pipeline";
 
 fn main() {
-    let mut args = std::env::args().skip(1);
-    let mut num = |default: u64| {
-        args.next()
-            .map(|s| s.parse::<u64>().expect("arguments are whole numbers"))
-            .unwrap_or(default)
-    };
-    let (burst, rate, seconds) = (num(100_000), num(1_000), num(600));
+    let [burst, rate, seconds] = alpha_panda_tests::bench::numbers(
+        ["burst ticks", "steady ticks per second", "steady seconds"],
+        [100_000, 1_000, 600],
+    );
     let bin = std::env::var("ALPHA_PANDA_BIN")
         .unwrap_or_else(|_| "target/release/alpha-panda".to_owned());
     let kafka = PrivateKafka::start();
@@ -529,12 +527,4 @@ fn env_f64(name: &str) -> Option<f64> {
 
 fn round(x: f64) -> f64 {
     (x * 100.0).round() / 100.0
-}
-
-fn line(figure: &str, fields: serde_json::Value) {
-    let mut v = serde_json::json!({ "figure": figure });
-    if let (Some(o), Some(f)) = (v.as_object_mut(), fields.as_object()) {
-        o.extend(f.clone());
-    }
-    println!("{v}");
 }
