@@ -33,20 +33,23 @@ fn start(kafka: &PrivateKafka, redis: &str) -> Daemon {
 }
 
 /// The highest feed position the strategy group applied, over its partitions of
-/// `market.ticks`.
+/// `market.ticks`: the strategies are a checkpointed unit per partition, which keeps its
+/// watermarks in its checkpoint.
 fn strategy_watermark(conn: &mut redis::Connection) -> Option<i64> {
     let keys: Vec<String> = redis::cmd("KEYS")
-        .arg("market:watermark:feed-origin.market.strategy:market.ticks:*")
+        .arg("market:checkpoint:feed-origin.market.strategy:market.ticks:*")
         .query(conn)
         .unwrap();
     keys.iter()
         .filter_map(|k| {
-            let v: Option<String> = redis::cmd("HGET")
-                .arg(k)
-                .arg("feed.feed-origin|feed|0")
-                .query(conn)
-                .unwrap();
-            v.and_then(|v| v.split(':').next().and_then(|o| o.parse().ok()))
+            let v: Option<String> = redis::cmd("GET").arg(k).query(conn).unwrap();
+            let checkpoint: serde_json::Value = serde_json::from_str(&v?).unwrap();
+            checkpoint["watermarks"]
+                .as_object()?
+                .iter()
+                .filter(|(name, _)| name.ends_with(">feed.feed-origin|feed|0"))
+                .filter_map(|(_, position)| position[0].as_i64())
+                .max()
         })
         .max()
 }
