@@ -70,6 +70,13 @@ fn policy(
     p.session_timeout = Duration::from_millis(settings.kafka.session_timeout_ms.into());
     p.instance_id = settings.kafka.instance_id.clone();
     p.batch_max_records = settings.delivery.batch_max_records;
+    // A fill can reach the portfolio once with an origin and once without (what the paper
+    // trader's warm-up owes): it is deduplicated by its event id as well.
+    if stage == "portfolio"
+        && let Ok(broker) = alpha_panda_core::BrokerName::new(namespace)
+    {
+        p.marked_topics = vec![TopicName::broker(&broker, BrokerTopic::OrdersFilled)];
+    }
     p
 }
 

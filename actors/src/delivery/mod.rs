@@ -109,6 +109,11 @@ pub struct DeliveryPolicy {
     pub checkpointed: Option<Checkpointed>,
     /// Most records a checkpointed partition handles between two checkpoints.
     pub batch_max_records: usize,
+    /// Topics whose records a checkpointed unit also deduplicates by event id, origin or
+    /// not: the same event can reach them once with an origin and once without (what a
+    /// per-record stage's warm-up owes is published without one), and the watermark alone
+    /// would apply it twice. Only low-volume topics (fills): a mark per record.
+    pub marked_topics: Vec<alpha_panda_topics::TopicName>,
 }
 
 /// A checkpointed stage: the factory of its units' actors, and what a unit is.
@@ -169,6 +174,7 @@ impl DeliveryPolicy {
             control: Arc::new(Control::detached()),
             checkpointed: None,
             batch_max_records: DEFAULT_BATCH_MAX_RECORDS,
+            marked_topics: Vec::new(),
         }
     }
 }

@@ -536,7 +536,8 @@ impl CheckpointWorker {
         let origins: Vec<Option<Origin>> = batch.iter().map(|r| Origin::of(&r.headers)).collect();
         let mut foreign: Vec<(usize, String)> = Vec::new();
         for (i, (d, o)) in decoded.iter().zip(&origins).enumerate() {
-            if let (Some(Ok(env)), None) = (d, o) {
+            let marked_topic = self.policy.marked_topics.contains(&batch[i].topic);
+            if let (Some(Ok(env)), true) = (d, o.is_none() || marked_topic) {
                 foreign.push((
                     i,
                     dedup_key(&self.policy.namespace, &self.policy.group, &env.id),
@@ -576,13 +577,16 @@ impl CheckpointWorker {
                     None,
                 )?),
                 Some(Ok(env)) => {
-                    let duplicate = match (&origin, &mark) {
-                        (Some(o), _) => watermarks
+                    let by_watermark = origin.as_ref().is_some_and(|o| {
+                        watermarks
                             .get(&watermark_name(&input, &o.source()))
-                            .is_some_and(|p| *p >= o.position()),
-                        (None, Some((marked, key))) => *marked || !batch_ids.insert(key.clone()),
-                        (None, None) => false,
+                            .is_some_and(|p| *p >= o.position())
+                    });
+                    let by_mark = match &mark {
+                        Some((marked, key)) => *marked || !batch_ids.insert(key.clone()),
+                        None => false,
                     };
+                    let duplicate = by_watermark || by_mark;
                     let mark = mark.map(|(_, k)| k);
                     if duplicate {
                         Some(Step::Skipped { duplicate: true })
