@@ -35,7 +35,7 @@ use crate::risk::trading_day;
 type At = (Timestamp, Uuid);
 
 /// One fill of a strategy in an instrument.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 struct Fill {
     /// Positive for a BUY.
     signed: i128,
@@ -45,8 +45,9 @@ struct Fill {
 }
 
 /// The fills of one trading day.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
 struct DayFills {
+    #[serde(with = "crate::pairs")]
     fills: BTreeMap<At, Fill>,
     /// Sums over every fill of the day (the common case: a question about a time after the
     /// day's last fill).
@@ -86,7 +87,7 @@ impl DayFills {
 }
 
 /// The fills of a strategy in one instrument, by trading day.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
 struct Ledger {
     days: BTreeMap<NaiveDate, DayFills>,
     /// Net quantity of every fill.
@@ -114,10 +115,33 @@ impl Ledger {
 }
 
 /// Day PnL of every strategy of one broker.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
 pub struct DayPnl {
     ledgers: HashMap<StrategyId, BTreeMap<InstrumentToken, Ledger>>,
+    #[serde(with = "marks")]
     marks: HashMap<InstrumentToken, BTreeMap<At, Decimal>>,
+}
+
+/// Serde for the marks: per instrument, its `[at, price]` pairs.
+mod marks {
+    use super::*;
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(
+        m: &HashMap<InstrumentToken, BTreeMap<At, Decimal>>,
+        s: S,
+    ) -> Result<S::Ok, S::Error> {
+        s.collect_map(m.iter().map(|(k, v)| (k, v.iter().collect::<Vec<_>>())))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(
+        d: D,
+    ) -> Result<HashMap<InstrumentToken, BTreeMap<At, Decimal>>, D::Error> {
+        let m = HashMap::<InstrumentToken, Vec<(At, Decimal)>>::deserialize(d)?;
+        Ok(m.into_iter()
+            .map(|(k, v)| (k, v.into_iter().collect()))
+            .collect())
+    }
 }
 
 impl DayPnl {

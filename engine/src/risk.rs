@@ -85,12 +85,15 @@ impl Limits {
     }
 }
 
-/// What one broker's risk stage knows.
-#[derive(Debug, Clone, Default)]
+/// What one broker's risk stage knows. It serializes whole (`save`, `restore`) for the
+/// stage's checkpoint.
+#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
 pub struct RiskBook {
     /// Net position per (strategy, instrument): fills plus validated-but-unfilled orders.
+    #[serde(with = "crate::pairs")]
     positions: crate::FastMap<(StrategyId, InstrumentToken), i64>,
     last_price: crate::FastMap<InstrumentToken, Decimal>,
+    #[serde(with = "crate::pairs")]
     orders_per_day: crate::FastMap<(StrategyId, NaiveDate), u32>,
     /// Event times of recently validated orders, for the per-second rate.
     recent: VecDeque<Timestamp>,
@@ -132,6 +135,18 @@ impl RiskOutput {
 }
 
 impl RiskBook {
+    /// The book as JSON, for a checkpoint.
+    pub fn save(&self) -> serde_json::Value {
+        // Maps with string or integer keys (tuple-keyed ones as pairs), decimals, integers
+        // and timestamps always serialize.
+        serde_json::to_value(self).unwrap_or_else(|e| unreachable!("a risk book serializes: {e}"))
+    }
+
+    /// A book from what [`save`](Self::save) made.
+    pub fn restore(saved: serde_json::Value) -> Result<Self, String> {
+        serde_json::from_value(saved).map_err(|e| format!("the risk book does not read: {e}"))
+    }
+
     /// Handles a `trading_signal` (`signal_env`, whose payload is `signal`) on `broker`:
     /// notes its price, evaluates every rule under `state`, reserves the order if it passes,
     /// and returns the validated or rejected signal as the signal's child (stage `risk`,
@@ -832,6 +847,59 @@ mod tests {
                     book.on_filled(out.envelope.id, Uuid::from_u128(i as u128), &f);
                 }
                 prop_assert!(out.passed() || matches!(out.envelope.data, EventData::RejectedSignal(_)));
+            }
+        }
+    }
+
+    proptest! {
+        /// A book saved at any point (the risk stage's checkpoint) and restored decides
+        /// every later signal as the book that went on: the same verdicts and envelopes.
+        #[test]
+        fn a_restored_book_decides_as_the_book_that_went_on(
+            steps in proptest::collection::vec(
+                (proptest::bool::ANY, 1u64..40, 9_000i64..11_000, 0u8..3, 0i64..7_200),
+                1..60,
+            ),
+            cut in 0usize..60,
+        ) {
+            let mut l = limits();
+            l.max_position_per_instrument = 100;
+            l.max_daily_loss = Decimal::from(500);
+            let base = Timestamp::from_unix_millis(1_705_290_300_000).unwrap();
+            let mut went_on = RiskBook::default();
+            let mut restored: Option<RiskBook> = None;
+            for (i, (buy, qty, price, outcome, secs)) in steps.into_iter().enumerate() {
+                if i == cut.min(59) {
+                    let saved = serde_json::to_string(&went_on.save()).unwrap();
+                    restored = Some(RiskBook::restore(serde_json::from_str(&saved).unwrap()).unwrap());
+                }
+                let mut s = sig(if buy { Side::Buy } else { Side::Sell }, qty, 1, OPEN);
+                s.price = Price::new(Decimal::new(price, 1)).unwrap();
+                s.timestamp = Timestamp(base.0 + chrono::Duration::seconds(secs));
+                let books: Vec<&mut RiskBook> = std::iter::once(&mut went_on).chain(restored.as_mut()).collect();
+                let env = signal_env(s.clone());
+                let mut outs = Vec::new();
+                for book in books {
+                    let out = book.on_signal(&env, &s, &BrokerName::paper(), &l, TradingState::Active);
+                    if out.passed() {
+                        let order = out.envelope.id;
+                        match outcome {
+                            0 => {
+                                let mut f = fill("m", s.signal_type, 1, 1, OPEN);
+                                f.quantity = s.quantity;
+                                f.fill_price = s.price;
+                                f.timestamp = s.timestamp;
+                                book.on_filled(order, Uuid::from_u128(1_000 + i as u128), &f);
+                            }
+                            1 => book.on_failed(order),
+                            _ => {}
+                        }
+                    }
+                    outs.push(out.envelope.encode());
+                }
+                if let [a, b] = outs.as_slice() {
+                    prop_assert_eq!(a, b);
+                }
             }
         }
     }

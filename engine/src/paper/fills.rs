@@ -19,7 +19,7 @@ use chrono::NaiveTime;
 
 use crate::risk::trading_day;
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct PaperOrder {
     pub order_id: OrderId,
     pub instrument_token: InstrumentToken,
@@ -49,13 +49,15 @@ pub enum PaperEvent {
 }
 
 /// Resting paper orders per instrument, in placement order.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
 pub struct PaperBook {
+    /// Configuration, not state: not in a checkpoint ([`PaperBook::set_slippage`]).
+    #[serde(skip)]
     slippage_bps: Decimal,
     resting: BTreeMap<InstrumentToken, Vec<Resting>>,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 struct Resting {
     order: PaperOrder,
     triggered: bool,
@@ -93,6 +95,11 @@ impl PaperBook {
             slippage_bps,
             resting: BTreeMap::new(),
         }
+    }
+
+    /// Sets the slippage of a book read from a checkpoint.
+    pub(crate) fn set_slippage(&mut self, slippage_bps: Decimal) {
+        self.slippage_bps = slippage_bps;
     }
 
     /// `price` moved against an order of `side` by the slippage, to the paisa; `None` when

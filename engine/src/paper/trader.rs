@@ -51,6 +51,12 @@ use super::fills::{PaperBook, PaperEvent, PaperOrder};
 /// day of event time behind its instrument's ticks.
 pub const TICK_WINDOW_SECS: i64 = 24 * 60 * 60;
 
+/// At most this many ticks are kept per instrument, so the trader's checkpoint stays
+/// bounded (about 30 bytes a tick): a LIMIT or SL order arriving further behind its
+/// instrument's ticks than this fails with the reason, as one older than the event-time
+/// window does. MARKET orders never need the buffer.
+pub const TICK_WINDOW_TICKS: usize = 1024;
+
 /// An event the trader produced: an order lifecycle event as a child of its validated
 /// signal. `live`: a record handled live in this run took part (see the module docs).
 #[derive(Debug, Clone, PartialEq)]
@@ -60,15 +66,44 @@ pub struct Emission {
     pub live: bool,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+#[serde(
+    into = "(i64, u32, Decimal, bool)",
+    try_from = "(i64, u32, Decimal, bool)"
+)]
 struct SeenTick {
     at: Timestamp,
     price: Decimal,
     live: bool,
 }
 
+/// A tick in a checkpoint: `[seconds, nanoseconds, price, live]`, about 30 bytes.
+impl From<SeenTick> for (i64, u32, Decimal, bool) {
+    fn from(t: SeenTick) -> Self {
+        (
+            t.at.0.timestamp(),
+            t.at.0.timestamp_subsec_nanos(),
+            t.price,
+            t.live,
+        )
+    }
+}
+
+impl TryFrom<(i64, u32, Decimal, bool)> for SeenTick {
+    type Error = String;
+    fn try_from((secs, nanos, price, live): (i64, u32, Decimal, bool)) -> Result<Self, String> {
+        let at = chrono::DateTime::from_timestamp(secs, nanos)
+            .ok_or_else(|| format!("a tick time of {secs} s {nanos} ns is out of range"))?;
+        Ok(Self {
+            at: Timestamp(at),
+            price,
+            live,
+        })
+    }
+}
+
 /// A validated signal on its way to becoming an order.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 struct Incoming {
     /// The validated signal's envelope, as far as its children need it.
     parent: Lineage,
@@ -101,7 +136,7 @@ impl Incoming {
 }
 
 /// A resting order: what settling it needs.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 struct Open {
     order: Incoming,
     /// Cash blocked for it (BUY).
@@ -110,7 +145,7 @@ struct Open {
 
 /// A resting order that settled after it was placed: what it changed, and when, so a later
 /// order can see the strategy's holding as it was at its own time.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 struct Change {
     at: Timestamp,
     held: i64,
@@ -118,6 +153,49 @@ struct Change {
 }
 
 type Holding = (StrategyId, InstrumentToken);
+
+/// The trader's state in a checkpoint: everything but its configuration (broker, account,
+/// fill model, instruments), which comes from the settings it is restored with.
+#[derive(serde::Serialize)]
+struct SavedRef<'a> {
+    resting_orders: &'a PaperBook,
+    open: Vec<&'a Open>,
+    waiting: Vec<(&'a InstrumentToken, &'a Vec<Incoming>)>,
+    ticks: Vec<(&'a InstrumentToken, &'a VecDeque<SeenTick>)>,
+    pruned: Vec<(&'a InstrumentToken, &'a Timestamp)>,
+    holdings: Vec<(&'a Holding, &'a i64)>,
+    resting_sells: Vec<(&'a Holding, &'a u128)>,
+    resting: Vec<(&'a Holding, &'a usize)>,
+    changes: Vec<(&'a Holding, &'a VecDeque<Change>)>,
+    cash: Vec<(&'a StrategyId, &'a Decimal)>,
+    blocked: Vec<(&'a StrategyId, &'a Decimal)>,
+}
+
+/// What [`SavedRef`] wrote, read back.
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Saved {
+    resting_orders: PaperBook,
+    open: Vec<Open>,
+    #[serde(with = "crate::pairs")]
+    waiting: FastMap<InstrumentToken, Vec<Incoming>>,
+    #[serde(with = "crate::pairs")]
+    ticks: FastMap<InstrumentToken, VecDeque<SeenTick>>,
+    #[serde(with = "crate::pairs")]
+    pruned: FastMap<InstrumentToken, Timestamp>,
+    #[serde(with = "crate::pairs")]
+    holdings: FastMap<Holding, i64>,
+    #[serde(with = "crate::pairs")]
+    resting_sells: FastMap<Holding, u128>,
+    #[serde(with = "crate::pairs")]
+    resting: FastMap<Holding, usize>,
+    #[serde(with = "crate::pairs")]
+    changes: FastMap<Holding, VecDeque<Change>>,
+    #[serde(with = "crate::pairs")]
+    cash: FastMap<StrategyId, Decimal>,
+    #[serde(with = "crate::pairs")]
+    blocked: FastMap<StrategyId, Decimal>,
+}
 
 #[derive(Debug)]
 pub struct PaperTrader {
@@ -200,6 +278,51 @@ impl PaperTrader {
     pub fn fills_and_failures_only(mut self) -> Self {
         self.lifecycle = false;
         self
+    }
+
+    /// The trader's state as JSON, for a checkpoint (its configuration is not in it).
+    pub fn save(&self) -> serde_json::Value {
+        let saved = SavedRef {
+            resting_orders: &self.book,
+            open: self.open.values().collect(),
+            waiting: self.waiting.iter().collect(),
+            ticks: self.ticks.iter().collect(),
+            pruned: self.pruned.iter().collect(),
+            holdings: self.holdings.iter().collect(),
+            resting_sells: self.resting_sells.iter().collect(),
+            resting: self.resting.iter().collect(),
+            changes: self.changes.iter().collect(),
+            cash: self.cash.iter().collect(),
+            blocked: self.blocked.iter().collect(),
+        };
+        // Lists, decimals, integers, ids and timestamps always serialize.
+        serde_json::to_value(saved)
+            .unwrap_or_else(|e| unreachable!("a paper trader's state serializes: {e}"))
+    }
+
+    /// Takes the state [`save`](Self::save) made; this trader's configuration stays. An
+    /// error says what does not read, and leaves the trader as it was.
+    pub fn restore(&mut self, saved: serde_json::Value) -> Result<(), String> {
+        let s: Saved = serde_json::from_value(saved)
+            .map_err(|e| format!("the paper trader's state does not read: {e}"))?;
+        let mut book = s.resting_orders;
+        book.set_slippage(self.model.slippage_bps);
+        self.book = book;
+        self.open = s
+            .open
+            .into_iter()
+            .map(|o| (o.order.order_id(), o))
+            .collect();
+        self.waiting = s.waiting;
+        self.ticks = s.ticks;
+        self.pruned = s.pruned;
+        self.holdings = s.holdings;
+        self.resting_sells = s.resting_sells;
+        self.resting = s.resting;
+        self.changes = s.changes;
+        self.cash = s.cash;
+        self.blocked = s.blocked;
+        Ok(())
     }
 
     /// Orders resting in the book.
@@ -328,7 +451,7 @@ impl PaperTrader {
         buffer.push_back(SeenTick { at, price, live });
         let horizon = Timestamp(at.0 - chrono::Duration::seconds(TICK_WINDOW_SECS));
         let mut dropped = None;
-        while buffer.front().is_some_and(|t| t.at < horizon) {
+        while buffer.front().is_some_and(|t| t.at < horizon) || buffer.len() > TICK_WINDOW_TICKS {
             dropped = buffer.pop_front().map(|t| t.at).or(dropped);
         }
         if let Some(dropped) = dropped {
@@ -533,8 +656,20 @@ impl PaperTrader {
         let reference = if market {
             v.validated_price.get()
         } else {
-            self.price_at(s.instrument_token, at)
-                .unwrap_or(v.validated_price.get())
+            match self.price_at(s.instrument_token, at) {
+                Some(price) => price,
+                // Its tick, and the ticks after it, are no longer kept.
+                None if self.pruned.contains_key(&s.instrument_token) => {
+                    let reason = format!(
+                        "arrived more than {} h of event time or {TICK_WINDOW_TICKS} ticks behind instrument {}'s ticks: they are no longer kept, so its fill cannot be simulated",
+                        TICK_WINDOW_SECS / 3600,
+                        s.instrument_token
+                    );
+                    out.push(self.failed(&order, reason, at, live));
+                    return out;
+                }
+                None => v.validated_price.get(),
+            }
         };
         let mut blocked = Decimal::ZERO;
         if s.signal_type == Side::Buy {
@@ -594,20 +729,8 @@ impl PaperTrader {
         );
         let mut settle_live = live;
         if events.is_empty() {
-            // Resting: match it against the ticks after its time that came before it.
-            if self
-                .pruned
-                .get(&s.instrument_token)
-                .is_some_and(|p| *p > at)
-            {
-                let reason = format!(
-                    "arrived more than {} h of event time behind instrument {}'s ticks: they are no longer kept, so its fill cannot be simulated",
-                    TICK_WINDOW_SECS / 3600,
-                    s.instrument_token
-                );
-                out.push(self.failed(&order, reason, at, live));
-                return out;
-            }
+            // Resting: match it against the ticks after its time that came before it (its
+            // own tick is in the buffer, so they all are).
             let ticks = self.ticks.get(&s.instrument_token);
             let first = ticks.map_or(0, |t| t.partition_point(|t| t.at <= at));
             for t in ticks.into_iter().flat_map(|t| t.range(first..)) {
@@ -1294,6 +1417,78 @@ mod tests {
             }
             prop_assert_eq!(by_id(got), by_id(expected));
         }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(200))]
+
+        /// A trader saved at any point (its checkpoint) and restored into a fresh one goes
+        /// on emitting exactly what the trader that went on emits: same ids, times, prices,
+        /// holdings and cash.
+        #[test]
+        fn a_restored_trader_emits_as_the_trader_that_went_on(
+            (a, b, orders) in session(),
+            picks in prop::collection::vec(0..3usize, 0..400),
+            cut in 0usize..200,
+        ) {
+            let streams = [&a, &b, &orders];
+            let mut at = [0usize; 3];
+            let sequence: Vec<&EventEnvelope> = picks
+                .into_iter()
+                .chain((0..3).flat_map(|s| std::iter::repeat_n(s, streams[s].len())))
+                .filter_map(|s| {
+                    let e = streams[s].get(at[s])?;
+                    at[s] += 1;
+                    Some(e)
+                })
+                .collect();
+            let feed = |t: &mut PaperTrader, e: &EventEnvelope| match e.data {
+                EventData::ValidatedSignal(_) => t.on_validated(e, true, false),
+                _ => t.on_tick(e, true),
+            };
+            let cut = cut.min(sequence.len());
+            let mut went_on = trader("100000");
+            let mut restored = trader("100000");
+            for e in &sequence[..cut] {
+                feed(&mut went_on, e);
+            }
+            let saved = serde_json::to_string(&went_on.save()).unwrap();
+            restored.restore(serde_json::from_str(&saved).unwrap()).unwrap();
+            let (mut expected, mut got) = (Vec::new(), Vec::new());
+            for e in &sequence[cut..] {
+                expected.extend(feed(&mut went_on, e));
+                got.extend(feed(&mut restored, e));
+            }
+            prop_assert_eq!(by_id(got), by_id(expected));
+            for strategy in ["s1", "s2"] {
+                let s = StrategyId::new(strategy).unwrap();
+                prop_assert_eq!(restored.cash(&s), went_on.cash(&s));
+                for token in [A, B] {
+                    prop_assert_eq!(restored.holding(&s, token), went_on.holding(&s, token));
+                }
+            }
+            prop_assert_eq!(restored.resting(), went_on.resting());
+            prop_assert_eq!(restored.waiting(), went_on.waiting());
+        }
+    }
+
+    #[test]
+    fn a_trader_keeps_at_most_the_tick_window_per_instrument_and_says_so_to_an_order_behind_it() {
+        let mut t = trader("100000000");
+        let n = TICK_WINDOW_TICKS as i64 + 10;
+        for secs in 0..n {
+            t.on_tick(&tick(A, secs, "100"), true);
+        }
+        assert_eq!(t.ticks[&A].len(), TICK_WINDOW_TICKS);
+        // A LIMIT BUY at second 5, under the market: it would rest and match the ticks
+        // after it, which are gone.
+        let e = t.on_validated(
+            &order(Side::Buy, OrderType::Limit, "99", 5).envelope(),
+            true,
+            false,
+        );
+        let said = said(&e);
+        assert!(said.last().unwrap().1.contains("ticks behind"), "{said:?}");
     }
 
     /// A price anywhere in `Decimal`'s range: ordinary prices, and huge or finely scaled
