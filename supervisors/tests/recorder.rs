@@ -426,8 +426,10 @@ fn strategies_import_refuses_a_bad_parameter_by_key_and_keeps_the_stored_set() {
 
     // A daemon told to take its strategies from the database trades the stored set.
     let port = free_port();
+    // `--ephemeral`: the embedded transport keeps nothing in the default data directory
+    // (which would be the source tree).
     let daemon = Command::new(env!("CARGO_BIN_EXE_alpha-panda"))
-        .arg("run")
+        .args(["run", "--ephemeral"])
         .env("ALPHA_PANDA__DATABASE__URL", database_url())
         .env("ALPHA_PANDA__DATABASE__SCHEMA_PREFIX", &prefix)
         .env("ALPHA_PANDA__DATABASE__STRATEGIES_FROM_DATABASE", "true")
