@@ -16,7 +16,8 @@
 //!   arrival at a consumer already assigned to the fills topic; p50, p99, max in ms, fills
 //!   of the first 10 s left out;
 //! - `pipeline_memory`: the daemon's RSS and Redis' `used_memory` and key count 30 s into the
-//!   steady run and at its end (flat means no per-record growth).
+//!   steady run and at its end (flat means no per-record growth), and the size of each
+//!   stage's checkpoint at the end (the largest partition's for a partitioned stage).
 //!
 //! The ticks carry an origin header as the runtime's own feeds stamp it, so the consumers
 //! keep watermarks rather than a dedup key per tick.
@@ -157,6 +158,7 @@ fn main() {
                 "redis_used_mib_end": round(last.redis_bytes as f64 / 1_048_576.0),
                 "redis_keys_start": first.redis_keys,
                 "redis_keys_end": last.redis_keys,
+                "checkpoint_bytes_end": checkpoint_sizes(&redis),
             }),
         );
     }
@@ -519,6 +521,27 @@ fn sample(pid: u32, redis: &str) -> Sample {
         redis_bytes,
         redis_keys,
     }
+}
+
+/// The size of each stage's checkpoints at the end, in bytes, by key (the partitions of a
+/// partitioned stage folded into their largest).
+fn checkpoint_sizes(redis: &str) -> std::collections::BTreeMap<String, u64> {
+    let mut conn = redis::Client::open(redis)
+        .and_then(|c| c.get_connection())
+        .expect("redis connection");
+    let keys: Vec<String> = redis::cmd("KEYS")
+        .arg("*checkpoint*")
+        .query(&mut conn)
+        .expect("KEYS");
+    let mut sizes = std::collections::BTreeMap::new();
+    for key in keys {
+        let len: u64 = redis::cmd("STRLEN").arg(&key).query(&mut conn).unwrap_or(0);
+        // `{ns}:checkpoint:{group}[:{topic}:{partition}]`: one entry per group.
+        let group = key.split(':').take(3).collect::<Vec<_>>().join(":");
+        let e = sizes.entry(group).or_insert(0);
+        *e = (*e).max(len);
+    }
+    sizes
 }
 
 fn env_f64(name: &str) -> Option<f64> {
