@@ -364,8 +364,8 @@ static SIGNALS_EMITTED: LazyLock<Mutex<EmissionTimes>> = LazyLock::new(Mutex::de
 const SIGNALS_REMEMBERED: usize = 100_000;
 
 /// Counts what a handled record produced: orders by status, PnL, and the tick→signal,
-/// signal→fill and tick→fill latencies. Called once per handled record (never for the
-/// records a stage is warmed up with).
+/// signal→fill and tick→fill latencies. Called once per handled record (by a checkpointed
+/// unit once its batch is checkpointed).
 pub fn observe_outputs(input: &EventEnvelope, outputs: &[Output]) {
     let m = metrics();
     for o in outputs {

@@ -2,19 +2,15 @@
 //! fills and charges, portfolio maths). Each factory makes a fresh actor per partition; the
 //! delivery bridge feeds it records and publishes what it returns.
 
-use std::collections::HashMap;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
 
-use actix::Actor;
 use alpha_panda_config::Settings;
 use alpha_panda_core::events::PnlSnapshot;
 use alpha_panda_core::{BrokerName, EventBroker, EventData, StrategyId};
 use alpha_panda_topics::{BrokerTopic, TopicName, keys};
 
 use crate::control::Control;
-use crate::delivery::stage::FnStage;
-use crate::delivery::worker::StageFactory;
 use crate::delivery::{Deliver, Handled, Output, StageError};
 use crate::paper::trader::PaperTrader;
 use crate::portfolio::Book;
@@ -199,8 +195,10 @@ impl crate::delivery::unit::CheckpointedStage for StrategyStage {
     }
 }
 
-/// Risk: `{broker}.signals.raw` → `signals.validated` or `signals.rejected`.
-/// One risk book per broker, shared by the broker's partition actors.
+/// Risk: `{broker}.signals.raw` → `signals.validated` or `signals.rejected`, as a
+/// checkpointed whole-stage unit (delivery v2): the broker's risk book is the unit's state,
+/// saved with the offsets of every partition it read, so a restart or a move to another
+/// daemon goes on from there and reads no history.
 ///
 /// It also reads the broker's `orders.filled` and `orders.failed`: a validated order's
 /// position is reserved when it is validated and stays counted once it fills; an order that
@@ -209,74 +207,94 @@ impl crate::delivery::unit::CheckpointedStage for StrategyStage {
 /// (`max_daily_loss`), marked to the prices of MARKET signals (engine/src/day_pnl.rs).
 ///
 /// The broker's and the strategy's trading states are a rule too (`trading_state`): HALTED
-/// refuses every signal, REDUCING all that do not reduce a position. Records replayed to
-/// rebuild the book are evaluated as ACTIVE: trading states are operator state outside the
-/// log (docs/operations.md).
-pub fn risk_factory(
+/// refuses every signal, REDUCING all that do not reduce a position.
+pub fn risk_units(
     settings: Arc<Settings>,
+    broker: BrokerName,
     counters: Arc<Counters>,
     control: Arc<Control>,
-) -> StageFactory {
-    let books: Arc<Mutex<HashMap<BrokerName, RiskBook>>> = Arc::default();
-    Arc::new(move || {
-        let settings = settings.clone();
-        let counters = counters.clone();
-        let books = books.clone();
-        let control = control.clone();
-        FnStage::new(move |d: &Deliver| {
-            let signal = match &d.envelope.data {
-                EventData::TradingSignal(signal) => signal,
-                EventData::OrderFilled(_) | EventData::OrderFailed(_) => {
-                    // The order's events are children of its validated signal.
-                    let Some(order) = d.envelope.causation_id else {
-                        return Err(StageError::poison(format!(
-                            "{} on {} has no causation id: which order it settles is unknown",
-                            d.envelope.event_type(),
-                            d.topic
-                        )));
-                    };
-                    let broker = broker_of(d)?;
-                    let mut books = books.lock().unwrap_or_else(|p| p.into_inner());
-                    let book = books.entry(broker).or_default();
-                    match &d.envelope.data {
-                        EventData::OrderFilled(f) => book.on_filled(order, d.envelope.id, f),
-                        _ => book.on_failed(order),
-                    }
-                    return Ok(Handled::default());
-                }
-                _ => return Err(wrong_type(d)),
-            };
-            let broker = broker_of(d)?;
-            let limits = Limits::for_strategy(&settings.risk_for(&broker), &signal.strategy_id);
-            let mut books = books.lock().unwrap_or_else(|p| p.into_inner());
-            let book = books.entry(broker.clone()).or_default();
-            let state = if d.replay {
-                alpha_panda_core::TradingState::Active
-            } else {
-                control.trading_state(broker.as_str(), Some(signal.strategy_id.as_str()))
-            };
-            let decided = book.on_signal(&d.envelope, signal, &broker, &limits, state);
-            if !decided.passed() {
-                counters.rejections.fetch_add(1, Ordering::Relaxed);
-            }
-            let output = out(&broker, decided.topic, decided.envelope);
-            Ok(Handled {
-                outputs: vec![output],
-                effects: Vec::new(),
-                ..Handled::default()
-            })
+) -> crate::delivery::unit::CheckpointedFactory {
+    Arc::new(move |_unit, saved| {
+        let book = match saved {
+            None => RiskBook::default(),
+            Some(v) => RiskBook::restore(v)?,
+        };
+        Ok(Box::new(RiskStage {
+            limits: settings.risk_for(&broker),
+            broker: broker.clone(),
+            book,
+            counters: counters.clone(),
+            control: control.clone(),
         })
-        .start()
-        .recipient()
+            as Box<dyn crate::delivery::unit::CheckpointedStage>)
     })
 }
 
+struct RiskStage {
+    broker: BrokerName,
+    limits: alpha_panda_config::RiskSettings,
+    book: RiskBook,
+    counters: Arc<Counters>,
+    control: Arc<Control>,
+}
+
+impl crate::delivery::unit::CheckpointedStage for RiskStage {
+    fn save(&self) -> serde_json::Value {
+        self.book.save()
+    }
+
+    fn handle(&mut self, d: &Deliver) -> Result<Handled, StageError> {
+        if broker_of(d)? != self.broker {
+            return Err(StageError::poison(format!(
+                "{} is not {}'s",
+                d.topic, self.broker
+            )));
+        }
+        let signal = match &d.envelope.data {
+            EventData::TradingSignal(signal) => signal,
+            EventData::OrderFilled(_) | EventData::OrderFailed(_) => {
+                // The order's events are children of its validated signal.
+                let Some(order) = d.envelope.causation_id else {
+                    return Err(StageError::poison(format!(
+                        "{} on {} has no causation id: which order it settles is unknown",
+                        d.envelope.event_type(),
+                        d.topic
+                    )));
+                };
+                match &d.envelope.data {
+                    EventData::OrderFilled(f) => self.book.on_filled(order, d.envelope.id, f),
+                    _ => self.book.on_failed(order),
+                }
+                return Ok(Handled::default());
+            }
+            _ => return Err(wrong_type(d)),
+        };
+        let broker = &self.broker;
+        let limits = Limits::for_strategy(&self.limits, &signal.strategy_id);
+        let state = self
+            .control
+            .trading_state(broker.as_str(), Some(signal.strategy_id.as_str()));
+        let decided = self
+            .book
+            .on_signal(&d.envelope, signal, broker, &limits, state);
+        if !decided.passed() {
+            self.counters.rejections.fetch_add(1, Ordering::Relaxed);
+        }
+        Ok(Handled {
+            outputs: vec![out(broker, decided.topic, decided.envelope)],
+            ..Handled::default()
+        })
+    }
+}
+
 /// The paper trader of one broker: `{broker}.signals.validated` and `market.ticks` →
-/// `orders.submitted`, `orders.ack` and `orders.filled` (or `orders.failed`). The logic is
-/// `PaperTrader` (actors/src/paper/trader.rs): MARKET orders fill against the signal's
-/// price; LIMIT, SL and SL-M orders rest and fill against later ticks in event time; IOC
-/// cancels what does not fill at once; DAY orders expire at the close. One trader per
-/// broker, shared by the broker's partition actors.
+/// `orders.submitted`, `orders.ack` and `orders.filled` (or `orders.failed`), as a
+/// checkpointed whole-stage unit (delivery v2): the trader's books, resting orders and tick
+/// buffer are the unit's state (`PaperTrader::save`), saved with the offsets of every
+/// partition it read. The logic is `PaperTrader` (engine/src/paper/trader.rs): MARKET
+/// orders fill against the signal's price; LIMIT, SL and SL-M orders rest and fill against
+/// later ticks in event time; IOC cancels what does not fill at once; DAY orders expire at
+/// the close.
 ///
 /// Without `fill_model.allow_short`, a SELL larger than the strategy's holding fails
 /// (`orders.failed`). A BUY whose estimated cost (with charges) exceeds the strategy's cash
@@ -285,63 +303,70 @@ pub fn risk_factory(
 ///
 /// A validated signal that arrives while its broker or strategy is HALTED is not placed: it
 /// fails (`orders.failed`, "trading is HALTED"), so signals validated before a halt do not
-/// reach the market after it. (Replayed records, which only rebuild the state, are exempt.)
-pub fn paper_trader_factory(
+/// reach the market after it.
+///
+/// An error if `broker` is not a configured paper broker.
+pub fn paper_trader_units(
     settings: Arc<Settings>,
     broker: BrokerName,
     counters: Arc<Counters>,
     control: Arc<Control>,
-) -> Result<StageFactory, String> {
-    let trader = Arc::new(Mutex::new(PaperTrader::for_broker(&settings, &broker)?));
-    Ok(Arc::new(move || {
-        let trader = trader.clone();
-        let counters = counters.clone();
-        let control = control.clone();
-        let broker = broker.clone();
-        FnStage::new(move |d: &Deliver| {
-            let emissions = match &d.envelope.data {
-                EventData::ValidatedSignal(v) => {
-                    if broker_of(d)? != broker {
-                        return Err(StageError::poison(format!("{} is not {broker}'s", d.topic)));
-                    }
-                    let halted = !d.replay
-                        && control.trading_state(
-                            broker.as_str(),
-                            Some(v.original_signal.strategy_id.as_str()),
-                        ) == alpha_panda_core::TradingState::Halted;
-                    trader
-                        .lock()
-                        .unwrap_or_else(|p| p.into_inner())
-                        .on_validated(&d.envelope, !d.replay, halted)
-                }
-                EventData::MarketTick(_) => trader
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .on_tick(&d.envelope, !d.replay),
-                _ => return Err(wrong_type(d)),
-            };
-            let mut handled = Handled::default();
-            for e in emissions {
-                if d.replay && !e.live {
-                    continue;
-                }
-                match e.envelope.data {
-                    EventData::OrderPlaced(_) => counters.orders.fetch_add(1, Ordering::Relaxed),
-                    EventData::OrderFilled(_) => counters.fills.fetch_add(1, Ordering::Relaxed),
-                    _ => 0,
-                };
-                let output = out(&broker, e.topic, e.envelope);
-                if d.replay {
-                    handled.owed.push(output);
-                } else {
-                    handled.outputs.push(output);
-                }
-            }
-            Ok(handled)
+) -> Result<crate::delivery::unit::CheckpointedFactory, String> {
+    PaperTrader::for_broker(&settings, &broker)?;
+    Ok(Arc::new(move |_unit, saved| {
+        let mut trader = PaperTrader::for_broker(&settings, &broker)?;
+        if let Some(saved) = saved {
+            trader.restore(saved)?;
+        }
+        Ok(Box::new(PaperTraderStage {
+            trader,
+            broker: broker.clone(),
+            counters: counters.clone(),
+            control: control.clone(),
         })
-        .start()
-        .recipient()
+            as Box<dyn crate::delivery::unit::CheckpointedStage>)
     }))
+}
+
+struct PaperTraderStage {
+    trader: PaperTrader,
+    broker: BrokerName,
+    counters: Arc<Counters>,
+    control: Arc<Control>,
+}
+
+impl crate::delivery::unit::CheckpointedStage for PaperTraderStage {
+    fn save(&self) -> serde_json::Value {
+        self.trader.save()
+    }
+
+    fn handle(&mut self, d: &Deliver) -> Result<Handled, StageError> {
+        let broker = &self.broker;
+        let emissions = match &d.envelope.data {
+            EventData::ValidatedSignal(v) => {
+                if broker_of(d)? != *broker {
+                    return Err(StageError::poison(format!("{} is not {broker}'s", d.topic)));
+                }
+                let halted = self.control.trading_state(
+                    broker.as_str(),
+                    Some(v.original_signal.strategy_id.as_str()),
+                ) == alpha_panda_core::TradingState::Halted;
+                self.trader.on_validated(&d.envelope, true, halted)
+            }
+            EventData::MarketTick(_) => self.trader.on_tick(&d.envelope, true),
+            _ => return Err(wrong_type(d)),
+        };
+        let mut handled = Handled::default();
+        for e in emissions {
+            match e.envelope.data {
+                EventData::OrderPlaced(_) => self.counters.orders.fetch_add(1, Ordering::Relaxed),
+                EventData::OrderFilled(_) => self.counters.fills.fetch_add(1, Ordering::Relaxed),
+                _ => 0,
+            };
+            handled.outputs.push(out(broker, e.topic, e.envelope));
+        }
+        Ok(handled)
+    }
 }
 
 /// The store key of a strategy's portfolio: `{broker}:portfolio:{strategy}`.
@@ -506,7 +531,6 @@ impl crate::delivery::unit::CheckpointedStage for PortfolioStage {
                         key: portfolio_key(broker, &f.strategy_id),
                         value: json,
                     }],
-                    ..Handled::default()
                 })
             }
             _ => Err(wrong_type(d)),
@@ -537,7 +561,6 @@ mod tests {
             topic: topic.parse().unwrap(),
             partition: 0,
             offset: 0,
-            replay: false,
         }
     }
 

@@ -508,9 +508,6 @@ impl actix::Handler<Deliver> for TraderStage {
                         d.topic, trader.broker
                     )));
                 }
-                if d.replay {
-                    return Ok(Handled::default());
-                }
                 let strategy = match &d.envelope.data {
                     EventData::ValidatedSignal(v) => v.original_signal.strategy_id.clone(),
                     _ => {

@@ -58,20 +58,12 @@ fn policy(
     let group = format!("{}.{namespace}.{stage}", settings.kafka.group_prefix);
     let mut p = DeliveryPolicy::new(group, stage, namespace);
     p.control = control.clone();
-    // Risk and the paper trader rebuild their state from their input when they take a
-    // partition; the strategies' and the portfolio's state comes with their checkpoints,
-    // the zerodha trader's from the store.
-    let zerodha = settings.active_brokers.iter().any(|b| {
-        b.as_str() == namespace
-            && settings.brokers.get(b).map(|d| d.kind) == Some(BrokerKind::Zerodha)
-    });
-    p.warm_up = matches!(stage, "risk" | "trader") && !zerodha;
     p.dedup_ttl = Duration::from_secs(settings.redis.dedup_ttl_secs);
     p.session_timeout = Duration::from_millis(settings.kafka.session_timeout_ms.into());
     p.instance_id = settings.kafka.instance_id.clone();
     p.batch_max_records = settings.delivery.batch_max_records;
-    // A fill can reach the portfolio once with an origin and once without (what the paper
-    // trader's warm-up owes): it is deduplicated by its event id as well.
+    // A fill can reach the portfolio twice with two origins (a trader taking over reads its
+    // two topics in another interleaving): it is deduplicated by its event id as well.
     if stage == "portfolio"
         && let Ok(broker) = alpha_panda_core::BrokerName::new(namespace)
     {
@@ -339,18 +331,14 @@ impl Assembly {
         )?];
         for broker in &self.settings.active_brokers {
             let b = broker.as_str();
-            let risk: Arc<dyn Fn() -> StageFactory + Send + Sync> = match replace(broker, "risk") {
-                Some(f) => Arc::new(move || f.clone()),
-                None => {
-                    let (settings, counters, control) = (
-                        self.settings.clone(),
-                        counters.clone(),
-                        self.control.clone(),
-                    );
-                    Arc::new(move || {
-                        stages::risk_factory(settings.clone(), counters.clone(), control.clone())
-                    })
-                }
+            let risk = match replace(broker, "risk") {
+                Some(f) => BrokerStage::PerRecord(Arc::new(move || f.clone())),
+                None => BrokerStage::Checkpointed(stages::risk_units(
+                    self.settings.clone(),
+                    broker.clone(),
+                    counters.clone(),
+                    self.control.clone(),
+                )),
             };
             members.push(self.consume_broker_stage(
                 vec![
@@ -360,44 +348,22 @@ impl Assembly {
                 ],
                 b,
                 "risk",
-                BrokerStage::PerRecord(risk),
+                risk,
             )?);
             match self.settings.brokers.get(broker).map(|d| d.kind) {
                 Some(BrokerKind::Paper) => {
-                    let trader: Arc<dyn Fn() -> StageFactory + Send + Sync> =
-                        match replace(broker, "trader") {
-                            Some(f) => Arc::new(move || f.clone()),
-                            None => {
-                                // Checked once here, so making it again cannot fail.
-                                let first = stages::paper_trader_factory(
-                                    self.settings.clone(),
-                                    broker.clone(),
-                                    counters.clone(),
-                                    self.control.clone(),
-                                )
-                                .map_err(anyhow::Error::msg)?;
-                                let fresh = std::sync::Mutex::new(Some(first));
-                                let (settings, broker, counters, control) = (
-                                    self.settings.clone(),
-                                    broker.clone(),
-                                    counters.clone(),
-                                    self.control.clone(),
-                                );
-                                Arc::new(move || {
-                                    let first =
-                                        fresh.lock().unwrap_or_else(|p| p.into_inner()).take();
-                                    first.unwrap_or_else(|| {
-                                        stages::paper_trader_factory(
-                                            settings.clone(),
-                                            broker.clone(),
-                                            counters.clone(),
-                                            control.clone(),
-                                        )
-                                        .unwrap_or_else(|e| unreachable!("accepted at start: {e}"))
-                                    })
-                                })
-                            }
-                        };
+                    let trader = match replace(broker, "trader") {
+                        Some(f) => BrokerStage::PerRecord(Arc::new(move || f.clone())),
+                        None => BrokerStage::Checkpointed(
+                            stages::paper_trader_units(
+                                self.settings.clone(),
+                                broker.clone(),
+                                counters.clone(),
+                                self.control.clone(),
+                            )
+                            .map_err(anyhow::Error::msg)?,
+                        ),
+                    };
                     members.push(self.consume_broker_stage(
                         vec![
                             TopicName::broker(broker, BrokerTopic::SignalsValidated),
@@ -405,7 +371,7 @@ impl Assembly {
                         ],
                         b,
                         "trader",
-                        BrokerStage::PerRecord(trader),
+                        trader,
                     )?)
                 }
                 Some(BrokerKind::Zerodha) => match &self.zerodha {

@@ -597,7 +597,7 @@ fn json_logs_carry_each_records_ids_and_never_a_secret() {
         .env("ALPHA_PANDA__LOG__FORMAT", "json")
         .env(
             "ALPHA_PANDA__LOG__LEVEL",
-            "info,alpha_panda_actors::delivery::worker=debug",
+            "info,alpha_panda_actors::delivery=debug",
         )
         .env("ALPHA_PANDA__ADMIN__TOKEN", ADMIN)
         .env("ALPHA_PANDA__BROKERS__ZERODHA__KITE__API_SECRET", KITE)

@@ -47,7 +47,6 @@ pub fn validate(d: &Deliver, counter_key: &str) -> Result<Handled, StageError> {
             key: counter_key.to_owned(),
             by: 1,
         }],
-        ..Handled::default()
     })
 }
 

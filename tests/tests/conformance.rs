@@ -362,72 +362,6 @@ async fn an_unfinished_record_is_redelivered_to_the_next_member(bus: Bus) {
     );
 }
 
-/// Records a member handled and marked but died before committing come back as duplicates:
-/// a stateful stage of the next member must still see each of them (as a replay), or its
-/// state (holdings, reservations) misses them.
-async fn a_stateful_stage_sees_records_marked_but_not_committed(bus: Bus) {
-    const N: usize = 30;
-    let c = Case::new(bus).await;
-    let inputs = c.bus.feed(&c.ns.broker, &c.raw, N).await;
-    let group = c.ns.group("risk");
-    // What a dead member finished without committing: marked, effects applied.
-    let finished: BTreeSet<Uuid> = inputs.iter().step_by(4).map(|e| e.id).collect();
-    for id in &finished {
-        let key = alpha_panda_actors::store::dedup_key(c.ns.broker.as_str(), &group, id);
-        c.store
-            .mark(&key, Duration::from_secs(600), &[])
-            .await
-            .unwrap();
-    }
-    let seen: Arc<Mutex<Vec<(Uuid, bool)>>> = Arc::default();
-    let mut policy = DeliveryPolicy::new(group, "risk", c.ns.broker.as_str());
-    policy.warm_up = true;
-    let (counter, log) = (c.counter.clone(), seen.clone());
-    let factory: StageFactory = Arc::new(move || {
-        let (counter, log) = (counter.clone(), log.clone());
-        FnStage::new(move |d: &Deliver| {
-            log.lock().unwrap().push((d.envelope.id, d.replay));
-            validate(d, &counter)
-        })
-        .start()
-        .recipient()
-    });
-    let m = c
-        .bus
-        .member(vec![c.raw.clone()], policy, c.store.clone(), factory);
-    c.wait_effects(N - finished.len()).await;
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while seen.lock().unwrap().len() < N {
-        assert!(
-            Instant::now() < deadline,
-            "{}: the stage missed records",
-            c.bus.name()
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    m.shutdown().await;
-    let seen = seen.lock().unwrap().clone();
-    let replayed: BTreeSet<Uuid> = seen.iter().filter(|(_, r)| *r).map(|(id, _)| *id).collect();
-    let handled: Vec<Uuid> = seen
-        .iter()
-        .filter(|(_, r)| !*r)
-        .map(|(id, _)| *id)
-        .collect();
-    assert_eq!(
-        replayed,
-        finished,
-        "{}: each marked record reached the stage as a replay",
-        c.bus.name()
-    );
-    assert_eq!(handled.len(), N - finished.len(), "{}", c.bus.name());
-    assert!(handled.iter().all(|id| !finished.contains(id)));
-    assert_eq!(
-        c.effects().await,
-        N - finished.len(),
-        "no effect applied twice"
-    );
-}
-
 macro_rules! on_both {
     ($($scenario:ident),+ $(,)?) => {
         mod kafka {
@@ -449,5 +383,4 @@ on_both!(
     a_new_member_resumes_after_the_committed_offsets,
     members_split_partitions_and_hand_over_on_leaving,
     an_unfinished_record_is_redelivered_to_the_next_member,
-    a_stateful_stage_sees_records_marked_but_not_committed,
 );

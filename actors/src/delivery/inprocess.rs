@@ -521,12 +521,6 @@ pub fn start(spec: InProcessConsumerSpec) -> InProcessConsumerHandle {
                         continue;
                     };
                     tracing::info!(stage = %policy.stage, topic = %p.0, partition = p.1, from, "partition assigned");
-                    // Counted before the partition's task starts, so no live record of
-                    // another partition slips in ahead of this warm-up.
-                    let counted = policy.warm_up && from > policy.handed_from(&topic, p.1);
-                    if counted {
-                        policy.warming.fetch_add(1, Ordering::AcqRel);
-                    }
                     let r = Running {
                         stop: Arc::new(AtomicBool::new(false)),
                         ended: Arc::new(Notify::new()),
@@ -560,7 +554,6 @@ pub fn start(spec: InProcessConsumerSpec) -> InProcessConsumerHandle {
                         p.clone(),
                         topic,
                         from,
-                        counted,
                         PartitionWorker::new(
                             policy.clone(),
                             producer.clone(),
@@ -593,7 +586,6 @@ async fn partition_loop(
     p: Partition,
     topic: TopicName,
     mut next: i64,
-    counted: bool,
     mut worker: PartitionWorker,
     policy: Arc<DeliveryPolicy>,
     stop: Arc<AtomicBool>,
@@ -601,31 +593,6 @@ async fn partition_loop(
     done: Arc<AtomicBool>,
 ) {
     worker.assigned(&topic, p.1);
-    // Counted at assignment; taken off when this warm-up is done.
-    let warmed = counted.then(|| Uncount(policy.warming.clone()));
-    let from = worker.warm_up_from(&topic, p.1);
-    if worker.warms_up() && next > from {
-        // What a member that stopped before committing handled can follow `next`: read on
-        // while records are there (the worker stops at the first one not marked).
-        let past = (next..next + 10_000)
-            .take_while(|o| bus.record_at(&p, *o).is_some())
-            .last()
-            .map_or(next, |o| o + 1);
-        let before: Vec<Record> = (from..past)
-            .filter_map(|o| {
-                bus.record_at(&p, o).map(|r| Record {
-                    topic: topic.clone(),
-                    partition: p.1,
-                    offset: o,
-                    key: r.key,
-                    value: r.value,
-                    headers: r.headers,
-                })
-            })
-            .collect();
-        worker.warm_up_past(&before, next).await;
-    }
-    drop(warmed);
     while !stop.load(Ordering::Acquire) {
         let changed = bus.inner.changed.notified();
         let Some(stored) = bus.record_at(&p, next) else {
@@ -836,14 +803,5 @@ async fn whole_stage_member(
             break;
         }
         let _ = tokio::time::timeout(Duration::from_millis(200), changed).await;
-    }
-}
-
-/// Takes a partition off the member's count of warm-ups when dropped.
-pub(crate) struct Uncount(pub(crate) Arc<std::sync::atomic::AtomicUsize>);
-
-impl Drop for Uncount {
-    fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::AcqRel);
     }
 }

@@ -176,11 +176,8 @@ impl Shared {
         true
     }
 
-    /// Starts the worker of an assigned partition; a warm-up stage first rebuilds from the
-    /// records before `committed` (the group's committed offset), when known.
-    /// `counted`: the warm-up was added to the member's count of warm-ups, and is taken
-    /// off when it is done.
-    fn start_worker(&self, key: PartitionKey, committed: Option<i64>, counted: bool) {
+    /// Starts the worker of an assigned partition.
+    fn start_worker(&self, key: PartitionKey) {
         let Some(topic) = self.topics.get(&key.0).cloned() else {
             tracing::error!(topic = %key.0, "assigned a topic this bridge did not subscribe to");
             return;
@@ -220,7 +217,6 @@ impl Shared {
         if whole_stage {
             *self.stage_unit.lock().unwrap_or_else(|p| p.into_inner()) = Some(slot.clone());
         }
-        let warming = self.policy.warming.clone();
         let (policy, producer, store, factory) = (
             self.policy.clone(),
             self.producer.clone(),
@@ -233,7 +229,6 @@ impl Shared {
             .unwrap_or_else(|p| p.into_inner())
             .clone();
         let partition = key.1;
-        let servers = self.servers.clone();
         tracing::info!(stage = %policy.stage, topic = %topic, partition, "partition assigned");
         self.slots().insert(key, slot);
         if let Some(checkpointed) = policy.checkpointed.clone() {
@@ -295,42 +290,9 @@ impl Shared {
                 let mut worker =
                     PartitionWorker::new(policy, producer, store, factory, stop.clone());
                 worker.assigned(&topic, partition);
-                // Rebuild the stage from what it has not seen before `committed`, and from
-                // up to `past` records after it that were handled but not committed.
-                let warm_up = async |worker: &mut PartitionWorker, committed: i64, past: i64| {
-                    let from = worker.warm_up_from(&topic, partition);
-                    if past == 0 && committed <= from {
-                        return;
-                    }
-                    let (servers, source) = (servers.clone(), topic.clone());
-                    let read = tokio::task::spawn_blocking(move || {
-                        read_partition(&servers, &source, partition, from, committed, past)
-                    })
-                    .await;
-                    match read {
-                        Ok(Ok(records)) => worker.warm_up_past(&records, committed).await,
-                        Ok(Err(e)) => tracing::error!(%topic, partition, error = %e, "cannot read the partition to rebuild the stage; carrying on without its history"),
-                        Err(e) => tracing::error!(error = %e, "warm-up task failed"),
-                    }
-                };
-                {
-                    let _done = counted.then(|| super::inprocess::Uncount(warming.clone()));
-                    if worker.warms_up()
-                        && let Some(committed) = committed
-                    {
-                        warm_up(&mut worker, committed, PAST_COMMIT).await;
-                    }
-                }
-                let mut warmed = !worker.warms_up();
                 while let Some(record) = rx.recv().await {
                     if stop.load(Ordering::Acquire) {
                         break;
-                    }
-                    // The first record comes from the committed offset: whatever is before
-                    // it and was not rebuilt at assignment is rebuilt now.
-                    if !warmed {
-                        warmed = true;
-                        warm_up(&mut worker, record.offset, 0).await;
                     }
                     busy.store(true, Ordering::Release);
                     let outcome = worker.process(&record).await;
@@ -554,36 +516,9 @@ impl ConsumerContext for BridgeContext {
 
     fn post_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         if let Rebalance::Assign(tpl) = rebalance {
-            // A stage that rebuilds its state does so as soon as it takes a partition, not
-            // when the partition's next record comes: state such as a resting order must be
-            // back even if its partition stays quiet.
-            let committed = if self.shared.policy.warm_up {
-                match consumer.committed_offsets((*tpl).clone(), Duration::from_secs(10)) {
-                    Ok(c) => Some(c),
-                    Err(e) => {
-                        tracing::warn!(stage = %self.shared.policy.stage, error = %e, "cannot read the committed offsets; the stage rebuilds when records arrive");
-                        None
-                    }
-                }
-            } else {
-                None
-            };
             for e in tpl.elements() {
-                let until = committed
-                    .as_ref()
-                    .and_then(|c| c.find_partition(e.topic(), e.partition()))
-                    .and_then(|c| match c.offset() {
-                        Offset::Offset(o) => Some(o),
-                        _ => None,
-                    });
-                // Counted before the partition's task starts, so no live record of another
-                // partition slips in ahead of this warm-up.
-                let counted = until.is_some() && self.shared.topics.contains_key(e.topic());
-                if counted {
-                    self.shared.policy.warming.fetch_add(1, Ordering::AcqRel);
-                }
                 self.shared
-                    .start_worker((e.topic().to_owned(), e.partition()), until, counted);
+                    .start_worker((e.topic().to_owned(), e.partition()));
             }
             let p = &self.shared.policy;
             let paused = p.control.stage_paused(&p.namespace, &p.stage);
@@ -785,59 +720,6 @@ fn hold(
         ),
         Err(e) => tracing::warn!(stage, error = %e, "consumer pause/resume failed"),
     }
-}
-
-/// Records a member may have handled without committing them: at most this many past the
-/// committed offset are read at assignment to look for them (a commit interval's worth).
-const PAST_COMMIT: i64 = 10_000;
-
-/// The records of a partition from `from` up to (not including) `committed`, and up to
-/// `past` more after it (as many as there are), read outside the consumer group.
-fn read_partition(
-    servers: &str,
-    topic: &TopicName,
-    partition: i32,
-    from: i64,
-    committed: i64,
-    past: i64,
-) -> KafkaResult<Vec<Record>> {
-    let consumer: BaseConsumer = crate::kafka::client_config(servers, "alpha-panda-warm-up")
-        .set("enable.auto.commit", "false")
-        .set("group.id", "alpha-panda-warm-up")
-        .create()?;
-    let name = topic.to_string();
-    let until = if past > 0 {
-        let (_, high) = consumer.fetch_watermarks(&name, partition, Duration::from_secs(10))?;
-        high.min(committed + past).max(committed)
-    } else {
-        committed
-    };
-    if until <= from {
-        return Ok(Vec::new());
-    }
-    let mut tpl = TopicPartitionList::new();
-    tpl.add_partition_offset(&name, partition, Offset::Offset(from))?;
-    consumer.assign(&tpl)?;
-    let mut out = Vec::new();
-    let mut idle = Instant::now();
-    while out.last().is_none_or(|r: &Record| r.offset + 1 < until) {
-        if idle.elapsed() > Duration::from_secs(30) {
-            return Err(KafkaError::Subscription(format!(
-                "{name}/{partition}: no records for 30 s while reading up to offset {until}"
-            )));
-        }
-        match consumer.poll(Duration::from_millis(100)) {
-            Some(Ok(msg)) => {
-                idle = Instant::now();
-                if msg.offset() < until {
-                    out.push(to_record(&msg, topic.clone()));
-                }
-            }
-            Some(Err(e)) => return Err(e),
-            None => {}
-        }
-    }
-    Ok(out)
 }
 
 fn to_record(msg: &rdkafka::message::BorrowedMessage<'_>, topic: TopicName) -> Record {

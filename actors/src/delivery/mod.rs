@@ -32,8 +32,7 @@ pub use backoff::Backoff;
 pub use producer::EventProducer;
 pub use stage::{Deliver, Handled, Output, StageError};
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use alpha_panda_topics::TopicName;
@@ -90,18 +89,6 @@ pub struct DeliveryPolicy {
     pub instance_id: Option<String>,
     /// How often stored offsets are committed.
     pub commit_interval: Duration,
-    /// Rebuild a stateful stage when it takes a partition over: the records before the
-    /// committed offset are handed to the new actor first, their outputs and effects
-    /// discarded (they were published and applied before), so its state is what it was.
-    pub warm_up: bool,
-    /// Per (topic, partition), the offset up to which this member's stage has been handed
-    /// records. Stage state is kept per process, so a partition that comes back to the same
-    /// member only warms up with what its stage has not seen.
-    pub handed: Arc<Mutex<HashMap<(String, i32), i64>>>,
-    /// Partitions of this member still being rebuilt. No record is handled live while one
-    /// is: a live record must find the state its replayed predecessors build (a live tick
-    /// must find the resting order it fills), so nothing it should emit is left to a replay.
-    pub warming: Arc<std::sync::atomic::AtomicUsize>,
     /// Pauses, trading states and supervision shared with the daemon's HTTP server.
     pub control: Arc<Control>,
     /// Delivery v2: the stage's state is owned per partition and checkpointed (`unit`);
@@ -110,9 +97,11 @@ pub struct DeliveryPolicy {
     /// Most records a checkpointed partition handles between two checkpoints.
     pub batch_max_records: usize,
     /// Topics whose records a checkpointed unit also deduplicates by event id, origin or
-    /// not: the same event can reach them once with an origin and once without (what a
-    /// per-record stage's warm-up owes is published without one), and the watermark alone
-    /// would apply it twice. Only low-volume topics (fills): a mark per record.
+    /// not. A whole-stage unit that reads two topics (the paper trader: signals and ticks)
+    /// and takes over after a crash may read them in another interleaving than the first
+    /// time, and emit the same event (same id) as the output of another record, so with
+    /// another origin: the watermark alone would apply it twice. Only low-volume topics
+    /// (fills): a mark per record.
     pub marked_topics: Vec<alpha_panda_topics::TopicName>,
 }
 
@@ -128,21 +117,6 @@ pub struct Checkpointed {
 impl std::fmt::Debug for Checkpointed {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "Checkpointed {{ whole_stage: {} }}", self.whole_stage)
-    }
-}
-
-impl DeliveryPolicy {
-    /// Notes that the stage has been handed everything before `next` on this partition.
-    pub fn handed_up_to(&self, topic: &TopicName, partition: i32, next: i64) {
-        let mut h = self.handed.lock().unwrap_or_else(|p| p.into_inner());
-        let e = h.entry((topic.to_string(), partition)).or_insert(next);
-        *e = (*e).max(next);
-    }
-
-    /// Where a warm-up of this partition starts.
-    pub fn handed_from(&self, topic: &TopicName, partition: i32) -> i64 {
-        let h = self.handed.lock().unwrap_or_else(|p| p.into_inner());
-        h.get(&(topic.to_string(), partition)).copied().unwrap_or(0)
     }
 }
 
@@ -168,9 +142,6 @@ impl DeliveryPolicy {
             commit_interval: Duration::from_millis(500),
             session_timeout: Duration::from_secs(30),
             instance_id: None,
-            warm_up: false,
-            handed: Arc::default(),
-            warming: Arc::default(),
             control: Arc::new(Control::detached()),
             checkpointed: None,
             batch_max_records: DEFAULT_BATCH_MAX_RECORDS,

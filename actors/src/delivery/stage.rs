@@ -15,10 +15,6 @@ pub struct Deliver {
     pub topic: TopicName,
     pub partition: i32,
     pub offset: i64,
-    /// The record was handled before and is handed again only to rebuild the stage's state
-    /// (warm-up): what the stage returns is discarded, and operator state (trading states,
-    /// pauses) is not applied to it.
-    pub replay: bool,
 }
 
 /// An event a stage emits, and the topic it goes to (the engine's type: the pure logic
@@ -31,11 +27,6 @@ pub use alpha_panda_engine::Output;
 pub struct Handled {
     pub outputs: Vec<Output>,
     pub effects: Vec<Effect>,
-    /// Only for a replayed record: events it must still publish because a record handled
-    /// live in this run took part in them and could not publish them itself (the paper
-    /// trader's resting order replayed after the live tick that fills it). Their ids are
-    /// deterministic, so a copy already published is a duplicate downstream.
-    pub owed: Vec<Output>,
 }
 
 /// A stage's failure, with its class.

@@ -724,6 +724,25 @@ impl CheckpointWorker {
             .checkpoint_bytes
             .with_label_values(&[&self.policy.stage])
             .observe(encoded.len() as f64);
+        // Records produced, orders by status, PnL and latencies: counted once the batch is
+        // checkpointed, so a batch handled again after a restart is not counted twice.
+        let mut produced: HashMap<&TopicName, u64> = HashMap::new();
+        for (step, d) in steps.iter().zip(&decoded) {
+            if let (Step::Handled { outputs, .. }, Some(Ok(env))) = (step, d)
+                && !outputs.is_empty()
+            {
+                crate::metrics::observe_outputs(env, outputs);
+                for o in outputs {
+                    *produced.entry(&o.topic).or_default() += 1;
+                }
+            }
+        }
+        for (topic, n) in produced {
+            metrics()
+                .produced
+                .with_label_values(&[topic.to_string().as_str(), &self.policy.stage])
+                .inc_by(n);
+        }
         if duplicates > 0 {
             metrics()
                 .dedup_hits
@@ -756,7 +775,6 @@ impl CheckpointWorker {
                 topic: batch[i].topic.clone(),
                 partition: batch[i].partition,
                 offset: batch[i].offset,
-                replay: false,
             }
         };
         let mut next = 0;
@@ -786,6 +804,22 @@ impl CheckpointWorker {
                 let record = batch[i];
                 let err = match result {
                     Ok(h) => {
+                        if tracing::enabled!(tracing::Level::DEBUG)
+                            && let Some(Ok(env)) = &decoded[i]
+                        {
+                            let span = tracing::debug_span!(
+                                "record",
+                                stage = %self.policy.stage,
+                                topic = %record.topic,
+                                partition = record.partition,
+                                offset = record.offset,
+                                event_id = %env.id,
+                                correlation_id = %env.correlation_id,
+                                trace_id = %env.trace_id,
+                            );
+                            let _in = span.enter();
+                            tracing::debug!(outputs = h.outputs.len(), "record done");
+                        }
                         steps[i] = Some(Step::Handled {
                             outputs: h.outputs,
                             effects: h.effects,

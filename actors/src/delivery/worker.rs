@@ -183,109 +183,6 @@ impl PartitionWorker {
         true
     }
 
-    pub fn warms_up(&self) -> bool {
-        self.policy.warm_up
-    }
-
-    /// Where a warm-up of this partition starts: what the stage has not been handed yet.
-    pub fn warm_up_from(&self, topic: &alpha_panda_topics::TopicName, partition: i32) -> i64 {
-        self.policy.handed_from(topic, partition)
-    }
-
-    /// Hands already-processed records to the stage to rebuild its state; what it returns is
-    /// discarded. Records that do not decode are skipped, as they were the first time.
-    pub async fn warm_up(&mut self, records: &[Record]) {
-        let started = std::time::Instant::now();
-        for record in records {
-            self.policy
-                .handed_up_to(&record.topic, record.partition, record.offset + 1);
-            let Some(Ok(envelope)) = record.value.as_deref().map(EventEnvelope::decode) else {
-                continue;
-            };
-            self.replay(record, envelope).await;
-        }
-        if !records.is_empty() {
-            tracing::info!(
-                stage = %self.policy.stage,
-                records = records.len(),
-                ms = started.elapsed().as_millis() as u64,
-                "stage state rebuilt from its input"
-            );
-        }
-    }
-
-    /// Warm-up of a partition taken over at offset `committed`, from records read past it:
-    /// the records before `committed`, then those after it that a member which died before
-    /// committing them had already handled and marked, up to the first one not marked. So
-    /// duplicates are rebuilt with the rest, before any live record of the member, and not
-    /// later in the live phase.
-    pub async fn warm_up_past(&mut self, records: &[Record], committed: i64) {
-        let split = records.partition_point(|r| r.offset < committed);
-        self.warm_up(&records[..split]).await;
-        for record in &records[split..] {
-            let Some(Ok(envelope)) = record.value.as_deref().map(EventEnvelope::decode) else {
-                break;
-            };
-            if !matches!(self.applied(record, &envelope).await, Ok(true)) {
-                break;
-            }
-            self.policy
-                .handed_up_to(&record.topic, record.partition, record.offset + 1);
-            self.replay(record, envelope).await;
-        }
-    }
-
-    /// Hands a record already processed before to the stage, only to rebuild its state:
-    /// its outputs and effects are discarded (they were published and applied before), but
-    /// what it owes to records handled live in this run (`Handled::owed`) is published,
-    /// retried until the broker takes it or the partition stops.
-    async fn replay(&self, record: &Record, envelope: EventEnvelope) {
-        if record.replayed_for_another_group(&self.policy.group) {
-            return;
-        }
-        let reply = self
-            .stage
-            .send(Deliver {
-                envelope,
-                topic: record.topic.clone(),
-                partition: record.partition,
-                offset: record.offset,
-                replay: true,
-            })
-            .await;
-        let handled = match reply {
-            Ok(Ok(handled)) => handled,
-            // The stage's state misses this record: say which, and why.
-            Ok(Err(e)) => {
-                tracing::warn!(stage = %self.policy.stage, topic = %record.topic, partition = record.partition, offset = record.offset, error = %e, "a replayed record failed; the stage's state does not include it");
-                return;
-            }
-            Err(e) => {
-                tracing::warn!(stage = %self.policy.stage, topic = %record.topic, partition = record.partition, offset = record.offset, error = %e, "the stage actor was gone during a replay; its state does not include this record");
-                return;
-            }
-        };
-        if handled.owed.is_empty() {
-            return;
-        }
-        let mut attempt = 0;
-        loop {
-            attempt += 1;
-            match self.producer.send_all(&handled.owed).await {
-                Ok(()) => break,
-                Err(e) if !self.stopping() => {
-                    let delay = self.policy.transient.delay(attempt.min(8), jitter_unit());
-                    tracing::warn!(stage = %self.policy.stage, error = %e, attempt, "publishing what a replayed record owes failed; retrying");
-                    tokio::time::sleep(delay).await;
-                }
-                Err(e) => {
-                    tracing::error!(stage = %self.policy.stage, error = %e, "stopping with events a replayed record owes unpublished");
-                    break;
-                }
-            }
-        }
-    }
-
     fn stopping(&self) -> bool {
         self.stop.load(Ordering::Acquire)
     }
@@ -365,10 +262,6 @@ impl PartitionWorker {
     /// Processes one record to the end, restarting the stage actor with backoff after
     /// infrastructure failures, until it is done or the partition is given up.
     pub async fn process(&mut self, record: &Record) -> Result<Processed, Abandoned> {
-        // Live records wait while a partition of this member is being rebuilt.
-        while self.policy.warming.load(Ordering::Acquire) > 0 && !self.stopping() {
-            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
-        }
         let stage = self.policy.stage.clone();
         let series = self.series(record);
         series.consumed.inc();
@@ -578,25 +471,12 @@ impl PartitionWorker {
             .map_err(store_interrupt)?
         {
             tracing::debug!(stage = %self.policy.stage, event_id = %envelope.id, "duplicate skipped");
-            // A record handled (and marked) by a member that died before committing it comes
-            // back as a duplicate: its outputs are out, but a stateful stage of this process
-            // has not seen it. Hand it over as a replay so the stage's state (holdings,
-            // reservations) includes it, exactly as the warm-up does for committed records.
-            if self.policy.warm_up
-                && self.policy.handed_from(&record.topic, record.partition) <= record.offset
-            {
-                self.policy
-                    .handed_up_to(&record.topic, record.partition, record.offset + 1);
-                self.replay(record, envelope).await;
-            }
             return Ok(Processed::Duplicate);
         }
         let handled = match cached {
             Some(h) => h.clone(),
             None => {
                 let h = self.handle(record, envelope.clone()).await?;
-                self.policy
-                    .handed_up_to(&record.topic, record.partition, record.offset + 1);
                 *cached = Some(h.clone());
                 h
             }
@@ -646,7 +526,6 @@ impl PartitionWorker {
                 topic: record.topic.clone(),
                 partition: record.partition,
                 offset: record.offset,
-                replay: false,
             };
             let started = std::time::Instant::now();
             let result = match self.stage.send(msg).await {
