@@ -243,7 +243,13 @@ mod tests {
         }];
         store.mark("m1", ttl, &fx).await.unwrap();
         store
-            .save_checkpoint("cp", "{\"at\":1}", &["m2".into()], ttl, &fx)
+            .save_checkpoint(
+                "cp",
+                "{\"at\":1}",
+                &[("m2".into(), "t/0@0".into())],
+                ttl,
+                &fx,
+            )
             .await
             .unwrap();
         store.advance("wm", "risk", (7, 2), &fx).await.unwrap();
@@ -304,7 +310,7 @@ mod tests {
         s.save_checkpoint(
             "cp",
             "x",
-            &["a".into(), "b".into()],
+            &[("a".into(), "t/0@0".into()), ("b".into(), "t/0@1".into())],
             Duration::from_secs(5),
             &fx,
         )

@@ -156,24 +156,27 @@ impl Store {
         }
     }
 
-    /// Which of these dedup keys are marked, in one round trip.
-    pub async fn marked(&self, keys: &[String]) -> Result<Vec<bool>, StoreError> {
+    /// The marks of these dedup keys, in one round trip: `None` where a key is not marked,
+    /// else the value it was marked with (a checkpointed unit's marks hold the input
+    /// position of the record that made them; a per-record mark holds `1`).
+    pub async fn marked(&self, keys: &[String]) -> Result<Vec<Option<String>>, StoreError> {
         if keys.is_empty() {
             return Ok(Vec::new());
         }
         match self {
             Store::Redis(r) => r.marked(keys).await,
-            Store::Memory(m) => Ok(keys.iter().map(|k| m.is_marked(k)).collect()),
+            Store::Memory(m) => Ok(keys.iter().map(|k| m.mark_of(k)).collect()),
         }
     }
 
     /// Writes a checkpoint **together with** the dedup marks of the batch's foreign records
-    /// and the batch's effects, atomically (one MULTI/EXEC round trip in Redis).
+    /// (key and the value to mark it with, if not marked yet) and the batch's effects,
+    /// atomically (one MULTI/EXEC round trip in Redis).
     pub async fn save_checkpoint(
         &self,
         key: &str,
         checkpoint: &str,
-        marks: &[String],
+        marks: &[(String, String)],
         ttl: Duration,
         effects: &[Effect],
     ) -> Result<(), StoreError> {
@@ -370,13 +373,13 @@ impl RedisStore {
             .map_err(|e| self.classify(e))
     }
 
-    async fn marked(&self, keys: &[String]) -> Result<Vec<bool>, StoreError> {
+    async fn marked(&self, keys: &[String]) -> Result<Vec<Option<String>>, StoreError> {
         let mut conn = self.conn.clone();
         let mut pipe = redis::pipe();
         for k in keys {
-            pipe.exists(k);
+            pipe.get(k);
         }
-        pipe.query_async::<Vec<bool>>(&mut conn)
+        pipe.query_async::<Vec<Option<String>>>(&mut conn)
             .await
             .map_err(|e| self.classify(e))
     }
@@ -385,7 +388,7 @@ impl RedisStore {
         &self,
         key: &str,
         checkpoint: &str,
-        marks: &[String],
+        marks: &[(String, String)],
         ttl: Duration,
         effects: &[Effect],
     ) -> Result<(), StoreError> {
@@ -393,10 +396,10 @@ impl RedisStore {
         let mut pipe = redis::pipe();
         pipe.atomic().set(key, checkpoint).ignore();
         let ms = ttl.as_millis().max(1) as u64;
-        for m in marks {
+        for (m, value) in marks {
             pipe.cmd("SET")
                 .arg(m)
-                .arg("1")
+                .arg(value)
                 .arg("NX")
                 .arg("PX")
                 .arg(ms)
@@ -470,6 +473,9 @@ pub struct MemoryStore {
 #[derive(Default)]
 struct MemoryInner {
     marks: HashMap<String, Instant>,
+    /// The value a checkpoint marked a key with (the record's input position), while the
+    /// mark lives. Not journalled: a mark restored from the journal reads as `1`.
+    mark_values: HashMap<String, String>,
     /// Marks in the order they were made, to forget the oldest beyond `MAX_MEMORY_MARKS`.
     order: std::collections::VecDeque<String>,
     values: HashMap<String, String>,
@@ -543,6 +549,22 @@ impl MemoryStore {
             .is_some_and(|exp| *exp > Instant::now())
     }
 
+    /// The value `key` is marked with (`1` unless a checkpoint gave one), if marked.
+    fn mark_of(&self, key: &str) -> Option<String> {
+        let inner = self.lock();
+        inner
+            .marks
+            .get(key)
+            .filter(|exp| **exp > Instant::now())
+            .map(|_| {
+                inner
+                    .mark_values
+                    .get(key)
+                    .cloned()
+                    .unwrap_or_else(|| "1".to_owned())
+            })
+    }
+
     /// `INCRBY key n` (journalled like any effect); the first number of the block.
     fn reserve(&self, key: &str, n: i64) -> i64 {
         let mut inner = self.lock();
@@ -594,11 +616,13 @@ impl MemoryStore {
             return false;
         }
         inner.marks.insert(key.to_owned(), now + ttl);
+        inner.mark_values.remove(key);
         inner.order.push_back(key.to_owned());
         // A long-running embedded daemon marks every tick: remember a bounded window.
         while inner.order.len() > MAX_MEMORY_MARKS {
             if let Some(old) = inner.order.pop_front() {
                 inner.marks.remove(&old);
+                inner.mark_values.remove(&old);
             }
         }
         if self.journal.is_some() {
@@ -636,7 +660,7 @@ impl MemoryStore {
         &self,
         key: &str,
         checkpoint: &str,
-        marks: &[String],
+        marks: &[(String, String)],
         ttl: Duration,
         effects: &[Effect],
     ) {
@@ -644,8 +668,10 @@ impl MemoryStore {
         // change, kept together or not at all.
         let mut inner = self.lock();
         let mut ops = Vec::new();
-        for m in marks {
-            self.mark_locked(&mut inner, m, ttl, &mut ops);
+        for (m, value) in marks {
+            if self.mark_locked(&mut inner, m, ttl, &mut ops) {
+                inner.mark_values.insert(m.clone(), value.clone());
+            }
         }
         inner.values.insert(key.to_owned(), checkpoint.to_owned());
         if self.journal.is_some() {

@@ -175,3 +175,75 @@ fn a_member_taking_over_a_partition_reads_none_of_the_history_behind_its_checkpo
         second.shutdown().await;
     });
 }
+
+/// Over redis-server: member A checkpoints a batch of a feed's ticks (no origin: deduplicated
+/// by event id) after member B loaded the partition's checkpoint, as when a partition moves
+/// while its old owner finishes a batch. B handles the same records again and must count
+/// each once (the marks A wrote are of these very records), while a second copy of an event
+/// at another offset stays a duplicate.
+#[test]
+fn records_checkpointed_by_a_member_that_lost_the_partition_are_applied_by_the_next_owner() {
+    use alpha_panda_actors::delivery::checkpoint::{Checkpoint, checkpoint_key};
+    use alpha_panda_actors::delivery::inprocess::InProcessBus;
+    use alpha_panda_actors::delivery::unit::{CheckpointWorker, Unit};
+    use alpha_panda_actors::delivery::{EventProducer, Record};
+    actix_rt::System::new().block_on(async {
+        let ns = Namespace::new();
+        let store = Store::Redis(RedisStore::connect(&redis_url()).await.unwrap());
+        let topic = TopicName::broker(&ns.broker, BrokerTopic::SignalsRaw);
+        let worker = || {
+            let policy = DeliveryPolicy::new(ns.group("counting"), "counting", ns.broker.as_str());
+            CheckpointWorker::new(
+                Arc::new(policy),
+                EventProducer::InProcess(InProcessBus::new()),
+                store.clone(),
+                counting(format!("{}:test:unused", ns.redis_prefix())),
+                Unit::Partition(topic.clone(), 0),
+                Arc::new(std::sync::atomic::AtomicBool::new(false)),
+            )
+        };
+        let record = |offset: i64, env: &EventEnvelope| Record {
+            topic: topic.clone(),
+            partition: 0,
+            offset,
+            key: Some(env.key.clone().into_bytes()),
+            value: Some(env.encode()),
+            headers: Vec::new(),
+        };
+        let key = checkpoint_key(
+            ns.broker.as_str(),
+            &ns.group("counting"),
+            &topic.to_string(),
+            0,
+        );
+        let counted = |store: Store, key: String| async move {
+            let json = store.get(&key).await.unwrap().expect("a checkpoint");
+            Checkpoint::decode(&json).unwrap().state["count"]
+                .as_u64()
+                .unwrap()
+        };
+        let events: Vec<EventEnvelope> = (0..5).map(|i| signals::signal(&ns.broker, i)).collect();
+        let batch: Vec<Record> = events.iter().zip(0..).map(|(e, o)| record(o, e)).collect();
+        let (mut a, mut b) = (worker(), worker());
+        assert!(a.load().await.unwrap().is_none());
+        assert!(b.load().await.unwrap().is_none());
+        a.process(&batch).await.unwrap();
+        assert_eq!(counted(store.clone(), key.clone()).await, 5);
+        b.process(&batch).await.unwrap();
+        assert_eq!(
+            counted(store.clone(), key.clone()).await,
+            5,
+            "the next owner's state has every record once"
+        );
+        b.process(&[record(5, &events[2])]).await.unwrap();
+        assert_eq!(
+            counted(store.clone(), key.clone()).await,
+            5,
+            "a second copy is a duplicate"
+        );
+        b.process(&[record(6, &signals::signal(&ns.broker, 6))])
+            .await
+            .unwrap();
+        assert_eq!(counted(store.clone(), key.clone()).await, 6);
+    });
+}

@@ -11,8 +11,10 @@
 //!    a DLQ replay for another group is stepped over; a record that does not decode is
 //!    poison → DLQ;
 //! 2. duplicates are dropped: a record with an origin at or below its source's watermark;
-//!    a record without one (a foreign producer's) whose event id is marked — all the
-//!    batch's marks are read in one store round trip;
+//!    a record without one (a foreign producer's) whose event id is marked at another input
+//!    position (a mark holds the position of the record that made it: the same record
+//!    handled again from an older checkpoint is not its own duplicate) — all the batch's
+//!    marks are read in one store round trip;
 //! 3. each remaining record goes to the partition's actor; transient failures are retried in
 //!    place, then dead-lettered; poison and business failures are dead-lettered; an
 //!    infrastructure failure or a panic replaces the actor with one restored from the last
@@ -185,12 +187,12 @@ enum Step {
     Handled {
         outputs: Vec<Output>,
         effects: Vec<Effect>,
-        mark: Option<String>,
+        mark: Option<(String, String)>,
     },
     DeadLettered {
         dlq: Box<Output>,
         class: FailureClass,
-        mark: Option<String>,
+        mark: Option<(String, String)>,
     },
 }
 
@@ -550,7 +552,7 @@ impl CheckpointWorker {
             .marked(&keys)
             .await
             .map_err(|e| infra(e.to_string()))?;
-        let mut seen_marked: HashMap<usize, (bool, String)> = foreign
+        let mut seen_marked: HashMap<usize, (Option<String>, String)> = foreign
             .into_iter()
             .zip(marked)
             .map(|((i, k), m)| (i, (m, k)))
@@ -561,7 +563,7 @@ impl CheckpointWorker {
         // First pass, in order: what each record comes to without the actor, and which go
         // to it. Handled or dead-lettered, a record's origin is applied either way.
         let mut steps: Vec<Option<Step>> = Vec::with_capacity(batch.len());
-        let mut candidates: Vec<(usize, Option<String>)> = Vec::new();
+        let mut candidates: Vec<(usize, Option<(String, String)>)> = Vec::new();
         for (i, record) in batch.iter().enumerate() {
             let origin = origins[i].clone();
             let input = partition_name(&record.topic.to_string(), record.partition);
@@ -582,12 +584,20 @@ impl CheckpointWorker {
                             .get(&watermark_name(&input, &o.source()))
                             .is_some_and(|p| *p >= o.position())
                     });
+                    // A mark made at this very record's position is not a duplicate: it
+                    // is this record, handled under a checkpoint this unit did not start
+                    // from (a member that lost the partition wrote one after this member
+                    // loaded its own), and this unit's state has not seen it.
+                    let here = mark_position(&input, record.offset);
                     let by_mark = match &mark {
-                        Some((marked, key)) => *marked || !batch_ids.insert(key.clone()),
+                        Some((marked, key)) => {
+                            marked.as_ref().is_some_and(|at| *at != here)
+                                || !batch_ids.insert(key.clone())
+                        }
                         None => false,
                     };
                     let duplicate = by_watermark || by_mark;
-                    let mark = mark.map(|(_, k)| k);
+                    let mark = mark.map(|(_, k)| (k, here));
                     if duplicate {
                         Some(Step::Skipped { duplicate: true })
                     } else if self.panics.get(&record.offset).copied().unwrap_or(0) >= MAX_PANICS {
@@ -762,7 +772,7 @@ impl CheckpointWorker {
         actor: &Addr<PartitionActor>,
         batch: &[&Record],
         decoded: &[Option<Result<EventEnvelope, String>>],
-        candidates: Vec<(usize, Option<String>)>,
+        candidates: Vec<(usize, Option<(String, String)>)>,
         steps: &mut [Option<Step>],
     ) -> Result<(), Restart> {
         let deliver = |i: usize| {
@@ -885,7 +895,7 @@ impl CheckpointWorker {
         class: FailureClass,
         message: &str,
         retries: u32,
-        mark: Option<String>,
+        mark: Option<(String, String)>,
     ) -> Result<Step, Restart> {
         let Some(dlq) = dead_letter(record, envelope, &self.policy, class, message, retries) else {
             return Err(Restart::Infrastructure(format!(
@@ -903,6 +913,13 @@ impl CheckpointWorker {
 }
 
 /// The input topic a dead-lettered record came from, for the metric's label.
+/// What a foreign record's dedup mark holds: its input partition (`topic/partition`) and
+/// offset, so that a unit handling the same record again (from an older checkpoint) tells
+/// it from another copy of the same event.
+fn mark_position(input: &str, offset: i64) -> String {
+    format!("{input}@{offset}")
+}
+
 fn dlq_source(unit: &Unit, batch: &[&Record]) -> String {
     match unit {
         Unit::Partition(topic, _) => topic.to_string(),
@@ -910,5 +927,111 @@ fn dlq_source(unit: &Unit, batch: &[&Record]) -> String {
             .first()
             .map(|r| r.topic.to_string())
             .unwrap_or_default(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::delivery::inprocess::InProcessBus;
+    use crate::store::MemoryStore;
+    use alpha_panda_core::events::MarketTick;
+    use alpha_panda_core::{Decimal, EventBroker, EventData, InstrumentToken, Price, Timestamp};
+
+    /// Counts the records it handles; the count is its state.
+    struct Counting(u64);
+
+    impl CheckpointedStage for Counting {
+        fn handle(&mut self, _d: &Deliver) -> Result<Handled, StageError> {
+            self.0 += 1;
+            Ok(Handled::default())
+        }
+
+        fn save(&self) -> serde_json::Value {
+            serde_json::json!(self.0)
+        }
+    }
+
+    fn counting() -> CheckpointedFactory {
+        Arc::new(|_, saved| {
+            let n = saved.and_then(|v| v.as_u64()).unwrap_or(0);
+            Ok(Box::new(Counting(n)) as Box<dyn CheckpointedStage>)
+        })
+    }
+
+    /// A member's worker for `market.ticks/0`, on the shared store.
+    fn member(store: &Store) -> CheckpointWorker {
+        let mut policy = DeliveryPolicy::new("g", "strategy", "market");
+        policy.restart.initial = std::time::Duration::from_millis(1);
+        CheckpointWorker::new(
+            Arc::new(policy),
+            EventProducer::InProcess(InProcessBus::new()),
+            store.clone(),
+            counting(),
+            Unit::Partition(TopicName::market_ticks(), 0),
+            Arc::new(AtomicBool::new(false)),
+        )
+    }
+
+    /// A feed's tick (no origin header: deduplicated by event id) at `offset`.
+    fn tick(offset: i64, env: &EventEnvelope) -> Record {
+        Record {
+            topic: TopicName::market_ticks(),
+            partition: 0,
+            offset,
+            key: Some(env.key.clone().into_bytes()),
+            value: Some(env.encode()),
+            headers: Vec::new(),
+        }
+    }
+
+    fn envelope(n: i64) -> EventEnvelope {
+        let at = Timestamp::from_unix_millis(1_705_290_000_000 + n).unwrap();
+        let tick = MarketTick::new(
+            InstrumentToken(1),
+            Price::new(Decimal::from(100 + n)).unwrap(),
+            at,
+        );
+        EventEnvelope::root(
+            EventBroker::Shared,
+            "feed",
+            "1",
+            at,
+            EventData::MarketTick(tick),
+        )
+    }
+
+    async fn state(store: &Store, worker: &CheckpointWorker) -> u64 {
+        let json = store.get(&worker.key()).await.unwrap().unwrap();
+        Checkpoint::decode(&json).unwrap().state.as_u64().unwrap()
+    }
+
+    /// Member A loses the partition while it checkpoints a batch; member B loaded the
+    /// checkpoint before A's write, so it handles the same records again. The marks A wrote
+    /// are of these very records (same positions): B applies them, and its state counts
+    /// each once. A second copy of an event (same id, another offset) is still a duplicate.
+    #[actix_rt::test]
+    async fn a_member_handling_records_another_member_checkpointed_after_its_load_applies_them() {
+        let store = Store::Memory(MemoryStore::default());
+        let mut a = member(&store);
+        let mut b = member(&store);
+        assert_eq!(a.load().await, Ok(None));
+        assert_eq!(b.load().await, Ok(None));
+        let events: Vec<EventEnvelope> = (0..5).map(envelope).collect();
+        let batch: Vec<Record> = events.iter().zip(0..).map(|(e, o)| tick(o, e)).collect();
+        a.process(&batch).await.unwrap();
+        assert_eq!(state(&store, &a).await, 5);
+
+        b.process(&batch).await.unwrap();
+        assert_eq!(
+            state(&store, &b).await,
+            5,
+            "B's state saw every record once"
+        );
+        // The feed sent event 2 again: another offset, the same id.
+        b.process(&[tick(5, &events[2])]).await.unwrap();
+        assert_eq!(state(&store, &b).await, 5, "a second copy is a duplicate");
+        b.process(&[tick(6, &envelope(6))]).await.unwrap();
+        assert_eq!(state(&store, &b).await, 6);
     }
 }
