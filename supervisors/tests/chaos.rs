@@ -722,11 +722,155 @@ fn expected_books(
     out
 }
 
+/// Where a fill that differs from the backtest's came from: every record of its strategy and
+/// instrument on the signal and order topics within 3 s of event time of it, in event-time
+/// order, with topic, partition, offset and what risk or the trader said.
+fn trail(servers: &str, fills: &[&OrderFilled]) -> String {
+    let topics = [
+        "paper.signals.raw",
+        "paper.signals.validated",
+        "paper.signals.rejected",
+        "paper.orders.submitted",
+        "paper.orders.failed",
+        "paper.orders.filled",
+    ];
+    let mut records = Vec::new();
+    for topic in topics {
+        for (p, o, env) in read_envelopes(servers, topic) {
+            records.push((topic, p, o, env));
+        }
+    }
+    let ticks = read_envelopes(servers, "market.ticks");
+    let mut copies: HashMap<uuid::Uuid, usize> = HashMap::new();
+    for (_, _, env) in &ticks {
+        *copies.entry(env.id).or_default() += 1;
+    }
+    let doubled = copies.values().filter(|n| **n > 1).count();
+    let mut out = vec![format!(
+        "  market.ticks: {} records, {} ids on it more than once",
+        ticks.len(),
+        doubled
+    )];
+    for f in fills {
+        let near = |t: Timestamp| (t.0 - f.timestamp.0).num_milliseconds().abs() <= 3_000;
+        let mut lines: Vec<(Timestamp, String)> = Vec::new();
+        for (p, o, env) in &ticks {
+            if let EventData::MarketTick(t) = &env.data
+                && t.instrument_token == f.instrument_token
+                && near(t.timestamp)
+            {
+                lines.push((
+                    t.timestamp,
+                    format!(
+                        "    {} market.ticks {p}@{o} id {}: {}{}",
+                        t.timestamp,
+                        env.id,
+                        t.last_price,
+                        if copies.get(&env.id).copied().unwrap_or(0) > 1 {
+                            " (id on the topic more than once)"
+                        } else {
+                            ""
+                        }
+                    ),
+                ));
+            }
+        }
+        for (topic, p, o, env) in &records {
+            let what = match &env.data {
+                EventData::TradingSignal(s)
+                    if s.strategy_id == f.strategy_id
+                        && s.instrument_token == f.instrument_token =>
+                {
+                    Some((
+                        s.timestamp,
+                        format!("{} {} @ {}", s.signal_type, s.quantity, s.price),
+                    ))
+                }
+                EventData::ValidatedSignal(v)
+                    if v.original_signal.strategy_id == f.strategy_id
+                        && v.original_signal.instrument_token == f.instrument_token =>
+                {
+                    let s = &v.original_signal;
+                    Some((
+                        s.timestamp,
+                        format!("{} {} @ {}", s.signal_type, s.quantity, s.price),
+                    ))
+                }
+                EventData::RejectedSignal(r)
+                    if r.original_signal.strategy_id == f.strategy_id
+                        && r.original_signal.instrument_token == f.instrument_token =>
+                {
+                    let s = &r.original_signal;
+                    Some((
+                        s.timestamp,
+                        format!(
+                            "{} {} @ {}: {}",
+                            s.signal_type, s.quantity, s.price, r.rejection_reason
+                        ),
+                    ))
+                }
+                EventData::OrderPlaced(o)
+                    if o.strategy_id == f.strategy_id
+                        && o.instrument_token == f.instrument_token =>
+                {
+                    Some((
+                        o.timestamp,
+                        format!(
+                            "{:?} {} {} @ {} ({})",
+                            o.order_type, o.side, o.quantity, o.price, o.order_id
+                        ),
+                    ))
+                }
+                EventData::OrderFailed(o)
+                    if o.strategy_id == f.strategy_id
+                        && o.instrument_token == f.instrument_token =>
+                {
+                    Some((
+                        o.timestamp,
+                        format!(
+                            "{} {} @ {} ({}): {}",
+                            o.side, o.quantity, o.price, o.order_id, o.error_message
+                        ),
+                    ))
+                }
+                EventData::OrderFilled(o)
+                    if o.strategy_id == f.strategy_id
+                        && o.instrument_token == f.instrument_token =>
+                {
+                    Some((
+                        o.timestamp,
+                        format!(
+                            "{} {} @ {} ({})",
+                            o.side, o.quantity, o.fill_price, o.order_id
+                        ),
+                    ))
+                }
+                _ => None,
+            };
+            if let Some((t, text)) = what.filter(|(t, _)| near(*t)) {
+                lines.push((t, format!("    {t} {topic} {p}@{o} id {}: {text}", env.id)));
+            }
+        }
+        lines.sort_by_key(|l| l.0);
+        out.push(format!(
+            "  around {} {} {} {} @ {} ({}):",
+            f.strategy_id, f.instrument_token.0, f.side, f.quantity, f.fill_price, f.timestamp
+        ));
+        out.extend(lines.into_iter().map(|(_, l)| l));
+    }
+    out.join("\n")
+}
+
 /// Runs one seed; `Err` says what differed.
 fn run_seed(seed: u64) -> Result<(), String> {
     let started = Instant::now();
-    let config =
-        TempFile(std::env::temp_dir().join(format!("ap-chaos-{}-{seed}.toml", std::process::id())));
+    // One file per run: a seed listed twice runs twice at once, and a run that ends removes
+    // its file while the other's daemons still read theirs.
+    static RUNS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let run = RUNS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let config = TempFile(
+        std::env::temp_dir().join(format!("ap-chaos-{}-{seed}-{run}.toml", std::process::id())),
+    );
     std::fs::write(&config.0, CONFIG).unwrap_or_else(|e| panic!("writing config: {e}"));
     let settings = settings(&config.0, seed);
     let rows = tick_rows(&settings);
@@ -884,11 +1028,23 @@ fn run_seed(seed: u64) -> Result<(), String> {
         .map(|(k, n)| format!("{n}× {k}"))
         .collect();
     if !missing.is_empty() || !extra.is_empty() {
+        let differing: Vec<&OrderFilled> = reference
+            .fills
+            .iter()
+            .map(|(_, f)| f)
+            .filter(|f| missing.contains(&format!("{f:?}")))
+            .chain(by_id.values().filter(|f| {
+                want.get(&format!("{f:?}")).copied().unwrap_or(0)
+                    < got.get(&format!("{f:?}")).copied().unwrap_or(0)
+            }))
+            .collect();
         errors.push(format!(
             "fills differ from the backtest ({} distinct on the topic in {records} records, {} \
-             in the backtest): missing {missing:#?}, extra or doubled {extra:#?}",
+             in the backtest): missing {missing:#?}, extra or doubled {extra:#?}\nwhere they \
+             came from:\n{}",
             by_id.len(),
-            reference.fills.len()
+            reference.fills.len(),
+            trail(&world.kafka.servers, &differing)
         ));
     }
     world.note(format!(
