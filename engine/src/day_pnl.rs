@@ -18,8 +18,10 @@
 //! instrument has no such mark at or before `T`, the strategy's latest fill price there
 //! stands in. At equal event times the record with the higher event id wins.
 //!
-//! State grows with the signals and fills a broker sees (not with ticks), as the risk
-//! stage's order counters do.
+//! State grows with the signals and fills of the days it keeps: [`DayPnl::forget_before`]
+//! drops what no question about a later day needs (the risk stage calls it as event time
+//! passes midnight, keeping the day before), so a daemon that runs for months keeps about two
+//! days of fills and MARKET-signal marks, not every one since it started.
 
 use std::collections::{BTreeMap, HashMap};
 use std::ops::Bound;
@@ -90,8 +92,12 @@ impl DayFills {
 #[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
 struct Ledger {
     days: BTreeMap<NaiveDate, DayFills>,
-    /// Net quantity of every fill.
+    /// Net quantity of every fill (forgotten days' included).
     total: i128,
+    /// The price of the latest fill of the forgotten days: the stand-in mark when no mark
+    /// and no kept fill precedes a question.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    carried_price: Option<Decimal>,
 }
 
 impl Ledger {
@@ -111,6 +117,7 @@ impl Ledger {
             .rev()
             .find_map(|(_, d)| d.fills.range((Bound::Unbounded, upto)).next_back())
             .map(|(_, f)| f.price)
+            .or(self.carried_price)
     }
 }
 
@@ -120,6 +127,9 @@ pub struct DayPnl {
     ledgers: HashMap<StrategyId, BTreeMap<InstrumentToken, Ledger>>,
     #[serde(with = "marks")]
     marks: HashMap<InstrumentToken, BTreeMap<At, Decimal>>,
+    /// Days before this one are forgotten, and their records ignored if they come later.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    horizon: Option<NaiveDate>,
 }
 
 /// Serde for the marks: per instrument, its `[at, price]` pairs.
@@ -147,12 +157,71 @@ mod marks {
 impl DayPnl {
     /// A market price of `token` at `at` (`id`: the event that carried it).
     pub fn mark(&mut self, token: InstrumentToken, at: Timestamp, id: Uuid, price: Decimal) {
+        if self.forgotten(at) {
+            return;
+        }
         self.marks.entry(token).or_default().insert((at, id), price);
+    }
+
+    /// Whether `t` is on a day [`forget_before`](Self::forget_before) dropped.
+    fn forgotten(&self, t: Timestamp) -> bool {
+        self.horizon.is_some_and(|h| trading_day(t) < h)
+    }
+
+    /// Forgets what no question about `day` or later needs: the fills of earlier days (their
+    /// net quantity stays in each ledger's total, the latest one's price as the stand-in
+    /// mark) and every mark before `day` but each instrument's latest. A fill or mark of an
+    /// earlier day that comes afterwards is ignored, and a question about an earlier day is
+    /// answered from what is left (not exactly). Returns whether anything was forgotten now
+    /// (`day` is later than the last call's).
+    pub fn forget_before(&mut self, day: NaiveDate) -> bool {
+        if self.horizon.is_some_and(|h| h >= day) {
+            return false;
+        }
+        self.horizon = Some(day);
+        for ledgers in self.ledgers.values_mut() {
+            for ledger in ledgers.values_mut() {
+                let kept = ledger.days.split_off(&day);
+                let old = std::mem::replace(&mut ledger.days, kept);
+                if let Some(price) = old
+                    .values()
+                    .rev()
+                    .find_map(|d| d.fills.last_key_value().map(|(_, f)| f.price))
+                {
+                    ledger.carried_price = Some(price);
+                }
+            }
+        }
+        let start = (day_start(day), Uuid::nil());
+        for marks in self.marks.values_mut() {
+            let kept = marks.split_off(&start);
+            let close = marks.pop_last();
+            *marks = kept;
+            if let Some((at, price)) = close {
+                marks.insert(at, price);
+            }
+        }
+        true
+    }
+
+    /// How many fills and marks are kept (for tests and sizing).
+    pub fn records(&self) -> usize {
+        let fills: usize = self
+            .ledgers
+            .values()
+            .flat_map(|l| l.values())
+            .flat_map(|l| l.days.values())
+            .map(|d| d.fills.len())
+            .sum();
+        fills + self.marks.values().map(BTreeMap::len).sum::<usize>()
     }
 
     /// A fill of the broker (`id`: its event id). A copy of a fill already applied changes
     /// nothing.
     pub fn fill(&mut self, id: Uuid, f: &OrderFilled) {
+        if self.forgotten(f.timestamp) {
+            return;
+        }
         let signed = i128::from(f.side.sign()) * i128::from(f.quantity.get());
         let price = f.fill_price.get();
         let cash = Decimal::try_from_i128_with_scale(-signed, 0)
@@ -494,6 +563,54 @@ mod tests {
                 let want = reference(&recs, s, t);
                 prop_assert_eq!(first.as_of(&strategy, t), Some(want));
                 prop_assert_eq!(shuffled.as_of(&strategy, t), Some(want));
+            }
+        }
+
+        /// Forgetting the days before `cut` changes no answer about `cut` or later: the
+        /// records of earlier days came before the cut (copies of them may come after, and
+        /// are ignored), those of later days before or after it.
+        #[test]
+        fn forgetting_earlier_days_changes_no_answer_about_later_ones(
+            recs in prop::collection::vec(rec(), 1..40),
+            cut in 1i64..3,
+            late in prop::collection::vec(any::<prop::sample::Index>(), 0..5),
+            queries in prop::collection::vec((0usize..2, secs()), 1..10),
+        ) {
+            let mut seen = std::collections::HashSet::new();
+            let recs: Vec<Rec> = recs
+                .into_iter()
+                .filter(|r| match r {
+                    Rec::Fill(s, t, _, _, _, _, secs, id) => seen.insert((*s, *t, *secs, *id)),
+                    Rec::Mark(t, _, secs, id) => seen.insert((9, *t, *secs, *id)),
+                })
+                .collect();
+            let day_of = |r: &Rec| match *r {
+                Rec::Fill(.., secs, _) | Rec::Mark(_, _, secs, _) => secs / DAY,
+            };
+            let (before, after): (Vec<&Rec>, Vec<&Rec>) =
+                recs.iter().partition(|r| day_of(r) < cut);
+            let mut whole = DayPnl::default();
+            recs.iter().for_each(|r| apply(&mut whole, r));
+            let mut kept = DayPnl::default();
+            before.iter().for_each(|r| apply(&mut kept, r));
+            prop_assert!(kept.forget_before(trading_day(at(cut * DAY))));
+            prop_assert!(!kept.forget_before(trading_day(at(cut * DAY))), "once a day");
+            after.iter().for_each(|r| apply(&mut kept, r));
+            for pick in &late {
+                if !before.is_empty() {
+                    apply(&mut kept, before[pick.index(before.len())]);
+                }
+            }
+            let saved = serde_json::to_value(&kept).unwrap();
+            let kept: DayPnl = serde_json::from_value(saved).unwrap();
+            prop_assert!(kept.records() <= whole.records());
+            for (s, secs) in queries {
+                if secs / DAY < cut {
+                    continue;
+                }
+                let strategy = StrategyId::new(["s1", "s2"][s]).unwrap();
+                let t = at(secs);
+                prop_assert_eq!(kept.as_of(&strategy, t), whole.as_of(&strategy, t));
             }
         }
     }

@@ -203,6 +203,7 @@ impl RiskBook {
         limits: &Limits,
         state: TradingState,
     ) -> RiskOutput {
+        self.seen(signal.timestamp);
         self.on_price(signal.instrument_token, signal.price.get());
         if signal.order_type == OrderType::Market {
             // A MARKET signal's price is its tick's: a mark for the day PnL.
@@ -250,6 +251,19 @@ impl RiskBook {
             self.reserve(&v.original_signal, envelope.id);
         }
         RiskOutput { topic, envelope }
+    }
+
+    /// Event time `t` was seen: what only days before the day before `t`'s needed is
+    /// forgotten (the day-PnL ledger's fills and marks, the orders per day), so the book
+    /// keeps about two days, not every day since the stage started. A record more than a
+    /// day late in event time is then not counted in the day PnL.
+    fn seen(&mut self, t: Timestamp) {
+        let Some(keep_from) = trading_day(t).pred_opt() else {
+            return;
+        };
+        if self.pnl.forget_before(keep_from) {
+            self.orders_per_day.retain(|(_, day), _| *day >= keep_from);
+        }
     }
 
     pub fn on_price(&mut self, token: InstrumentToken, price: Decimal) {
@@ -476,6 +490,7 @@ impl RiskBook {
     /// the fill's event id): its reservation is now a position (no change), and the fill
     /// counts in its strategy's day PnL.
     pub fn on_filled(&mut self, order: Uuid, id: Uuid, fill: &OrderFilled) {
+        self.seen(fill.timestamp);
         self.pnl.fill(id, fill);
         if self.open.remove(&order).is_none() {
             self.settled_early.insert(order, false);
@@ -592,6 +607,54 @@ mod tests {
             l,
             TradingState::Active,
         )
+    }
+
+    /// A book that trades every day for 60 days keeps about two days of fills, marks and
+    /// order counts: its checkpoint does not grow with the days, and the day PnL and the
+    /// daily order cap still decide as on the first day.
+    #[test]
+    fn a_book_keeps_about_two_days_whatever_the_days_it_has_traded() {
+        let mut l = limits();
+        l.max_orders_per_day = 20;
+        l.max_gross_exposure = Decimal::from(1_000_000_000);
+        let mut book = RiskBook::default();
+        let monday = chrono::NaiveDate::from_ymd_opt(2024, 1, 15).unwrap();
+        let mut sizes = Vec::new();
+        let mut n = 0u128;
+        for day in 0..60 {
+            let date = monday + chrono::Duration::days(day);
+            if matches!(date.weekday(), Weekday::Sat | Weekday::Sun) {
+                continue;
+            }
+            for i in 0..10 {
+                let ts = format!("{date}T04:{:02}:00Z", i * 5);
+                let side = if i % 2 == 0 { Side::Buy } else { Side::Sell };
+                let out = on(&mut book, sig(side, 10, 100 + i as i64, &ts), &l);
+                assert!(out.passed(), "day {day}, order {i}: {:?}", out.envelope.data);
+                n += 1;
+                book.on_filled(
+                    out.envelope.id,
+                    Uuid::from_u128(n),
+                    &fill("m", side, 10, 100 + i as i64, &ts),
+                );
+            }
+            sizes.push(book.save().to_string().len());
+            assert!(book.orders_per_day.len() <= 2, "day {day}: {:?}", book.orders_per_day);
+            assert!(book.pnl.records() <= 2 * 10 * 2 + 1, "day {day}: {}", book.pnl.records());
+        }
+        let (third, last) = (sizes[2], sizes[sizes.len() - 1]);
+        assert!(
+            last <= third + third / 10,
+            "the checkpoint grew from {third} to {last} bytes over the days"
+        );
+        // Flat at the close each day (five buys, five sells): the last day's PnL is its own
+        // fills' cash: 5 × (sell − buy) × 10.
+        let last = monday + chrono::Duration::days(59); // a Thursday
+        let t: Timestamp = format!("{last}T05:00:00Z").parse().unwrap();
+        assert_eq!(
+            book.day_pnl(&StrategyId::new("m").unwrap(), t),
+            Some(Decimal::from(50))
+        );
     }
 
     #[test]
