@@ -941,7 +941,11 @@ fn run_seed(seed: u64) -> Result<(), String> {
         let mut tries = 0;
         while let Err(e) = rt.block_on(producer.send_all(chunk)) {
             tries += 1;
-            assert!(tries < 4, "producing ticks failed 4 times: {e}");
+            assert!(
+                tries < 4,
+                "producing ticks failed 4 times: {e}\nthe broker's log:\n{}",
+                world.kafka.log_tail(60)
+            );
             world.note(format!(
                 "producing ticks failed ({e}); sending the chunk again"
             ));

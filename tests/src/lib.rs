@@ -256,6 +256,13 @@ impl PrivateKafka {
         kafka
     }
 
+    /// The last `lines` lines of the broker's own log (for a test's failure message).
+    pub fn log_tail(&self, lines: usize) -> String {
+        let log = std::fs::read_to_string(self.dir.join("kafka.log")).unwrap_or_default();
+        let tail: Vec<&str> = log.lines().rev().take(lines).collect();
+        tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+    }
+
     fn wait_started(&mut self, log_path: &std::path::Path) {
         // A JVM start on a loaded 2-core machine can take tens of seconds.
         let deadline = std::time::Instant::now() + Duration::from_secs(120);
