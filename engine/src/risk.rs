@@ -630,7 +630,11 @@ mod tests {
                 let ts = format!("{date}T04:{:02}:00Z", i * 5);
                 let side = if i % 2 == 0 { Side::Buy } else { Side::Sell };
                 let out = on(&mut book, sig(side, 10, 100 + i as i64, &ts), &l);
-                assert!(out.passed(), "day {day}, order {i}: {:?}", out.envelope.data);
+                assert!(
+                    out.passed(),
+                    "day {day}, order {i}: {:?}",
+                    out.envelope.data
+                );
                 n += 1;
                 book.on_filled(
                     out.envelope.id,
@@ -639,8 +643,16 @@ mod tests {
                 );
             }
             sizes.push(book.save().to_string().len());
-            assert!(book.orders_per_day.len() <= 2, "day {day}: {:?}", book.orders_per_day);
-            assert!(book.pnl.records() <= 2 * 10 * 2 + 1, "day {day}: {}", book.pnl.records());
+            assert!(
+                book.orders_per_day.len() <= 2,
+                "day {day}: {:?}",
+                book.orders_per_day
+            );
+            assert!(
+                book.pnl.records() <= 2 * 10 * 2 + 1,
+                "day {day}: {}",
+                book.pnl.records()
+            );
         }
         let (third, last) = (sizes[2], sizes[sizes.len() - 1]);
         assert!(
