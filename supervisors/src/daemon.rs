@@ -247,17 +247,31 @@ async fn run_async(
     if let Some(s) = snapshots {
         s.abort();
     }
-    for m in members {
+    // Each step's time is logged, so a stop that hangs names the step it hangs in.
+    let stopping = std::time::Instant::now();
+    let step = |what: &str| {
+        tracing::info!(
+            elapsed_ms = stopping.elapsed().as_millis() as u64,
+            "shutdown: {what} stopped"
+        );
+    };
+    let n = members.len();
+    for (i, m) in members.into_iter().enumerate() {
         m.shutdown().await;
+        step(&format!("consumer {} of {n}", i + 1));
     }
     if let Some(w) = workers {
         let _ = tokio::task::spawn_blocking(move || w.stop()).await;
+        step("worker threads");
     }
     if let Some(z) = zerodha {
         z.stop();
+        step("zerodha trader");
     }
     http_handle.stop(true).await;
+    step("http server");
     console_reader.shutdown().await;
+    step("console reader");
     // Each recorder finishes the batch in hand; joining its thread blocks, so not here.
     let _ =
         tokio::task::spawn_blocking(move || recorders.into_iter().for_each(Recording::stop)).await;

@@ -240,6 +240,22 @@ fn tick_envelope(n: usize, row: TickRow) -> EventEnvelope {
     env
 }
 
+/// The last `lines` lines of a file.
+fn tail(path: &std::path::Path, lines: usize) -> String {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let last: Vec<&str> = text.lines().rev().take(lines).collect();
+    last.into_iter().rev().collect::<Vec<_>>().join("\n")
+}
+
+/// A folder removed when dropped (also when a seed fails).
+struct TempDir(PathBuf);
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
 /// A file removed when dropped (also when a seed fails).
 struct TempFile(PathBuf);
 
@@ -253,12 +269,16 @@ struct Member {
     instance: String,
     http: SocketAddr,
     daemon: Daemon,
+    /// The file this run of the daemon logs into.
+    log: PathBuf,
 }
 
 /// One seed's world: its broker, its Redis, its daemons (dropped in this order: the daemons
 /// first, then the services they use).
 struct World {
     members: Vec<Member>,
+    /// This run's daemon logs (without `DAEMON_LOG`).
+    logs: TempDir,
     seed: u64,
     config: TempFile,
     kafka: PrivateKafka,
@@ -285,6 +305,7 @@ impl World {
 
     fn spawn(&self, instance: &str) -> Member {
         let http: SocketAddr = ([127, 0, 0, 1], free_port()).into();
+        let log = self.daemon_log(instance);
         let child = daemon_command(env!("CARGO_BIN_EXE_alpha-panda"))
             .arg("--config")
             .arg(&self.config.0)
@@ -299,9 +320,13 @@ impl World {
             .env("ALPHA_PANDA__HTTP__LISTEN", http.to_string())
             .env(
                 "ALPHA_PANDA__LOG__LEVEL",
-                std::env::var("DAEMON_LOG").unwrap_or_else(|_| "error".into()),
+                std::env::var("DAEMON_LOG")
+                    .unwrap_or_else(|_| "error,alpha_panda_supervisors::daemon=info".into()),
             )
-            .stdout(self.daemon_log(instance))
+            .stdout(Stdio::from(
+                std::fs::File::create(&log)
+                    .unwrap_or_else(|e| panic!("creating {}: {e}", log.display())),
+            ))
             .stderr(Stdio::null())
             .spawn()
             .unwrap_or_else(|e| panic!("starting daemon {instance}: {e}"));
@@ -309,6 +334,7 @@ impl World {
             instance: instance.to_owned(),
             http,
             daemon: Daemon(child),
+            log,
         };
         let deadline = Instant::now() + Duration::from_secs(60);
         while std::net::TcpStream::connect(http).is_err() {
@@ -321,20 +347,22 @@ impl World {
         member
     }
 
-    /// With `DAEMON_LOG` set (a log filter), each daemon run logs into a file of its own
-    /// under `$TMPDIR/ap-chaos-logs/` (kept for reading; remove it when done).
-    fn daemon_log(&self, instance: &str) -> Stdio {
-        if std::env::var("DAEMON_LOG").is_err() {
-            return Stdio::null();
-        }
-        let dir = std::env::temp_dir().join("ap-chaos-logs");
+    /// Where a daemon run logs: with `DAEMON_LOG` set (a log filter), a file of its own
+    /// under `$TMPDIR/ap-chaos-logs/` (kept for reading; remove it when done); else errors
+    /// and the shutdown steps, in the run's own folder (removed with the run), for a
+    /// failure message.
+    fn daemon_log(&self, instance: &str) -> PathBuf {
+        let dir = if std::env::var("DAEMON_LOG").is_ok() {
+            std::env::temp_dir().join("ap-chaos-logs")
+        } else {
+            self.logs.0.clone()
+        };
         let _ = std::fs::create_dir_all(&dir);
-        let path = dir.join(format!(
+        dir.join(format!(
             "seed{}-{instance}-{:.1}s.log",
             self.seed,
             self.elapsed()
-        ));
-        std::fs::File::create(&path).map_or_else(|_| Stdio::null(), Stdio::from)
+        ))
     }
 
     fn start(&mut self, instance: &str) {
@@ -395,8 +423,9 @@ impl World {
                     }
                     assert!(
                         Instant::now() < deadline,
-                        "{} did not stop within 60 s of SIGTERM",
-                        m.instance
+                        "{} did not stop within 60 s of SIGTERM; its log ends:\n{}",
+                        m.instance,
+                        tail(&m.log, 40)
                     );
                     std::thread::sleep(Duration::from_millis(50));
                 };
@@ -894,6 +923,9 @@ fn run_seed(seed: u64) -> Result<(), String> {
 
     let mut world = World {
         members: Vec::new(),
+        logs: TempDir(
+            std::env::temp_dir().join(format!("ap-chaos-run-{}-{seed}-{run}", std::process::id())),
+        ),
         seed,
         config,
         kafka: PrivateKafka::start(),
