@@ -255,10 +255,25 @@ async fn run_async(
             "shutdown: {what} stopped"
         );
     };
+    // The consumers drain at the same time: each finishes its in-flight batch, commits and
+    // leaves its group on its own, and a stop takes the slowest one's time, not their sum.
     let n = members.len();
-    for (i, m) in members.into_iter().enumerate() {
-        m.shutdown().await;
-        step(&format!("consumer {} of {n}", i + 1));
+    let draining: Vec<_> = members
+        .into_iter()
+        .enumerate()
+        .map(|(i, m)| {
+            actix_rt::spawn(async move {
+                m.shutdown().await;
+                tracing::info!(
+                    elapsed_ms = stopping.elapsed().as_millis() as u64,
+                    "shutdown: consumer {} of {n} stopped",
+                    i + 1
+                );
+            })
+        })
+        .collect();
+    for d in draining {
+        let _ = d.await;
     }
     if let Some(w) = workers {
         let _ = tokio::task::spawn_blocking(move || w.stop()).await;

@@ -427,6 +427,9 @@ fn the_daemon_over_kafka_gives_the_golden_fills_too() {
     let fixtures = concat!(env!("CARGO_MANIFEST_DIR"), "/../tests/fixtures/golden");
     let port = free_port();
     let group_prefix = format!("golden-{}", std::process::id());
+    let log = RemovedOnDrop(
+        std::env::temp_dir().join(format!("ap-golden-kafka-{}.log", std::process::id())),
+    );
     let mut daemon = alpha_panda()
         .args(["run", "--config"])
         .arg(format!("{fixtures}/config.toml"))
@@ -435,7 +438,14 @@ fn the_daemon_over_kafka_gives_the_golden_fills_too() {
         .env("ALPHA_PANDA__REDIS__URL", alpha_panda_tests::redis_url())
         .env("ALPHA_PANDA__FEED", "none")
         .env("ALPHA_PANDA__HTTP__LISTEN", format!("127.0.0.1:{port}"))
-        .stdout(Stdio::null())
+        // Warnings and the shutdown steps, for the message if it does not stop in time.
+        .env(
+            "ALPHA_PANDA__LOG__LEVEL",
+            "warn,alpha_panda_supervisors::daemon=info",
+        )
+        .stdout(Stdio::from(
+            std::fs::File::create(&log.0).expect("log file"),
+        ))
         .stderr(Stdio::inherit())
         .spawn()
         .expect("daemon starts");
@@ -543,7 +553,12 @@ fn the_daemon_over_kafka_gives_the_golden_fills_too() {
         }
         if Instant::now() > stop {
             let _ = daemon.kill();
-            panic!("daemon did not stop in time");
+            let text = std::fs::read_to_string(&log.0).unwrap_or_default();
+            let tail: Vec<&str> = text.lines().rev().take(40).collect();
+            panic!(
+                "daemon did not stop within 15 s of SIGTERM; its log ends:\n{}",
+                tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+            );
         }
         std::thread::sleep(Duration::from_millis(50));
     }
@@ -661,4 +676,13 @@ fn json_logs_carry_each_records_ids_and_never_a_secret() {
         span["partition"].is_u64() && span["offset"].is_u64(),
         "{record}"
     );
+}
+
+/// A file removed when dropped (also when the test fails).
+struct RemovedOnDrop(std::path::PathBuf);
+
+impl Drop for RemovedOnDrop {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
 }
