@@ -198,7 +198,7 @@ mod tests {
 
     use super::*;
     use crate::delivery::inprocess::InProcessBus;
-    use crate::store::{Effect, MemoryStore, Store};
+    use crate::store::{CheckpointWrite, Effect, MemoryStore, Store, Written};
 
     fn record(n: u8) -> StoredRecord {
         StoredRecord {
@@ -242,16 +242,34 @@ mod tests {
             by: 3,
         }];
         store.mark("m1", ttl, &fx).await.unwrap();
-        store
-            .save_checkpoint(
-                "cp",
-                "{\"at\":1}",
-                &[("m2".into(), "t/0@0".into())],
-                ttl,
-                &fx,
-            )
-            .await
-            .unwrap();
+        let write = |head, expected, parts| CheckpointWrite {
+            key: "cp",
+            head,
+            expected,
+            parts,
+            marks: &[],
+            ttl,
+            effects: &[],
+        };
+        let parts = [
+            ("a".to_owned(), Some("[1]".to_owned())),
+            ("b".to_owned(), Some("[2]".to_owned())),
+        ];
+        assert_eq!(
+            store
+                .save_checkpoint(&write("{\"at\":0}", 0, &parts))
+                .await
+                .unwrap(),
+            Written::Done
+        );
+        let marks = [("m2".to_owned(), "t/0@0".to_owned())];
+        let parts = [("a".to_owned(), None)];
+        let w = CheckpointWrite {
+            marks: &marks,
+            effects: &fx,
+            ..write("{\"at\":1}", 1, &parts)
+        };
+        assert_eq!(store.save_checkpoint(&w).await.unwrap(), Written::Done);
         store.advance("wm", "risk", (7, 2), &fx).await.unwrap();
         store.set("state", "halted").await.unwrap();
         let again = Store::Memory(MemoryStore::journalled(
@@ -261,6 +279,13 @@ mod tests {
         for key in ["n", "cp", "state"] {
             assert_eq!(again.get(key).await.unwrap(), store.get(key).await.unwrap());
         }
+        let cp = again.load_checkpoint("cp").await.unwrap().unwrap();
+        assert_eq!(cp, store.load_checkpoint("cp").await.unwrap().unwrap());
+        assert_eq!(
+            (cp.head.as_str(), cp.version, cp.parts),
+            ("{\"at\":1}", 2, vec![("b".to_owned(), "[2]".to_owned())]),
+            "the head, the version and the parts left after a removal come back"
+        );
         assert_eq!(again.get("n").await.unwrap().as_deref(), Some("9"));
         assert!(again.is_marked("m1").await.unwrap());
         assert!(again.is_marked("m2").await.unwrap());
@@ -307,19 +332,21 @@ mod tests {
             value: "1".into(),
         }];
         let s = Store::Memory(store);
-        s.save_checkpoint(
-            "cp",
-            "x",
-            &[("a".into(), "t/0@0".into()), ("b".into(), "t/0@1".into())],
-            Duration::from_secs(5),
-            &fx,
-        )
+        s.save_checkpoint(&CheckpointWrite {
+            key: "cp",
+            head: "x",
+            expected: 0,
+            parts: &[("p1".into(), Some("{}".into()))],
+            marks: &[("a".into(), "t/0@0".into()), ("b".into(), "t/0@1".into())],
+            ttl: Duration::from_secs(5),
+            effects: &fx,
+        })
         .await
         .unwrap();
         assert_eq!(
             *calls.0.lock().unwrap(),
-            vec![4],
-            "two marks, the checkpoint and the effect in one call"
+            vec![6],
+            "two marks, the checkpoint, its version, its part and the effect in one call"
         );
     }
 }

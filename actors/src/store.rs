@@ -98,6 +98,93 @@ end
 return 1
 ";
 
+/// Writes a checkpoint if the store still holds the version the writer started from
+/// (compare-and-set), and only then its parts, marks and effects. KEYS[1] = head, KEYS[2] =
+/// version, KEYS[3] = parts hash, KEYS[4..] = mark keys, then effect keys; ARGV[1] = expected
+/// version, ARGV[2] = head, ARGV[3] = number of parts, ARGV[4] = number of marks, ARGV[5] =
+/// mark ttl ms, then per part: name, value (empty: removed), then per mark: value, then per
+/// effect: op, arg. Returns -1 when written, else the version the store holds.
+const CHECKPOINT_SCRIPT: &str = r"
+local cur = tonumber(redis.call('GET', KEYS[2]) or '0')
+if cur ~= tonumber(ARGV[1]) then
+  return cur
+end
+redis.call('SET', KEYS[1], ARGV[2])
+redis.call('SET', KEYS[2], cur + 1)
+local nparts, nmarks = tonumber(ARGV[3]), tonumber(ARGV[4])
+local a = 6
+for i = 1, nparts do
+  if ARGV[a + 1] == '' then
+    redis.call('HDEL', KEYS[3], ARGV[a])
+  else
+    redis.call('HSET', KEYS[3], ARGV[a], ARGV[a + 1])
+  end
+  a = a + 2
+end
+for i = 1, nmarks do
+  redis.call('SET', KEYS[3 + i], ARGV[a], 'NX', 'PX', ARGV[5])
+  a = a + 1
+end
+for k = 4 + nmarks, #KEYS do
+  local op, arg = ARGV[a], ARGV[a + 1]
+  a = a + 2
+  if op == 'incrby' then
+    redis.call('INCRBY', KEYS[k], arg)
+  elseif op == 'set' then
+    redis.call('SET', KEYS[k], arg)
+  else
+    return redis.error_reply('unknown effect ' .. op)
+  end
+end
+return -1
+";
+
+/// A checkpoint as the store holds it: its head (offsets, watermarks, a stage's state
+/// outside parts), the version of the write that made it and its parts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredCheckpoint {
+    pub head: String,
+    /// Bumped by every write; 0 for a checkpoint written before versions were kept.
+    pub version: u64,
+    /// Name and value of each part, sorted by name.
+    pub parts: Vec<(String, String)>,
+}
+
+/// One checkpoint write: the head, the parts that changed (`None`: removed), the dedup marks
+/// of the batch's foreign records (key and the value to mark it with, if not marked yet) and
+/// the batch's effects. It is made only over version `expected`.
+#[derive(Debug, Clone, Copy)]
+pub struct CheckpointWrite<'a> {
+    pub key: &'a str,
+    pub head: &'a str,
+    pub expected: u64,
+    pub parts: &'a [(String, Option<String>)],
+    pub marks: &'a [(String, String)],
+    pub ttl: Duration,
+    pub effects: &'a [Effect],
+}
+
+/// What a checkpoint write came to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Written {
+    /// Written: the store now holds version `expected + 1`.
+    Done,
+    /// Another writer wrote since version `expected`, and the store holds this version;
+    /// nothing was changed.
+    Superseded(u64),
+}
+
+/// The store key of a checkpoint's version.
+fn version_key(key: &str) -> String {
+    format!("{key}:version")
+}
+
+/// The store key of a checkpoint's parts (a Redis hash; the memory store prefixes each
+/// part's key with it).
+fn parts_key(key: &str) -> String {
+    format!("{key}:parts")
+}
+
 /// An input partition's watermarks: source → highest position applied.
 pub type Watermarks = HashMap<String, crate::delivery::origin::Position>;
 
@@ -169,26 +256,23 @@ impl Store {
         }
     }
 
-    /// Writes a checkpoint **together with** the dedup marks of the batch's foreign records
-    /// (key and the value to mark it with, if not marked yet) and the batch's effects,
-    /// atomically (one MULTI/EXEC round trip in Redis).
-    pub async fn save_checkpoint(
-        &self,
-        key: &str,
-        checkpoint: &str,
-        marks: &[(String, String)],
-        ttl: Duration,
-        effects: &[Effect],
-    ) -> Result<(), StoreError> {
+    /// Writes a checkpoint **together with** its parts, the dedup marks of the batch's
+    /// foreign records and the batch's effects, atomically (one script in Redis), if the
+    /// store still holds version `expected` of it: a writer that lost the unit to another
+    /// (a zombie) cannot move a checkpoint back, nor mix its parts with another's.
+    pub async fn save_checkpoint(&self, w: &CheckpointWrite<'_>) -> Result<Written, StoreError> {
         match self {
-            Store::Redis(r) => {
-                r.save_checkpoint(key, checkpoint, marks, ttl, effects)
-                    .await
-            }
-            Store::Memory(m) => {
-                m.save_checkpoint(key, checkpoint, marks, ttl, effects);
-                Ok(())
-            }
+            Store::Redis(r) => r.save_checkpoint(w).await,
+            Store::Memory(m) => Ok(m.save_checkpoint(w)),
+        }
+    }
+
+    /// Reads a checkpoint (head, version and parts) in one round trip; `None` if there is
+    /// none.
+    pub async fn load_checkpoint(&self, key: &str) -> Result<Option<StoredCheckpoint>, StoreError> {
+        match self {
+            Store::Redis(r) => r.load_checkpoint(key).await,
+            Store::Memory(m) => Ok(m.load_checkpoint(key)),
         }
     }
 
@@ -264,6 +348,7 @@ pub struct RedisStore {
     conn: ConnectionManager,
     script: redis::Script,
     advance: redis::Script,
+    checkpoint: redis::Script,
     /// For the few reads made outside any async runtime (a consumer's rebalance callback).
     client: redis::Client,
 }
@@ -296,6 +381,7 @@ impl RedisStore {
             conn,
             script: redis::Script::new(MARK_SCRIPT),
             advance: redis::Script::new(ADVANCE_SCRIPT),
+            checkpoint: redis::Script::new(CHECKPOINT_SCRIPT),
             client,
         })
     }
@@ -384,36 +470,59 @@ impl RedisStore {
             .map_err(|e| self.classify(e))
     }
 
-    async fn save_checkpoint(
-        &self,
-        key: &str,
-        checkpoint: &str,
-        marks: &[(String, String)],
-        ttl: Duration,
-        effects: &[Effect],
-    ) -> Result<(), StoreError> {
+    async fn save_checkpoint(&self, w: &CheckpointWrite<'_>) -> Result<Written, StoreError> {
         let mut conn = self.conn.clone();
-        let mut pipe = redis::pipe();
-        pipe.atomic().set(key, checkpoint).ignore();
-        let ms = ttl.as_millis().max(1) as u64;
-        for (m, value) in marks {
-            pipe.cmd("SET")
-                .arg(m)
-                .arg(value)
-                .arg("NX")
-                .arg("PX")
-                .arg(ms)
-                .ignore();
+        let mut inv = self.checkpoint.key(w.key);
+        inv.key(version_key(w.key)).key(parts_key(w.key));
+        inv.arg(w.expected)
+            .arg(w.head)
+            .arg(w.parts.len())
+            .arg(w.marks.len())
+            .arg(w.ttl.as_millis().max(1) as u64);
+        for (name, value) in w.parts {
+            inv.arg(name).arg(value.as_deref().unwrap_or(""));
         }
-        for e in effects {
+        for (m, value) in w.marks {
+            inv.key(m).arg(value);
+        }
+        for e in w.effects {
             match e {
-                Effect::IncrBy { key, by } => pipe.incr(key, *by).ignore(),
-                Effect::Set { key, value } => pipe.set(key, value).ignore(),
+                Effect::IncrBy { key, by } => inv.key(key).arg("incrby").arg(*by),
+                Effect::Set { key, value } => inv.key(key).arg("set").arg(value),
             };
         }
-        pipe.query_async::<()>(&mut conn)
+        inv.invoke_async::<i64>(&mut conn)
             .await
+            .map(|n| {
+                if n < 0 {
+                    Written::Done
+                } else {
+                    Written::Superseded(n as u64)
+                }
+            })
             .map_err(|e| self.classify(e))
+    }
+
+    async fn load_checkpoint(&self, key: &str) -> Result<Option<StoredCheckpoint>, StoreError> {
+        let mut conn = self.conn.clone();
+        let (head, version, parts): (Option<String>, Option<u64>, Vec<(String, String)>) =
+            redis::pipe()
+                .atomic()
+                .get(key)
+                .get(version_key(key))
+                .hgetall(parts_key(key))
+                .query_async(&mut conn)
+                .await
+                .map_err(|e| self.classify(e))?;
+        Ok(head.map(|head| {
+            let mut parts = parts;
+            parts.sort();
+            StoredCheckpoint {
+                head,
+                version: version.unwrap_or(0),
+                parts,
+            }
+        }))
     }
 
     async fn get(&self, key: &str) -> Result<Option<String>, StoreError> {
@@ -656,32 +765,76 @@ impl MemoryStore {
         }
     }
 
-    fn save_checkpoint(
-        &self,
-        key: &str,
-        checkpoint: &str,
-        marks: &[(String, String)],
-        ttl: Duration,
-        effects: &[Effect],
-    ) {
-        // One lock and one journal entry: the checkpoint, its marks and its effects are one
-        // change, kept together or not at all.
+    fn save_checkpoint(&self, w: &CheckpointWrite<'_>) -> Written {
+        // One lock and one journal entry: the checkpoint, its parts, marks and effects are
+        // one change, kept together or not at all.
         let mut inner = self.lock();
+        let version = version_key(w.key);
+        let current: u64 = inner
+            .values
+            .get(&version)
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0);
+        if current != w.expected {
+            return Written::Superseded(current);
+        }
         let mut ops = Vec::new();
-        for (m, value) in marks {
-            if self.mark_locked(&mut inner, m, ttl, &mut ops) {
+        for (m, value) in w.marks {
+            if self.mark_locked(&mut inner, m, w.ttl, &mut ops) {
                 inner.mark_values.insert(m.clone(), value.clone());
             }
         }
-        inner.values.insert(key.to_owned(), checkpoint.to_owned());
-        if self.journal.is_some() {
-            ops.push(crate::journal::JournalOp::Value {
-                key: key.to_owned(),
-                value: checkpoint.to_owned(),
-            });
+        let prefix = parts_key(w.key);
+        let mut values = vec![
+            (w.key.to_owned(), w.head.to_owned()),
+            (version, (current + 1).to_string()),
+        ];
+        for (name, value) in w.parts {
+            // A removed part is journalled as an empty value, which no part can be.
+            values.push((
+                format!("{prefix}:{name}"),
+                value.clone().unwrap_or_default(),
+            ));
         }
-        self.apply_effects(&mut inner, effects, &mut ops);
+        for (key, value) in values {
+            if self.journal.is_some() {
+                ops.push(crate::journal::JournalOp::Value {
+                    key: key.clone(),
+                    value: value.clone(),
+                });
+            }
+            if value.is_empty() {
+                inner.values.remove(&key);
+            } else {
+                inner.values.insert(key, value);
+            }
+        }
+        self.apply_effects(&mut inner, w.effects, &mut ops);
         self.journal(ops);
+        Written::Done
+    }
+
+    fn load_checkpoint(&self, key: &str) -> Option<StoredCheckpoint> {
+        let inner = self.lock();
+        let head = inner.values.get(key)?.clone();
+        let version = inner
+            .values
+            .get(&version_key(key))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0);
+        let prefix = format!("{}:", parts_key(key));
+        let mut parts: Vec<(String, String)> = inner
+            .values
+            .iter()
+            .filter(|(_, v)| !v.is_empty())
+            .filter_map(|(k, v)| Some((k.strip_prefix(&prefix)?.to_owned(), v.clone())))
+            .collect();
+        parts.sort();
+        Some(StoredCheckpoint {
+            head,
+            version,
+            parts,
+        })
     }
 
     fn watermarks(&self, key: &str) -> Watermarks {
@@ -793,6 +946,43 @@ mod tests {
         assert!(s.advance("w", "other", (1, 0), &fx), "sources are apart");
         assert_eq!(s.get("c").as_deref(), Some("3"));
         assert_eq!(s.watermarks("w").get("src"), Some(&(5, 1)));
+    }
+
+    #[test]
+    fn a_checkpoint_is_written_only_over_the_version_its_writer_started_from() {
+        let s = MemoryStore::default();
+        let fx = [Effect::IncrBy {
+            key: "c".into(),
+            by: 1,
+        }];
+        let marks = [("m".to_owned(), "t/0@3".to_owned())];
+        let save = |head: &str, expected: u64, part: &str| {
+            s.save_checkpoint(&CheckpointWrite {
+                key: "cp",
+                head,
+                expected,
+                parts: &[(part.to_owned(), Some(head.to_owned()))],
+                marks: &marks,
+                ttl: Duration::from_secs(60),
+                effects: &fx,
+            })
+        };
+        // Two members load "no checkpoint" (version 0); the first to write wins.
+        assert_eq!(save("a1", 0, "a"), Written::Done);
+        assert_eq!(save("b1", 0, "b"), Written::Superseded(1));
+        assert_eq!(save("a2", 1, "a"), Written::Done);
+        // A zombie still at version 1 moves nothing back, and applies no effect.
+        assert_eq!(save("z", 1, "z"), Written::Superseded(2));
+        let cp = s.load_checkpoint("cp").unwrap();
+        assert_eq!(cp.head, "a2");
+        assert_eq!(cp.version, 2);
+        assert_eq!(cp.parts, vec![("a".to_owned(), "a2".to_owned())]);
+        assert_eq!(
+            s.get("c").as_deref(),
+            Some("2"),
+            "the two writes' effects only"
+        );
+        assert!(s.load_checkpoint("other").is_none());
     }
 
     #[test]

@@ -247,3 +247,89 @@ fn records_checkpointed_by_a_member_that_lost_the_partition_are_applied_by_the_n
         assert_eq!(counted(store.clone(), key.clone()).await, 6);
     });
 }
+
+/// In redis-server: a checkpoint is written only over the version its writer started from,
+/// with its parts, marks and effects, or not at all; a checkpoint written before versions
+/// were kept reads as version 0.
+#[test]
+fn checkpoint_writes_in_redis_are_compare_and_set_with_their_parts_marks_and_effects() {
+    use alpha_panda_actors::store::{CheckpointWrite, Written};
+    actix_rt::System::new().block_on(async {
+        let ns = Namespace::new();
+        let store = Store::Redis(RedisStore::connect(&redis_url()).await.expect("redis"));
+        let key = format!("{}:checkpoint:g", ns.redis_prefix());
+        let counter = format!("{}:test:effects", ns.redis_prefix());
+        let mark = format!("{}:dedup:g:x", ns.redis_prefix());
+        let fx = [Effect::IncrBy {
+            key: counter.clone(),
+            by: 1,
+        }];
+        let marks = [(mark.clone(), "t/0@4".to_owned())];
+        let write = |head: &'static str, expected: u64, parts: Vec<(String, Option<String>)>| {
+            let store = store.clone();
+            let (key, marks, fx) = (key.clone(), marks.clone(), fx.clone());
+            async move {
+                store
+                    .save_checkpoint(&CheckpointWrite {
+                        key: &key,
+                        head,
+                        expected,
+                        parts: &parts,
+                        marks: &marks,
+                        ttl: Duration::from_secs(60),
+                        effects: &fx,
+                    })
+                    .await
+                    .unwrap()
+            }
+        };
+        let part = |n: &str, v: Option<&str>| (n.to_owned(), v.map(str::to_owned));
+
+        // A checkpoint as written before versions: a plain value.
+        store.set(&key, "old").await.unwrap();
+        let old = store.load_checkpoint(&key).await.unwrap().unwrap();
+        assert_eq!(
+            (old.head.as_str(), old.version, old.parts.len()),
+            ("old", 0, 0)
+        );
+
+        let first = vec![part("a", Some("[1]")), part("b", Some("[2]"))];
+        assert_eq!(write("h1", 0, first.clone()).await, Written::Done);
+        assert_eq!(
+            write("zombie", 0, vec![part("a", Some("[9]"))]).await,
+            Written::Superseded(1),
+            "a writer still at version 0 is refused"
+        );
+        assert_eq!(
+            write("h2", 1, vec![part("a", None), part("c", Some("[3]"))]).await,
+            Written::Done
+        );
+        let cp = store.load_checkpoint(&key).await.unwrap().unwrap();
+        assert_eq!(cp.head, "h2");
+        assert_eq!(cp.version, 2);
+        assert_eq!(
+            cp.parts,
+            vec![
+                ("b".to_owned(), "[2]".to_owned()),
+                ("c".to_owned(), "[3]".to_owned())
+            ],
+            "a part not written stays, a removed one is gone"
+        );
+        assert_eq!(
+            store.get(&counter).await.unwrap().as_deref(),
+            Some("2"),
+            "the refused write applied no effect"
+        );
+        assert_eq!(
+            store.marked(std::slice::from_ref(&mark)).await.unwrap(),
+            vec![Some("t/0@4".to_owned())]
+        );
+        assert!(
+            store
+                .load_checkpoint(&format!("{key}:none"))
+                .await
+                .unwrap()
+                .is_none()
+        );
+    });
+}

@@ -6,14 +6,18 @@
 //! A unit is one partition (a stage whose state splits by partition, like the strategies':
 //! `{namespace}:checkpoint:{group}:{topic}:{partition}`) or a whole stage (a broker stage
 //! whose state spans its partitions and which runs on one member at a time, see `lease`:
-//! `{namespace}:checkpoint:{group}`). Stored as one JSON value, written in one store round
-//! trip together with the event-id marks of the batch's foreign records and the batch's
-//! store effects (`Store::save_checkpoint`).
+//! `{namespace}:checkpoint:{group}`). Stored as one JSON value (the head), its version
+//! (`{key}:version`) and, for a stage that saves a large state in parts, its parts
+//! (`{key}:parts`, a hash: a batch writes only the parts it changed), written in one store
+//! round trip together with the event-id marks of the batch's foreign records and the
+//! batch's store effects (`Store::save_checkpoint`).
 //!
 //! Any checkpoint is a consistent pair (state, offset): the state is exactly that of the
-//! records before the offset. So a late write by a member that lost the partition (a
-//! zombie) can only move the pair back, and handling the records again from an older pair
-//! re-emits the same outputs with the same origins, which downstream drops.
+//! records before the offset. A write is made only over the version its writer started from
+//! (compare-and-set), so a member that lost the unit (a zombie) can neither move the pair
+//! back nor mix its parts with its successor's: its write is refused, and it goes on from
+//! the stored checkpoint (`CheckpointWorker::superseded`). Handling records again from an
+//! older pair re-emits the same outputs with the same origins, which downstream drops.
 
 use std::collections::BTreeMap;
 
@@ -30,8 +34,16 @@ pub struct Checkpoint {
     /// origin applied.
     #[serde(default)]
     pub watermarks: BTreeMap<String, Position>,
-    /// The stage's own state.
+    /// The stage's own state (outside its parts).
     pub state: serde_json::Value,
+    /// The version of the write that made this checkpoint (kept beside it in the store): the
+    /// next write is made only over it.
+    #[serde(skip)]
+    pub version: u64,
+    /// The state's parts, for a stage that saves a large state in parts so that a batch
+    /// writes only what it changed: name → JSON (kept beside the checkpoint in the store).
+    #[serde(skip)]
+    pub parts: BTreeMap<String, String>,
 }
 
 /// The name of an input partition in a checkpoint: `topic/partition`.
@@ -60,6 +72,14 @@ impl Checkpoint {
     pub fn decode(s: &str) -> Result<Self, serde_json::Error> {
         serde_json::from_str(s)
     }
+
+    /// A checkpoint as the store holds it.
+    pub fn from_stored(stored: crate::store::StoredCheckpoint) -> Result<Self, serde_json::Error> {
+        let mut c = Self::decode(&stored.head)?;
+        c.version = stored.version;
+        c.parts = stored.parts.into_iter().collect();
+        Ok(c)
+    }
 }
 
 /// The store key of a partition's checkpoint.
@@ -82,6 +102,8 @@ mod tests {
             offsets: [("market.ticks/3".to_owned(), 42)].into(),
             watermarks: [("p.signals.raw/1>g|t|1".to_owned(), (7, 2))].into(),
             state: serde_json::json!({"prices": ["1.5", "2"]}),
+            version: 0,
+            parts: BTreeMap::new(),
         };
         assert_eq!(Checkpoint::decode(&c.encode()).unwrap(), c);
     }

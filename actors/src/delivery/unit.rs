@@ -20,8 +20,11 @@
 //!    infrastructure failure or a panic replaces the actor with one restored from the last
 //!    checkpoint and handles the batch again (three panics on one record make it poison);
 //! 4. every output of the batch is produced (stamped with its origin) and acknowledged;
-//! 5. one checkpoint is written — the actor's state, the next offset, the watermarks —
-//!    together with the marks of the batch's foreign records and its store effects, atomically;
+//! 5. one checkpoint is written — the actor's state (and the parts of it the batch changed),
+//!    the next offset, the watermarks — together with the marks of the batch's foreign
+//!    records and its store effects, atomically, over the version this worker holds (a
+//!    refused write means another member wrote since: the worker reads that checkpoint and
+//!    goes on from it, see `superseded`);
 //! 6. only then is the next offset handed over for the Kafka commit.
 //!
 //! A crash anywhere before 5 re-handles the batch from the previous checkpoint: the same
@@ -54,8 +57,28 @@ use alpha_panda_topics::TopicName;
 pub trait CheckpointedStage: Unpin + 'static {
     /// Handles one record. On an error the state must be as before the call.
     fn handle(&mut self, d: &Deliver) -> Result<Handled, StageError>;
-    /// The state, for the checkpoint.
+    /// The state, for the checkpoint (its parts aside).
     fn save(&self) -> serde_json::Value;
+    /// For a stage whose state is large: the parts of it that changed since the last call,
+    /// as JSON (`None`: the part is gone), so that a batch's checkpoint writes what the batch
+    /// changed and not the whole state. A stage made by the factory and given its parts
+    /// (`restore_parts`) has changed none. Default: the state has no parts.
+    fn changed_parts(&mut self) -> Vec<(String, Option<String>)> {
+        Vec::new()
+    }
+    /// Takes back the parts of the checkpoint the stage was made from (by the factory, from
+    /// the checkpoint's state). Default: a stage that keeps no parts is given none.
+    fn restore_parts(
+        &mut self,
+        parts: &std::collections::BTreeMap<String, String>,
+    ) -> Result<(), String> {
+        match parts.keys().next() {
+            None => Ok(()),
+            Some(name) => Err(format!(
+                "the checkpoint has a part {name:?}; this stage keeps none"
+            )),
+        }
+    }
 }
 
 /// Makes a unit's stage: fresh (`None`) or from a checkpoint's state. An error says why a
@@ -135,18 +158,23 @@ impl Handler<HandleMany> for PartitionActor {
     }
 }
 
-/// Asks the actor for its state.
+/// What a stage saves for one checkpoint: its state and the parts that changed.
+type Saved = (serde_json::Value, Vec<(String, Option<String>)>);
+
+/// Asks the actor for its state and the parts that changed since it was last asked.
 #[derive(Message)]
-#[rtype(result = "Result<serde_json::Value, StageError>")]
+#[rtype(result = "Result<Saved, StageError>")]
 pub struct Save;
 
 impl Handler<Save> for PartitionActor {
-    type Result = Result<serde_json::Value, StageError>;
+    type Result = Result<Saved, StageError>;
 
     fn handle(&mut self, _msg: Save, _ctx: &mut Self::Context) -> Self::Result {
-        let stage = &self.stage;
-        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| stage.save()))
-            .map_err(|payload| StageError::panic(payload.as_ref()))
+        let stage = &mut self.stage;
+        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            (stage.save(), stage.changed_parts())
+        }))
+        .map_err(|payload| StageError::panic(payload.as_ref()))
     }
 }
 
@@ -158,6 +186,9 @@ pub struct Abandoned;
 /// A failure that makes the batch start again from the checkpoint.
 enum Restart {
     Infrastructure(String),
+    /// Another writer wrote the checkpoint since the version this worker started from; the
+    /// store holds this version.
+    Superseded(u64),
     /// The handler panicked on the record at this offset.
     Panicked(i64, String),
 }
@@ -255,9 +286,9 @@ impl CheckpointWorker {
                 return Err(Abandoned);
             }
             attempt += 1;
-            match self.store.get(&key).await {
+            match self.store.load_checkpoint(&key).await {
                 Ok(None) => return Ok(None),
-                Ok(Some(json)) => match Checkpoint::decode(&json) {
+                Ok(Some(stored)) => match Checkpoint::from_stored(stored) {
                     Ok(c) => {
                         self.checkpoint = Some(c.clone());
                         return Ok(Some(c));
@@ -356,7 +387,10 @@ impl CheckpointWorker {
             return Ok(a.clone());
         }
         let state = self.checkpoint.as_ref().map(|c| c.state.clone());
-        let stage = (self.factory)(&self.unit, state)?;
+        let mut stage = (self.factory)(&self.unit, state)?;
+        if let Some(c) = &self.checkpoint {
+            stage.restore_parts(&c.parts)?;
+        }
         let addr = PartitionActor { stage }.start();
         self.actor = Some(addr.clone());
         Ok(addr)
@@ -388,23 +422,23 @@ impl CheckpointWorker {
                 .with_label_values(&[topic.to_string().as_str(), &self.policy.stage])
                 .inc_by(n as u64);
         }
-        // What the checkpoint holds already is stepped over.
-        let batch: Vec<&Record> = batch
-            .iter()
-            .filter(|r| {
-                let from = self
-                    .checkpoint
-                    .as_ref()
-                    .and_then(|c| c.next_offset(&r.topic.to_string(), r.partition))
-                    .unwrap_or(0);
-                r.offset >= from
-            })
-            .collect();
-        if batch.is_empty() {
-            return Ok(Vec::new());
-        }
         self.panics.clear();
         loop {
+            // What the checkpoint holds already is stepped over.
+            let batch: Vec<&Record> = batch
+                .iter()
+                .filter(|r| {
+                    let from = self
+                        .checkpoint
+                        .as_ref()
+                        .and_then(|c| c.next_offset(&r.topic.to_string(), r.partition))
+                        .unwrap_or(0);
+                    r.offset >= from
+                })
+                .collect();
+            if batch.is_empty() {
+                return Ok(Vec::new());
+            }
             if self.stopping() || !self.wait_while_paused().await {
                 return Err(Abandoned);
             }
@@ -431,8 +465,44 @@ impl CheckpointWorker {
                     self.restart(&message).await;
                 }
                 Err(Restart::Infrastructure(message)) => self.restart(&message).await,
+                Err(Restart::Superseded(version)) => self.superseded(version).await?,
             }
         }
+    }
+
+    /// Another writer (a member that lost the unit, or one that took it before this one
+    /// loaded) wrote the checkpoint since the one this worker holds, so this worker's write
+    /// was refused. The worker reads the store's checkpoint and goes on from it when it
+    /// holds at least every record this worker's does (the batch's records it covers are
+    /// then stepped over); otherwise the store's is behind this worker's on some input
+    /// partition, this worker's is kept and written over the store's version, and the
+    /// records it is ahead on are handled again downstream's dedup absorbs.
+    async fn superseded(&mut self, version: u64) -> Result<(), Abandoned> {
+        self.actor = None;
+        let ours = self.checkpoint.take();
+        let theirs = self.load().await?;
+        let covers = |theirs: &Checkpoint, ours: &Checkpoint| {
+            ours.offsets
+                .iter()
+                .all(|(p, o)| theirs.offsets.get(p).is_some_and(|t| t >= o))
+        };
+        match (ours, theirs) {
+            (Some(ours), Some(theirs)) if !covers(&theirs, &ours) => {
+                tracing::warn!(stage = %self.policy.stage, unit = %self.label(), version = theirs.version, "another member wrote a checkpoint behind this member's; this member's is kept");
+                self.checkpoint = Some(Checkpoint {
+                    version: theirs.version,
+                    ..ours
+                });
+            }
+            (Some(ours), None) => {
+                tracing::warn!(stage = %self.policy.stage, unit = %self.label(), version, "the checkpoint was removed while this member held it; this member's is kept");
+                self.checkpoint = Some(Checkpoint { version, ..ours });
+            }
+            (_, theirs) => {
+                tracing::info!(stage = %self.policy.stage, unit = %self.label(), version = theirs.as_ref().map_or(0, |c| c.version), "another member checkpointed this unit after this member loaded it; going on from that checkpoint");
+            }
+        }
+        Ok(())
     }
 
     /// The first record read of an input partition must be the one its checkpoint expects;
@@ -655,11 +725,12 @@ impl CheckpointWorker {
             .map_err(|e| infra(e.to_string()))?;
 
         // One checkpoint for the batch.
-        let state = actor
+        let (state, changed) = actor
             .send(Save)
             .await
             .map_err(|e| Restart::Infrastructure(format!("the partition's actor is gone: {e}")))?
             .map_err(|e| Restart::Infrastructure(e.message))?;
+        let expected = self.checkpoint.as_ref().map_or(0, |c| c.version);
         let mut offsets = self
             .checkpoint
             .as_ref()
@@ -668,10 +739,12 @@ impl CheckpointWorker {
         for (topic, partition, n) in next {
             offsets.insert(partition_name(&topic.to_string(), *partition), *n);
         }
-        let checkpoint = Checkpoint {
+        let mut checkpoint = Checkpoint {
             offsets,
             watermarks,
             state,
+            version: expected + 1,
+            parts: Default::default(),
         };
         let mut marks = Vec::new();
         let mut effects = Vec::new();
@@ -709,18 +782,21 @@ impl CheckpointWorker {
         let mut attempt = 0u32;
         loop {
             attempt += 1;
-            match self
-                .store
-                .save_checkpoint(
-                    &self.key(),
-                    &encoded,
-                    &marks,
-                    self.policy.dedup_ttl,
-                    &effects,
-                )
-                .await
-            {
-                Ok(()) => break,
+            let key = self.key();
+            let write = crate::store::CheckpointWrite {
+                key: &key,
+                head: &encoded,
+                expected,
+                parts: &changed,
+                marks: &marks,
+                ttl: self.policy.dedup_ttl,
+                effects: &effects,
+            };
+            match self.store.save_checkpoint(&write).await {
+                Ok(crate::store::Written::Done) => break,
+                Ok(crate::store::Written::Superseded(version)) => {
+                    return Err(Restart::Superseded(version));
+                }
                 Err(e) if !self.stopping() => {
                     let delay = self.policy.restart.delay(attempt.min(8), jitter_unit());
                     tracing::warn!(stage = %self.policy.stage, error = %e, attempt, "writing the checkpoint failed; retrying");
@@ -730,10 +806,14 @@ impl CheckpointWorker {
                 Err(e) => return Err(infra(format!("stopping before the checkpoint: {e}"))),
             }
         }
+        let part_bytes: usize = changed
+            .iter()
+            .map(|(n, v)| n.len() + v.as_ref().map_or(0, String::len))
+            .sum();
         metrics()
             .checkpoint_bytes
             .with_label_values(&[&self.policy.stage])
-            .observe(encoded.len() as f64);
+            .observe((encoded.len() + part_bytes) as f64);
         // Records produced, orders by status, PnL and latencies: counted once the batch is
         // checkpointed, so a batch handled again after a restart is not counted twice.
         let mut produced: HashMap<&TopicName, u64> = HashMap::new();
@@ -758,6 +838,18 @@ impl CheckpointWorker {
                 .dedup_hits
                 .with_label_values(&[&self.policy.stage])
                 .inc_by(duplicates);
+        }
+        // The parts are the previous checkpoint's with the batch's changes.
+        checkpoint.parts = self
+            .checkpoint
+            .as_mut()
+            .map(|c| std::mem::take(&mut c.parts))
+            .unwrap_or_default();
+        for (name, value) in changed {
+            match value {
+                Some(v) => checkpoint.parts.insert(name, v),
+                None => checkpoint.parts.remove(&name),
+            };
         }
         self.checkpoint = Some(checkpoint);
         Ok(())
@@ -1033,5 +1125,76 @@ mod tests {
         assert_eq!(state(&store, &b).await, 5, "a second copy is a duplicate");
         b.process(&[tick(6, &envelope(6))]).await.unwrap();
         assert_eq!(state(&store, &b).await, 6);
+    }
+
+    fn ticks(offsets: std::ops::Range<i64>) -> Vec<Record> {
+        offsets.map(|o| tick(o, &envelope(o))).collect()
+    }
+
+    /// A member that lost the partition (a zombie, still at the checkpoint it wrote) cannot
+    /// write over the checkpoint its successor wrote since: its write is refused, it goes on
+    /// from the successor's checkpoint, and the stored state never moves back.
+    #[actix_rt::test]
+    async fn a_zombie_cannot_move_the_checkpoint_back() {
+        let store = Store::Memory(MemoryStore::default());
+        let mut zombie = member(&store);
+        zombie.load().await.unwrap();
+        zombie.process(&ticks(0..5)).await.unwrap();
+        let mut successor = member(&store);
+        successor.load().await.unwrap();
+        successor.process(&ticks(5..8)).await.unwrap();
+        assert_eq!(state(&store, &successor).await, 8);
+
+        // The zombie handles the next record from its own, older checkpoint: written, its
+        // checkpoint would move the partition back from 8 to 6.
+        zombie.process(&ticks(5..6)).await.unwrap();
+        let stored = store.load_checkpoint(&zombie.key()).await.unwrap().unwrap();
+        assert_eq!(stored.version, 2, "the zombie wrote nothing");
+        assert_eq!(state(&store, &zombie).await, 8);
+        // It went on from the successor's checkpoint: what that holds is stepped over.
+        zombie.process(&ticks(6..10)).await.unwrap();
+        assert_eq!(state(&store, &zombie).await, 10);
+        // And the successor, now behind the store, goes on from the zombie's.
+        successor.process(&ticks(8..11)).await.unwrap();
+        assert_eq!(
+            state(&store, &successor).await,
+            11,
+            "each record counted once"
+        );
+    }
+
+    /// A checkpoint another writer left behind this member's own (a stage unit's partitions
+    /// read by two members at once) does not make this member drop what it holds: its own
+    /// checkpoint is written over the store's version.
+    #[actix_rt::test]
+    async fn a_checkpoint_behind_this_members_own_is_written_over() {
+        let store = Store::Memory(MemoryStore::default());
+        let mut a = member(&store);
+        a.load().await.unwrap();
+        a.process(&ticks(0..5)).await.unwrap();
+        let behind = Checkpoint {
+            offsets: [("market.ticks/0".to_owned(), 2)].into(),
+            watermarks: Default::default(),
+            state: serde_json::json!(2),
+            version: 0,
+            parts: Default::default(),
+        };
+        let written = store
+            .save_checkpoint(&crate::store::CheckpointWrite {
+                key: &a.key(),
+                head: &behind.encode(),
+                expected: 1,
+                parts: &[],
+                marks: &[],
+                ttl: std::time::Duration::from_secs(60),
+                effects: &[],
+            })
+            .await
+            .unwrap();
+        assert_eq!(written, crate::store::Written::Done);
+        a.process(&ticks(5..7)).await.unwrap();
+        assert_eq!(state(&store, &a).await, 7);
+        let stored = store.load_checkpoint(&a.key()).await.unwrap().unwrap();
+        assert_eq!(stored.version, 3);
     }
 }
