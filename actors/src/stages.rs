@@ -215,10 +215,11 @@ pub fn risk_units(
     control: Arc<Control>,
 ) -> crate::delivery::unit::CheckpointedFactory {
     Arc::new(move |_unit, saved| {
-        let book = match saved {
+        let mut book = match saved {
             None => RiskBook::default(),
             Some(v) => RiskBook::restore(v)?,
         };
+        book.log_parts();
         Ok(Box::new(RiskStage {
             limits: settings.risk_for(&broker),
             broker: broker.clone(),
@@ -241,6 +242,17 @@ struct RiskStage {
 impl crate::delivery::unit::CheckpointedStage for RiskStage {
     fn save(&self) -> serde_json::Value {
         self.book.save()
+    }
+
+    fn changed_parts(&mut self) -> Vec<(String, Option<String>)> {
+        self.book.changed_parts()
+    }
+
+    fn restore_parts(
+        &mut self,
+        parts: &std::collections::BTreeMap<String, String>,
+    ) -> Result<(), String> {
+        self.book.restore_parts(parts)
     }
 
     fn handle(&mut self, d: &Deliver) -> Result<Handled, StageError> {

@@ -22,6 +22,14 @@
 //! drops what no question about a later day needs (the risk stage calls it as event time
 //! passes midnight, keeping the day before), so a daemon that runs for months keeps about two
 //! days of fills and MARKET-signal marks, not every one since it started.
+//!
+//! For a checkpoint, the fills and marks are not serialized with the rest: with
+//! [`DayPnl::log_chunks`] on, every record applied is also logged, in arrival order, to
+//! chunks of [`CHUNK_RECORDS`]; a chunk is written once full and never again
+//! ([`DayPnl::changed_chunks`]), and dropped once every record in it is on a forgotten day.
+//! So a checkpoint writes the records since the last one, not the day's every record, and a
+//! restore replays the chunks ([`DayPnl::restore_chunks`]) — in any order, since the figure
+//! does not depend on it.
 
 use std::collections::{BTreeMap, HashMap};
 use std::ops::Bound;
@@ -35,6 +43,74 @@ use crate::risk::trading_day;
 
 /// A record's place in event time: its time, then its event id.
 type At = (Timestamp, Uuid);
+
+/// Each instrument's marks, by their place in event time.
+type Marks = HashMap<InstrumentToken, BTreeMap<At, Decimal>>;
+
+/// Records per logged chunk: a checkpoint rewrites at most this many (about 150 bytes of
+/// JSON each).
+pub const CHUNK_RECORDS: usize = 256;
+
+/// The part name of a logged chunk.
+const CHUNK_PREFIX: &str = "pnl.";
+
+/// A record as logged: a fill of a strategy, or a mark.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+enum Logged {
+    F(StrategyId, InstrumentToken, At, Fill),
+    M(InstrumentToken, At, Decimal),
+}
+
+impl Logged {
+    fn day_time(&self) -> Timestamp {
+        match self {
+            Logged::F(_, _, at, _) | Logged::M(_, at, _) => at.0,
+        }
+    }
+
+    fn day(&self) -> NaiveDate {
+        trading_day(self.day_time())
+    }
+}
+
+/// The chunks the records are logged to.
+#[derive(Debug, Clone, Default)]
+struct Log {
+    /// Records per chunk.
+    size: usize,
+    /// The chunk being filled, and its id.
+    open: Vec<Logged>,
+    open_id: u64,
+    /// Whether `open` changed since the last `changed_chunks`.
+    open_changed: bool,
+    /// Chunks filled since the last `changed_chunks`, as JSON.
+    filled: Vec<(u64, String)>,
+    /// Chunks to remove at the next `changed_chunks`.
+    removed: Vec<u64>,
+    /// The latest trading day of each chunk's records (the open one's included).
+    days: BTreeMap<u64, NaiveDate>,
+}
+
+impl Log {
+    fn push(&mut self, record: Logged) {
+        let day = record.day();
+        let latest = self.days.entry(self.open_id).or_insert(day);
+        *latest = (*latest).max(day);
+        self.open.push(record);
+        self.open_changed = true;
+        if self.open.len() >= self.size {
+            let full = std::mem::take(&mut self.open);
+            self.filled.push((self.open_id, encode_chunk(&full)));
+            self.open_id += 1;
+            self.open_changed = false;
+        }
+    }
+}
+
+fn encode_chunk(records: &[Logged]) -> String {
+    // Strings, integers, decimals, timestamps and uuids always serialize.
+    serde_json::to_string(records).unwrap_or_else(|e| unreachable!("a chunk serializes: {e}"))
+}
 
 /// One fill of a strategy in an instrument.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -121,23 +197,111 @@ impl Ledger {
     }
 }
 
-/// Day PnL of every strategy of one broker.
-#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
+/// Day PnL of every strategy of one broker. It serializes without its fills and marks
+/// (those are in the logged chunks, see the module docs), but reads the whole form it was
+/// saved in before chunks too.
+#[derive(Debug, Clone, Default, serde::Deserialize)]
+#[serde(from = "Saved")]
 pub struct DayPnl {
     ledgers: HashMap<StrategyId, BTreeMap<InstrumentToken, Ledger>>,
-    #[serde(with = "marks")]
     marks: HashMap<InstrumentToken, BTreeMap<At, Decimal>>,
     /// Days before this one are forgotten, and their records ignored if they come later.
+    horizon: Option<NaiveDate>,
+    /// The chunks records are logged to, when on.
+    log: Option<Log>,
+    /// The id of the chunk to fill next, as restored (before logging is turned on).
+    chunk: u64,
+}
+
+/// What a day PnL serializes to: what its logged chunks do not hold.
+#[derive(Debug, Default, serde::Serialize, serde::Deserialize)]
+struct Saved {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     horizon: Option<NaiveDate>,
+    /// Per strategy and instrument with forgotten fills: their net quantity and the price of
+    /// the latest.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    carried: Vec<(StrategyId, InstrumentToken, i128, Option<Decimal>)>,
+    /// The marks kept from forgotten days (each instrument's latest before the horizon).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    closes: Vec<(InstrumentToken, At, Decimal)>,
+    /// The id of the chunk being filled.
+    #[serde(default)]
+    chunk: u64,
+    /// The whole form, as saved before chunks: read, never written.
+    #[serde(default, skip_serializing)]
+    ledgers: Option<HashMap<StrategyId, BTreeMap<InstrumentToken, Ledger>>>,
+    #[serde(default, skip_serializing, deserialize_with = "marks::deserialize")]
+    marks: Option<HashMap<InstrumentToken, BTreeMap<At, Decimal>>>,
+}
+
+impl From<Saved> for DayPnl {
+    fn from(s: Saved) -> Self {
+        let mut p = DayPnl {
+            ledgers: s.ledgers.unwrap_or_default(),
+            marks: s.marks.unwrap_or_default(),
+            horizon: s.horizon,
+            log: None,
+            chunk: s.chunk,
+        };
+        for (strategy, token, qty, price) in s.carried {
+            let ledger = p
+                .ledgers
+                .entry(strategy)
+                .or_default()
+                .entry(token)
+                .or_default();
+            ledger.total += qty;
+            ledger.carried_price = price;
+        }
+        for (token, at, price) in s.closes {
+            p.marks.entry(token).or_default().insert(at, price);
+        }
+        p
+    }
+}
+
+impl serde::Serialize for DayPnl {
+    fn serialize<S: serde::Serializer>(&self, ser: S) -> Result<S::Ok, S::Error> {
+        let horizon_start = self.horizon.map(|h| (day_start(h), Uuid::nil()));
+        let mut carried = Vec::new();
+        for (strategy, ledgers) in &self.ledgers {
+            for (token, ledger) in ledgers {
+                let kept: i128 = ledger.days.values().map(|d| d.qty).sum();
+                let qty = ledger.total - kept;
+                if qty != 0 || ledger.carried_price.is_some() {
+                    carried.push((strategy.clone(), *token, qty, ledger.carried_price));
+                }
+            }
+        }
+        carried.sort_by(|a, b| (&a.0, a.1).cmp(&(&b.0, b.1)));
+        let mut closes = Vec::new();
+        if let Some(start) = horizon_start {
+            for (token, marks) in &self.marks {
+                closes.extend(marks.range(..start).map(|(at, p)| (*token, *at, *p)));
+            }
+        }
+        closes.sort_by_key(|c| (c.0, c.1));
+        Saved {
+            horizon: self.horizon,
+            carried,
+            closes,
+            chunk: self.log.as_ref().map_or(self.chunk, |l| l.open_id),
+            ledgers: None,
+            marks: None,
+        }
+        .serialize(ser)
+    }
 }
 
 /// Serde for the marks: per instrument, its `[at, price]` pairs.
 mod marks {
     use super::*;
-    use serde::{Deserialize, Deserializer, Serializer};
+    use serde::{Deserialize, Deserializer};
 
-    pub fn serialize<S: Serializer>(
+    /// The whole form's marks, as saved before chunks (for tests of reading it).
+    #[cfg(test)]
+    pub fn serialize<S: serde::Serializer>(
         m: &HashMap<InstrumentToken, BTreeMap<At, Decimal>>,
         s: S,
     ) -> Result<S::Ok, S::Error> {
@@ -146,21 +310,155 @@ mod marks {
 
     pub fn deserialize<'de, D: Deserializer<'de>>(
         d: D,
-    ) -> Result<HashMap<InstrumentToken, BTreeMap<At, Decimal>>, D::Error> {
-        let m = HashMap::<InstrumentToken, Vec<(At, Decimal)>>::deserialize(d)?;
-        Ok(m.into_iter()
-            .map(|(k, v)| (k, v.into_iter().collect()))
-            .collect())
+    ) -> Result<Option<Marks>, D::Error> {
+        let m = Option::<HashMap<InstrumentToken, Vec<(At, Decimal)>>>::deserialize(d)?;
+        Ok(m.map(|m| {
+            m.into_iter()
+                .map(|(k, v)| (k, v.into_iter().collect()))
+                .collect()
+        }))
     }
 }
 
 impl DayPnl {
     /// A market price of `token` at `at` (`id`: the event that carried it).
     pub fn mark(&mut self, token: InstrumentToken, at: Timestamp, id: Uuid, price: Decimal) {
-        if self.forgotten(at) {
+        self.apply(Logged::M(token, (at, id), price), true);
+    }
+
+    /// Turns on logging to chunks (see the module docs), for a checkpoint that writes only
+    /// what changed: the fills and marks held now (of a day PnL restored from the whole form,
+    /// or one that was not logging) are logged first.
+    pub fn log_chunks(&mut self) {
+        self.log_chunks_of(CHUNK_RECORDS);
+    }
+
+    fn log_chunks_of(&mut self, size: usize) {
+        if self.log.is_some() {
             return;
         }
-        self.marks.entry(token).or_default().insert((at, id), price);
+        let mut log = Log {
+            size: size.max(1),
+            open_id: self.chunk,
+            ..Log::default()
+        };
+        let mut held = Vec::new();
+        for (strategy, ledgers) in &self.ledgers {
+            for (token, ledger) in ledgers {
+                for day in ledger.days.values() {
+                    held.extend(
+                        day.fills
+                            .iter()
+                            .map(|(at, f)| Logged::F(strategy.clone(), *token, *at, *f)),
+                    );
+                }
+            }
+        }
+        for (token, marks) in &self.marks {
+            held.extend(
+                marks
+                    .iter()
+                    .filter(|(at, _)| !self.forgotten(at.0))
+                    .map(|(at, p)| Logged::M(*token, *at, *p)),
+            );
+        }
+        held.into_iter().for_each(|r| log.push(r));
+        self.log = Some(log);
+    }
+
+    /// The chunks that changed since the last call (name and JSON; `None`: the chunk is
+    /// gone): those filled since, and the one being filled if it changed. Empty when
+    /// logging is off.
+    pub fn changed_chunks(&mut self) -> Vec<(String, Option<String>)> {
+        let Some(log) = &mut self.log else {
+            return Vec::new();
+        };
+        let name = |id: u64| format!("{CHUNK_PREFIX}{id}");
+        let mut changed: Vec<(String, Option<String>)> =
+            log.removed.drain(..).map(|id| (name(id), None)).collect();
+        changed.extend(
+            log.filled
+                .drain(..)
+                .map(|(id, json)| (name(id), Some(json))),
+        );
+        if std::mem::take(&mut log.open_changed) {
+            changed.push((name(log.open_id), Some(encode_chunk(&log.open))));
+        }
+        changed
+    }
+
+    /// Whether a checkpoint part is one of this day PnL's chunks.
+    pub fn is_chunk(name: &str) -> bool {
+        name.starts_with(CHUNK_PREFIX)
+    }
+
+    /// Replays a checkpoint's chunks into a day PnL restored from its serialized rest; the
+    /// chunk being filled goes on being filled. An error names the chunk that does not read.
+    pub fn restore_chunks<'a>(
+        &mut self,
+        chunks: impl IntoIterator<Item = (&'a str, &'a str)>,
+    ) -> Result<(), String> {
+        let mut ordered = Vec::new();
+        for (name, json) in chunks {
+            let id: u64 = name
+                .strip_prefix(CHUNK_PREFIX)
+                .and_then(|id| id.parse().ok())
+                .ok_or_else(|| format!("{name:?} is not a day-PnL chunk"))?;
+            ordered.push((id, name, json));
+        }
+        // In the order they were logged.
+        ordered.sort_by_key(|c| c.0);
+        for (id, name, json) in ordered {
+            let records: Vec<Logged> = serde_json::from_str(json)
+                .map_err(|e| format!("the day-PnL chunk {name} does not read: {e}"))?;
+            let open = self.log.as_ref().map_or(self.chunk, |l| l.open_id);
+            if let (Some(log), Some(day)) = (&mut self.log, records.iter().map(Logged::day).max()) {
+                log.days.insert(id, day);
+            }
+            for r in &records {
+                self.apply(r.clone(), false);
+            }
+            if id == open
+                && let Some(log) = &mut self.log
+            {
+                log.open = records;
+            }
+        }
+        Ok(())
+    }
+
+    /// Applies a record; logs it if it is new and `log` is asked and on.
+    fn apply(&mut self, r: Logged, log: bool) {
+        if self.forgotten(r.day_time()) {
+            return;
+        }
+        let new = match &r {
+            Logged::F(strategy, token, at, fill) => {
+                let ledger = self
+                    .ledgers
+                    .entry(strategy.clone())
+                    .or_default()
+                    .entry(*token)
+                    .or_default();
+                let day = ledger.days.entry(trading_day(at.0)).or_default();
+                let before = day.fills.len();
+                day.add(*at, *fill);
+                let new = day.fills.len() > before;
+                if new {
+                    ledger.total += fill.signed;
+                }
+                new
+            }
+            Logged::M(token, at, price) => {
+                self.marks.entry(*token).or_default().insert(*at, *price) != Some(*price)
+            }
+        };
+        if new
+            && log
+            && let Some(l) = &mut self.log
+        {
+            l.push(r);
+        }
     }
 
     /// Whether `t` is on a day [`forget_before`](Self::forget_before) dropped.
@@ -201,6 +499,23 @@ impl DayPnl {
                 marks.insert(at, price);
             }
         }
+        if let Some(log) = &mut self.log {
+            let gone: Vec<u64> = log
+                .days
+                .iter()
+                .filter(|(_, latest)| **latest < day)
+                .map(|(id, _)| *id)
+                .collect();
+            for id in gone {
+                log.days.remove(&id);
+                log.filled.retain(|(f, _)| *f != id);
+                if id == log.open_id {
+                    log.open.clear();
+                    log.open_changed = false;
+                }
+                log.removed.push(id);
+            }
+        }
         true
     }
 
@@ -219,34 +534,25 @@ impl DayPnl {
     /// A fill of the broker (`id`: its event id). A copy of a fill already applied changes
     /// nothing.
     pub fn fill(&mut self, id: Uuid, f: &OrderFilled) {
-        if self.forgotten(f.timestamp) {
-            return;
-        }
         let signed = i128::from(f.side.sign()) * i128::from(f.quantity.get());
         let price = f.fill_price.get();
         let cash = Decimal::try_from_i128_with_scale(-signed, 0)
             .ok()
             .and_then(|q| q.checked_mul(price))
             .and_then(|c| c.checked_sub(f.fees));
-        let ledger = self
-            .ledgers
-            .entry(f.strategy_id.clone())
-            .or_default()
-            .entry(f.instrument_token)
-            .or_default();
-        let day = ledger.days.entry(trading_day(f.timestamp)).or_default();
-        let before = day.fills.len();
-        day.add(
-            (f.timestamp, id),
-            Fill {
-                signed,
-                price,
-                cash,
-            },
+        self.apply(
+            Logged::F(
+                f.strategy_id.clone(),
+                f.instrument_token,
+                (f.timestamp, id),
+                Fill {
+                    signed,
+                    price,
+                    cash,
+                },
+            ),
+            true,
         );
-        if day.fills.len() > before {
-            ledger.total += signed;
-        }
     }
 
     /// The latest mark of `token` below `upto`, else the strategy's latest fill price there.
@@ -527,7 +833,191 @@ mod tests {
         pnl
     }
 
+    /// Applies the chunks that changed to a checkpoint's parts, as the unit does.
+    fn take(p: &mut DayPnl, parts: &mut BTreeMap<String, String>) {
+        for (name, json) in p.changed_chunks() {
+            match json {
+                Some(json) => parts.insert(name, json),
+                None => parts.remove(&name),
+            };
+        }
+    }
+
+    /// A day PnL made from `p`'s serialized rest and these parts, logging to chunks of `size`
+    /// as a risk stage's would.
+    fn restored(p: &DayPnl, parts: &BTreeMap<String, String>, size: usize) -> DayPnl {
+        let mut q: DayPnl = serde_json::from_value(serde_json::to_value(p).unwrap()).unwrap();
+        q.log_chunks_of(size);
+        q.restore_chunks(parts.iter().map(|(n, v)| (n.as_str(), v.as_str())))
+            .unwrap();
+        q
+    }
+
+    #[test]
+    fn a_checkpoint_writes_the_records_since_the_last_one_not_the_days_every_record() {
+        let mut p = DayPnl::default();
+        p.log_chunks();
+        let mut parts = BTreeMap::new();
+        let mut largest = 0;
+        for i in 0..20_000i64 {
+            let side = if i % 2 == 0 { Side::Buy } else { Side::Sell };
+            p.fill(
+                Uuid::from_u128(i as u128),
+                &fill("s", (i % 12) as u32, side, 1, d(100 + i % 7), d(1), i),
+            );
+            p.mark(
+                InstrumentToken((i % 12) as u32),
+                at(i),
+                Uuid::from_u128(1_000_000 + i as u128),
+                d(100 + i % 5),
+            );
+            if i % 50 == 0 {
+                let written: usize = p
+                    .changed_chunks()
+                    .into_iter()
+                    .map(|(name, json)| {
+                        let n = json.as_ref().map_or(0, String::len);
+                        match json {
+                            Some(json) => parts.insert(name, json),
+                            None => parts.remove(&name),
+                        };
+                        n
+                    })
+                    .sum();
+                largest = largest.max(written + serde_json::to_string(&p).unwrap().len());
+            }
+        }
+        take(&mut p, &mut parts);
+        assert_eq!(p.records(), 40_000);
+        // 100 records a batch, and at most one filled chunk besides the open one.
+        assert!(
+            largest < 2 * CHUNK_RECORDS * 200,
+            "a checkpoint wrote {largest} bytes"
+        );
+        let total: usize = parts.values().map(String::len).sum();
+        assert!(total > 20 * largest, "the day's records: {total} bytes");
+        let q = restored(&p, &parts, CHUNK_RECORDS);
+        assert_eq!(q.records(), p.records());
+        let s = StrategyId::new("s").unwrap();
+        for t in [0, 7_777, 19_999] {
+            assert_eq!(q.as_of(&s, at(t)), p.as_of(&s, at(t)));
+        }
+    }
+
+    #[test]
+    fn a_day_pnl_saved_whole_before_chunks_reads_and_is_logged_to_chunks() {
+        let mut p = DayPnl::default();
+        for i in 0..9i64 {
+            p.fill(
+                Uuid::from_u128(i as u128),
+                &fill("s", 1, Side::Buy, 1, d(100 + i), d(0), i * 3_600 * 5),
+            );
+            p.mark(
+                InstrumentToken(1),
+                at(i * 3_600 * 5 + 1),
+                Uuid::from_u128(100 + i as u128),
+                d(99 + i),
+            );
+        }
+        p.forget_before(trading_day(at(DAY)));
+        #[derive(serde::Serialize)]
+        struct Whole<'a> {
+            ledgers: &'a HashMap<StrategyId, BTreeMap<InstrumentToken, Ledger>>,
+            #[serde(with = "marks")]
+            marks: &'a HashMap<InstrumentToken, BTreeMap<At, Decimal>>,
+            horizon: Option<NaiveDate>,
+        }
+        let whole = serde_json::to_value(Whole {
+            ledgers: &p.ledgers,
+            marks: &p.marks,
+            horizon: p.horizon,
+        })
+        .unwrap();
+        let mut q: DayPnl = serde_json::from_value(whole).unwrap();
+        q.log_chunks_of(4);
+        let mut parts = BTreeMap::new();
+        take(&mut q, &mut parts);
+        assert!(parts.len() >= 2, "every kept record is logged: {parts:?}");
+        let r = restored(&q, &parts, 4);
+        let s = StrategyId::new("s").unwrap();
+        for t in [DAY, DAY + 3_600 * 6, 2 * DAY, 3 * DAY] {
+            assert_eq!(r.as_of(&s, at(t)), p.as_of(&s, at(t)), "at {t}");
+        }
+        assert_eq!(r.records(), p.records());
+    }
+
     proptest! {
+        /// A day PnL restored from any checkpoint (its rest and its chunks), with the
+        /// records since that checkpoint applied again, answers as the one that went on,
+        /// whatever the chunk size, the days forgotten and the copies among the records.
+        #[test]
+        fn a_day_pnl_restored_from_its_chunks_answers_as_the_one_that_went_on(
+            recs in prop::collection::vec(rec(), 1..60),
+            size in 1usize..6,
+            checkpoints in prop::collection::vec(any::<bool>(), 60),
+            crash in any::<prop::sample::Index>(),
+            cut in prop::option::of(1i64..3),
+            queries in prop::collection::vec((0usize..2, secs()), 1..10),
+        ) {
+            let mut seen = std::collections::HashSet::new();
+            let recs: Vec<Rec> = recs
+                .into_iter()
+                .filter(|r| match r {
+                    Rec::Fill(s, t, _, _, _, _, secs, id) => seen.insert((*s, *t, *secs, *id)),
+                    Rec::Mark(t, _, secs, id) => seen.insert((9, *t, *secs, *id)),
+                })
+                .collect();
+            let forget_at = recs.len() / 2;
+            let mut went_on = DayPnl::default();
+            for (i, r) in recs.iter().enumerate() {
+                if i == forget_at && let Some(cut) = cut {
+                    went_on.forget_before(trading_day(at(cut * DAY)));
+                }
+                apply(&mut went_on, r);
+            }
+            let mut p = DayPnl::default();
+            p.log_chunks_of(size);
+            let mut parts = BTreeMap::new();
+            // The last checkpoint: the rest, the parts and the records it holds.
+            let mut saved = (serde_json::to_value(&p).unwrap(), parts.clone(), 0usize);
+            let crash = crash.index(recs.len());
+            let mut i = 0;
+            let mut crashed = false;
+            while i < recs.len() {
+                if i == forget_at && let Some(cut) = cut {
+                    p.forget_before(trading_day(at(cut * DAY)));
+                }
+                apply(&mut p, &recs[i]);
+                i += 1;
+                if checkpoints[i % checkpoints.len()] {
+                    take(&mut p, &mut parts);
+                    saved = (serde_json::to_value(&p).unwrap(), parts.clone(), i);
+                }
+                if i == crash + 1 && !crashed {
+                    // A crash: restore the last checkpoint and handle what follows it again.
+                    crashed = true;
+                    let mut q: DayPnl = serde_json::from_value(saved.0.clone()).unwrap();
+                    q.log_chunks_of(size);
+                    q.restore_chunks(saved.1.iter().map(|(n, v)| (n.as_str(), v.as_str()))).unwrap();
+                    parts = saved.1.clone();
+                    p = q;
+                    i = saved.2;
+                }
+            }
+            take(&mut p, &mut parts);
+            let r = restored(&p, &parts, size);
+            for (s, secs) in queries {
+                if cut.is_some_and(|c| secs / DAY < c) {
+                    continue;
+                }
+                let strategy = StrategyId::new(["s1", "s2"][s]).unwrap();
+                let t = at(secs);
+                let want = went_on.as_of(&strategy, t);
+                prop_assert_eq!(p.as_of(&strategy, t), want);
+                prop_assert_eq!(r.as_of(&strategy, t), want);
+            }
+        }
+
         /// Whatever order the fills and marks arrive in (copies included), each strategy's
         /// figure at any time is the one a plain scan of the records gives, and only records
         /// at or before that time count.
@@ -592,7 +1082,11 @@ mod tests {
             let mut whole = DayPnl::default();
             recs.iter().for_each(|r| apply(&mut whole, r));
             let mut kept = DayPnl::default();
+            // Chunks of two: the days' chunks are dropped as a whole or kept.
+            kept.log_chunks_of(2);
+            let mut parts = BTreeMap::new();
             before.iter().for_each(|r| apply(&mut kept, r));
+            take(&mut kept, &mut parts);
             prop_assert!(kept.forget_before(trading_day(at(cut * DAY))));
             prop_assert!(!kept.forget_before(trading_day(at(cut * DAY))), "once a day");
             after.iter().for_each(|r| apply(&mut kept, r));
@@ -601,8 +1095,8 @@ mod tests {
                     apply(&mut kept, before[pick.index(before.len())]);
                 }
             }
-            let saved = serde_json::to_value(&kept).unwrap();
-            let kept: DayPnl = serde_json::from_value(saved).unwrap();
+            take(&mut kept, &mut parts);
+            let kept = restored(&kept, &parts, 2);
             prop_assert!(kept.records() <= whole.records());
             for (s, secs) in queries {
                 if secs / DAY < cut {

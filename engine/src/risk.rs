@@ -147,6 +147,30 @@ impl RiskBook {
         serde_json::from_value(saved).map_err(|e| format!("the risk book does not read: {e}"))
     }
 
+    /// Turns on saving in parts: from now on the day PnL's fills and marks go to chunks
+    /// that a checkpoint writes once (`changed_parts`), not with the rest of the book
+    /// (`save`). What the book holds already is logged first.
+    pub fn log_parts(&mut self) {
+        self.pnl.log_chunks();
+    }
+
+    /// The parts of the book that changed since the last call (name and JSON; `None`: the
+    /// part is gone).
+    pub fn changed_parts(&mut self) -> Vec<(String, Option<String>)> {
+        self.pnl.changed_chunks()
+    }
+
+    /// Takes back the parts of a checkpoint, into a book restored from its `save`.
+    pub fn restore_parts(&mut self, parts: &BTreeMap<String, String>) -> Result<(), String> {
+        if let Some(name) = parts.keys().find(|n| !DayPnl::is_chunk(n)) {
+            return Err(format!(
+                "the risk checkpoint has a part {name:?} that is not a day-PnL chunk"
+            ));
+        }
+        self.pnl
+            .restore_chunks(parts.iter().map(|(n, v)| (n.as_str(), v.as_str())))
+    }
+
     /// Handles a `trading_signal` (`signal_env`, whose payload is `signal`) on `broker`:
     /// notes its price, evaluates every rule under `state`, reserves the order if it passes,
     /// and returns the validated or rejected signal as the signal's child (stage `risk`,
@@ -609,25 +633,27 @@ mod tests {
         )
     }
 
-    /// A book that trades every day for 60 days keeps about two days of fills, marks and
+    /// A book that trades every weekday for 400 days keeps about two days of fills, marks and
     /// order counts: its checkpoint does not grow with the days, and the day PnL and the
     /// daily order cap still decide as on the first day.
     #[test]
     fn a_book_keeps_about_two_days_whatever_the_days_it_has_traded() {
         let mut l = limits();
-        l.max_orders_per_day = 20;
+        l.max_orders_per_day = 120;
         l.max_gross_exposure = Decimal::from(1_000_000_000);
         let mut book = RiskBook::default();
+        book.log_parts();
+        let mut parts: BTreeMap<String, String> = BTreeMap::new();
         let monday = chrono::NaiveDate::from_ymd_opt(2024, 1, 15).unwrap();
         let mut sizes = Vec::new();
         let mut n = 0u128;
-        for day in 0..60 {
+        for day in 0..400 {
             let date = monday + chrono::Duration::days(day);
             if matches!(date.weekday(), Weekday::Sat | Weekday::Sun) {
                 continue;
             }
-            for i in 0..10 {
-                let ts = format!("{date}T04:{:02}:00Z", i * 5);
+            for i in 0..60 {
+                let ts = format!("{date}T04:{i:02}:00Z");
                 let side = if i % 2 == 0 { Side::Buy } else { Side::Sell };
                 let out = on(&mut book, sig(side, 10, 100 + i as i64, &ts), &l);
                 assert!(
@@ -642,14 +668,23 @@ mod tests {
                     &fill("m", side, 10, 100 + i as i64, &ts),
                 );
             }
+            for (name, json) in book.changed_parts() {
+                match json {
+                    Some(json) => parts.insert(name, json),
+                    None => parts.remove(&name),
+                };
+            }
             sizes.push(book.save().to_string().len());
+            // The day-PnL chunks kept: about two days of fills (60 a day), in chunks of 256
+            // that go once all their records are forgotten (a week fills one).
+            assert!(parts.len() <= 2, "day {day}: {} chunks", parts.len());
             assert!(
                 book.orders_per_day.len() <= 2,
                 "day {day}: {:?}",
                 book.orders_per_day
             );
             assert!(
-                book.pnl.records() <= 2 * 10 * 2 + 1,
+                book.pnl.records() <= 2 * 60 * 2 + 1,
                 "day {day}: {}",
                 book.pnl.records()
             );
@@ -659,13 +694,13 @@ mod tests {
             last <= third + third / 10,
             "the checkpoint grew from {third} to {last} bytes over the days"
         );
-        // Flat at the close each day (five buys, five sells): the last day's PnL is its own
-        // fills' cash: 5 × (sell − buy) × 10.
-        let last = monday + chrono::Duration::days(59); // a Thursday
+        // Flat at the close each day (30 buys, 30 sells): the last day's PnL is its own
+        // fills' cash: 30 × (sell − buy) × 10.
+        let last = monday + chrono::Duration::days(399); // a Monday
         let t: Timestamp = format!("{last}T05:00:00Z").parse().unwrap();
         assert_eq!(
             book.day_pnl(&StrategyId::new("m").unwrap(), t),
-            Some(Decimal::from(50))
+            Some(Decimal::from(300))
         );
     }
 
@@ -942,11 +977,20 @@ mod tests {
             l.max_daily_loss = Decimal::from(500);
             let base = Timestamp::from_unix_millis(1_705_290_300_000).unwrap();
             let mut went_on = RiskBook::default();
+            went_on.log_parts();
             let mut restored: Option<RiskBook> = None;
             for (i, (buy, qty, price, outcome, secs)) in steps.into_iter().enumerate() {
                 if i == cut.min(59) {
                     let saved = serde_json::to_string(&went_on.save()).unwrap();
-                    restored = Some(RiskBook::restore(serde_json::from_str(&saved).unwrap()).unwrap());
+                    let parts: BTreeMap<String, String> = went_on
+                        .changed_parts()
+                        .into_iter()
+                        .filter_map(|(n, v)| Some((n, v?)))
+                        .collect();
+                    let mut book = RiskBook::restore(serde_json::from_str(&saved).unwrap()).unwrap();
+                    book.log_parts();
+                    book.restore_parts(&parts).unwrap();
+                    restored = Some(book);
                 }
                 let mut s = sig(if buy { Side::Buy } else { Side::Sell }, qty, 1, OPEN);
                 s.price = Price::new(Decimal::new(price, 1)).unwrap();
