@@ -330,6 +330,7 @@ pub fn paper_trader_units(
         if let Some(saved) = saved {
             trader.restore(saved)?;
         }
+        trader.log_parts();
         Ok(Box::new(PaperTraderStage {
             trader,
             broker: broker.clone(),
@@ -350,6 +351,17 @@ struct PaperTraderStage {
 impl crate::delivery::unit::CheckpointedStage for PaperTraderStage {
     fn save(&self) -> serde_json::Value {
         self.trader.save()
+    }
+
+    fn changed_parts(&mut self) -> Vec<(String, Option<String>)> {
+        self.trader.changed_parts()
+    }
+
+    fn restore_parts(
+        &mut self,
+        parts: &std::collections::BTreeMap<String, String>,
+    ) -> Result<(), String> {
+        self.trader.restore_parts(parts)
     }
 
     fn handle(&mut self, d: &Deliver) -> Result<Handled, StageError> {

@@ -308,9 +308,7 @@ mod marks {
         s.collect_map(m.iter().map(|(k, v)| (k, v.iter().collect::<Vec<_>>())))
     }
 
-    pub fn deserialize<'de, D: Deserializer<'de>>(
-        d: D,
-    ) -> Result<Option<Marks>, D::Error> {
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Marks>, D::Error> {
         let m = Option::<HashMap<InstrumentToken, Vec<(At, Decimal)>>>::deserialize(d)?;
         Ok(m.map(|m| {
             m.into_iter()

@@ -57,6 +57,29 @@ pub const TICK_WINDOW_SECS: i64 = 24 * 60 * 60;
 /// window does. MARKET orders never need the buffer.
 pub const TICK_WINDOW_TICKS: usize = 1024;
 
+/// Ticks per checkpoint part of an instrument's buffer (see [`PaperTrader::log_parts`]):
+/// a checkpoint rewrites at most this many of an instrument's ticks, about 30 bytes each.
+pub const TICK_CHUNK: u64 = 64;
+
+/// The part name of a chunk of an instrument's ticks: `ticks.{token}.{chunk}`.
+const TICKS_PREFIX: &str = "ticks.";
+
+/// What saving in parts keeps: the tick chunks changed and gone since the last
+/// `changed_parts`.
+#[derive(Debug, Default)]
+struct TickParts {
+    changed: FastSet<(InstrumentToken, u64)>,
+    removed: Vec<(InstrumentToken, u64)>,
+}
+
+/// A chunk of an instrument's ticks as a part: the sequence number of its first tick, and
+/// the ticks.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct TickChunk {
+    from: u64,
+    ticks: Vec<SeenTick>,
+}
+
 /// An event the trader produced: an order lifecycle event as a child of its validated
 /// signal. `live`: a record handled live in this run took part (see the module docs).
 #[derive(Debug, Clone, PartialEq)]
@@ -169,6 +192,8 @@ struct SavedRef<'a> {
     changes: Vec<(&'a Holding, &'a VecDeque<Change>)>,
     cash: Vec<(&'a StrategyId, &'a Decimal)>,
     blocked: Vec<(&'a StrategyId, &'a Decimal)>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    front: Vec<(&'a InstrumentToken, &'a u64)>,
 }
 
 /// What [`SavedRef`] wrote, read back.
@@ -195,6 +220,8 @@ struct Saved {
     cash: FastMap<StrategyId, Decimal>,
     #[serde(with = "crate::pairs")]
     blocked: FastMap<StrategyId, Decimal>,
+    #[serde(default, with = "crate::pairs")]
+    front: FastMap<InstrumentToken, u64>,
 }
 
 #[derive(Debug)]
@@ -210,6 +237,11 @@ pub struct PaperTrader {
     ticks: FastMap<InstrumentToken, VecDeque<SeenTick>>,
     /// Per instrument, the newest tick dropped from the buffer.
     pruned: FastMap<InstrumentToken, Timestamp>,
+    /// Per instrument, the sequence number of the buffer's first tick (how many were
+    /// dropped before it).
+    front: FastMap<InstrumentToken, u64>,
+    /// Saving in parts, when on: the tick chunks to write.
+    parts: Option<TickParts>,
     holdings: FastMap<Holding, i64>,
     /// Quantity of resting SELLs (each at most `i64::MAX`, so their sum fits in a `u128`).
     resting_sells: FastMap<Holding, u128>,
@@ -238,6 +270,8 @@ impl PaperTrader {
             waiting: FastMap::default(),
             ticks: FastMap::default(),
             pruned: FastMap::default(),
+            front: FastMap::default(),
+            parts: None,
             holdings: FastMap::default(),
             resting_sells: FastMap::default(),
             resting: FastMap::default(),
@@ -286,7 +320,12 @@ impl PaperTrader {
             resting_orders: &self.book,
             open: self.open.values().collect(),
             waiting: self.waiting.iter().collect(),
-            ticks: self.ticks.iter().collect(),
+            // Saved in parts, the ticks are not in the state.
+            ticks: if self.parts.is_some() {
+                Vec::new()
+            } else {
+                self.ticks.iter().collect()
+            },
             pruned: self.pruned.iter().collect(),
             holdings: self.holdings.iter().collect(),
             resting_sells: self.resting_sells.iter().collect(),
@@ -294,6 +333,7 @@ impl PaperTrader {
             changes: self.changes.iter().collect(),
             cash: self.cash.iter().collect(),
             blocked: self.blocked.iter().collect(),
+            front: self.front.iter().collect(),
         };
         // Lists, decimals, integers, ids and timestamps always serialize.
         serde_json::to_value(saved)
@@ -322,6 +362,102 @@ impl PaperTrader {
         self.changes = s.changes;
         self.cash = s.cash;
         self.blocked = s.blocked;
+        self.front = s.front;
+        Ok(())
+    }
+
+    /// Turns on saving in parts: from now on [`save`](Self::save) leaves the tick buffers
+    /// out, and [`changed_parts`](Self::changed_parts) gives the chunks of
+    /// [`TICK_CHUNK`] ticks that changed, so a checkpoint writes the ticks since the last one
+    /// and not every instrument's whole buffer. What the buffers hold now (a state restored
+    /// from a whole checkpoint) is all changed.
+    pub fn log_parts(&mut self) {
+        if self.parts.is_some() {
+            return;
+        }
+        let mut parts = TickParts::default();
+        for (token, buffer) in &self.ticks {
+            let front = self.front.get(token).copied().unwrap_or(0);
+            let end = front + buffer.len() as u64;
+            parts
+                .changed
+                .extend((front / TICK_CHUNK..end.div_ceil(TICK_CHUNK)).map(|k| (*token, k)));
+        }
+        self.parts = Some(parts);
+    }
+
+    /// The parts that changed since the last call (name and JSON; `None`: gone). Empty
+    /// unless saving in parts is on.
+    pub fn changed_parts(&mut self) -> Vec<(String, Option<String>)> {
+        let Some(parts) = &mut self.parts else {
+            return Vec::new();
+        };
+        let name = |(token, k): (InstrumentToken, u64)| format!("{TICKS_PREFIX}{}.{k}", token.0);
+        let mut out: Vec<(String, Option<String>)> =
+            parts.removed.drain(..).map(|c| (name(c), None)).collect();
+        let mut changed: Vec<(InstrumentToken, u64)> = parts.changed.drain().collect();
+        changed.sort();
+        for (token, k) in changed {
+            let buffer = self.ticks.get(&token);
+            let front = self.front.get(&token).copied().unwrap_or(0);
+            let from = (k * TICK_CHUNK).max(front);
+            let to = ((k + 1) * TICK_CHUNK).min(front + buffer.map_or(0, |b| b.len() as u64));
+            let ticks: Vec<SeenTick> = (from..to)
+                .filter_map(|seq| buffer?.get((seq - front) as usize).cloned())
+                .collect();
+            if ticks.is_empty() {
+                out.push((name((token, k)), None));
+                continue;
+            }
+            // Lists of numbers and decimals always serialize.
+            let json = serde_json::to_string(&TickChunk { from, ticks })
+                .unwrap_or_else(|e| unreachable!("a tick chunk serializes: {e}"));
+            out.push((name((token, k)), Some(json)));
+        }
+        out
+    }
+
+    /// Takes back the tick chunks of a checkpoint, into a trader restored from its
+    /// [`save`](Self::save). An error names a part that does not read or a tick missing
+    /// between two chunks, and leaves the buffers as they were.
+    pub fn restore_parts(
+        &mut self,
+        parts: &std::collections::BTreeMap<String, String>,
+    ) -> Result<(), String> {
+        let mut chunks: Vec<(InstrumentToken, TickChunk)> = Vec::with_capacity(parts.len());
+        for (name, json) in parts {
+            let token = name
+                .strip_prefix(TICKS_PREFIX)
+                .and_then(|rest| rest.split_once('.'))
+                .and_then(|(token, _)| token.parse().ok())
+                .map(InstrumentToken)
+                .ok_or_else(|| {
+                    format!("the trader's checkpoint has a part {name:?} that is not a tick chunk")
+                })?;
+            let chunk: TickChunk = serde_json::from_str(json)
+                .map_err(|e| format!("the trader's tick chunk {name} does not read: {e}"))?;
+            chunks.push((token, chunk));
+        }
+        chunks.sort_by_key(|(token, c)| (*token, c.from));
+        let mut buffers: FastMap<InstrumentToken, VecDeque<SeenTick>> = FastMap::default();
+        for (token, chunk) in chunks {
+            let front = self.front.get(&token).copied().unwrap_or(0);
+            let buffer = buffers.entry(token).or_default();
+            let next = front + buffer.len() as u64;
+            if chunk.from > next {
+                return Err(format!(
+                    "the trader's ticks of instrument {} miss numbers {next}..{}: a tick chunk is missing",
+                    token.0,
+                    chunk.from - 1
+                ));
+            }
+            for (i, tick) in chunk.ticks.into_iter().enumerate() {
+                if chunk.from + i as u64 == front + buffer.len() as u64 {
+                    buffer.push_back(tick);
+                }
+            }
+        }
+        self.ticks.extend(buffers);
         Ok(())
     }
 
@@ -448,11 +584,26 @@ impl PaperTrader {
             out.push(self.settle(open, event, was_live));
         }
         let buffer = self.ticks.entry(token).or_default();
+        let front = self.front.entry(token).or_default();
         buffer.push_back(SeenTick { at, price, live });
+        if let Some(parts) = &mut self.parts {
+            parts
+                .changed
+                .insert((token, (*front + buffer.len() as u64 - 1) / TICK_CHUNK));
+        }
         let horizon = Timestamp(at.0 - chrono::Duration::seconds(TICK_WINDOW_SECS));
         let mut dropped = None;
         while buffer.front().is_some_and(|t| t.at < horizon) || buffer.len() > TICK_WINDOW_TICKS {
             dropped = buffer.pop_front().map(|t| t.at).or(dropped);
+            *front += 1;
+            // A chunk all of whose ticks are dropped is gone.
+            if *front % TICK_CHUNK == 0
+                && let Some(parts) = &mut self.parts
+            {
+                let gone = (token, *front / TICK_CHUNK - 1);
+                parts.changed.remove(&gone);
+                parts.removed.push(gone);
+            }
         }
         if let Some(dropped) = dropped {
             self.pruned.insert(token, dropped);
@@ -1430,6 +1581,7 @@ mod tests {
             (a, b, orders) in session(),
             picks in prop::collection::vec(0..3usize, 0..400),
             cut in 0usize..200,
+            every in 1usize..20,
         ) {
             let streams = [&a, &b, &orders];
             let mut at = [0usize; 3];
@@ -1449,16 +1601,32 @@ mod tests {
             let cut = cut.min(sequence.len());
             let mut went_on = trader("100000");
             let mut restored = trader("100000");
-            for e in &sequence[..cut] {
+            // Saved in parts, with a checkpoint every `every` records before the cut.
+            let mut in_parts = trader("100000");
+            in_parts.log_parts();
+            let mut parts = std::collections::BTreeMap::new();
+            for (i, e) in sequence[..cut].iter().enumerate() {
                 feed(&mut went_on, e);
+                feed(&mut in_parts, e);
+                if i % every == 0 {
+                    take(&mut in_parts, &mut parts);
+                }
             }
+            take(&mut in_parts, &mut parts);
             let saved = serde_json::to_string(&went_on.save()).unwrap();
             restored.restore(serde_json::from_str(&saved).unwrap()).unwrap();
-            let (mut expected, mut got) = (Vec::new(), Vec::new());
+            let saved = serde_json::to_string(&in_parts.save()).unwrap();
+            let mut from_parts = trader("100000");
+            from_parts.restore(serde_json::from_str(&saved).unwrap()).unwrap();
+            from_parts.log_parts();
+            from_parts.restore_parts(&parts).unwrap();
+            let (mut expected, mut got, mut got_from_parts) = (Vec::new(), Vec::new(), Vec::new());
             for e in &sequence[cut..] {
                 expected.extend(feed(&mut went_on, e));
                 got.extend(feed(&mut restored, e));
+                got_from_parts.extend(feed(&mut from_parts, e));
             }
+            prop_assert_eq!(by_id(got_from_parts), by_id(expected.clone()));
             prop_assert_eq!(by_id(got), by_id(expected));
             for strategy in ["s1", "s2"] {
                 let s = StrategyId::new(strategy).unwrap();
@@ -1470,6 +1638,90 @@ mod tests {
             prop_assert_eq!(restored.resting(), went_on.resting());
             prop_assert_eq!(restored.waiting(), went_on.waiting());
         }
+    }
+
+    /// Applies the parts that changed to a checkpoint's parts, as the unit does.
+    fn take(t: &mut PaperTrader, parts: &mut std::collections::BTreeMap<String, String>) {
+        for (name, json) in t.changed_parts() {
+            match json {
+                Some(json) => parts.insert(name, json),
+                None => parts.remove(&name),
+            };
+        }
+    }
+
+    /// Saved in parts, a checkpoint writes the ticks since the last one, not the buffers;
+    /// the parts kept follow the buffers as ticks are dropped from them (by count, and by
+    /// the event-time window), and a trader restored from them has the same buffers.
+    #[test]
+    fn a_checkpoint_in_parts_writes_the_new_ticks_and_keeps_what_the_buffers_hold() {
+        let mut t = trader("100000000");
+        t.log_parts();
+        let mut parts = std::collections::BTreeMap::new();
+        let mut largest = 0;
+        // Three instruments' worth of ticks past the window, then a day's gap on A.
+        let mut secs = 0;
+        for i in 0..3 * TICK_WINDOW_TICKS as i64 {
+            secs = i;
+            t.on_tick(&tick(A, secs, "100"), true);
+            t.on_tick(&tick(B, secs, "200"), true);
+            if i % 50 == 0 {
+                let written: usize = t
+                    .changed_parts()
+                    .into_iter()
+                    .map(|(name, json)| {
+                        let n = json.as_ref().map_or(0, String::len);
+                        match json {
+                            Some(json) => parts.insert(name, json),
+                            None => parts.remove(&name),
+                        };
+                        n
+                    })
+                    .sum();
+                largest = largest.max(written);
+            }
+        }
+        t.on_tick(&tick(A, secs + TICK_WINDOW_SECS + 1, "101"), true);
+        take(&mut t, &mut parts);
+        assert_eq!(t.ticks[&A].len(), 1, "the window dropped the day before");
+        assert_eq!(t.ticks[&B].len(), TICK_WINDOW_TICKS);
+        // Two instruments, 50 ticks each, across at most two chunks each.
+        assert!(
+            largest < 4 * TICK_CHUNK as usize * 40,
+            "a checkpoint wrote {largest} bytes"
+        );
+        let per_instrument = TICK_WINDOW_TICKS / TICK_CHUNK as usize + 1;
+        assert!(
+            parts.len() <= per_instrument + 1,
+            "{} parts for {} and 1 ticks",
+            parts.len(),
+            TICK_WINDOW_TICKS
+        );
+        assert!(
+            !t.save().to_string().contains("\"ticks\":[["),
+            "the buffers are not in the state"
+        );
+        let mut r = trader("100000000");
+        r.restore(t.save()).unwrap();
+        r.log_parts();
+        r.restore_parts(&parts).unwrap();
+        for token in [A, B] {
+            let got: Vec<_> = r.ticks[&token].iter().map(|t| (t.at, t.price)).collect();
+            let want: Vec<_> = t.ticks[&token].iter().map(|t| (t.at, t.price)).collect();
+            assert_eq!(got, want);
+        }
+        // A chunk missing in the middle is named, not skipped.
+        let middle = parts
+            .keys()
+            .filter(|k| k.starts_with(&format!("ticks.{}.", B.0)))
+            .nth(3)
+            .unwrap()
+            .clone();
+        parts.remove(&middle);
+        let mut r = trader("100000000");
+        r.restore(t.save()).unwrap();
+        let err = r.restore_parts(&parts).unwrap_err();
+        assert!(err.contains("a tick chunk is missing"), "{err}");
     }
 
     #[test]

@@ -17,7 +17,8 @@
 //!   of the first 10 s left out;
 //! - `pipeline_memory`: the daemon's RSS and Redis' `used_memory` and key count 30 s into the
 //!   steady run and at its end (flat means no per-record growth), and the size of each
-//!   stage's checkpoint at the end (the largest partition's for a partitioned stage).
+//!   stage's checkpoint at the end (the largest partition's for a partitioned stage): its
+//!   head, which every batch writes, and its parts, of which a batch writes what it changed.
 //!
 //! The ticks carry an origin header as the runtime's own feeds stamp it, so the consumers
 //! keep watermarks rather than a dedup key per tick.
@@ -524,8 +525,9 @@ fn sample(pid: u32, redis: &str) -> Sample {
 }
 
 /// The size of each stage's checkpoints at the end, in bytes, by key (the partitions of a
-/// partitioned stage folded into their largest).
-fn checkpoint_sizes(redis: &str) -> std::collections::BTreeMap<String, u64> {
+/// partitioned stage folded into their largest): the head a batch writes whole, and the
+/// parts (`{key}:parts`, of which a batch writes only what it changed).
+fn checkpoint_sizes(redis: &str) -> serde_json::Value {
     let mut conn = redis::Client::open(redis)
         .and_then(|c| c.get_connection())
         .expect("redis connection");
@@ -533,15 +535,30 @@ fn checkpoint_sizes(redis: &str) -> std::collections::BTreeMap<String, u64> {
         .arg("*checkpoint*")
         .query(&mut conn)
         .expect("KEYS");
-    let mut sizes = std::collections::BTreeMap::new();
+    let (mut heads, mut parts) = (
+        std::collections::BTreeMap::new(),
+        std::collections::BTreeMap::new(),
+    );
     for key in keys {
-        let len: u64 = redis::cmd("STRLEN").arg(&key).query(&mut conn).unwrap_or(0);
-        // `{ns}:checkpoint:{group}[:{topic}:{partition}]`: one entry per group.
+        if key.ends_with(":version") {
+            continue;
+        }
+        // `{ns}:checkpoint:{group}[:{topic}:{partition}][:parts]`: one entry per group.
         let group = key.split(':').take(3).collect::<Vec<_>>().join(":");
+        let (sizes, len) = if key.ends_with(":parts") {
+            let values: Vec<String> = redis::cmd("HVALS")
+                .arg(&key)
+                .query(&mut conn)
+                .unwrap_or_default();
+            (&mut parts, values.iter().map(|v| v.len() as u64).sum())
+        } else {
+            let len: u64 = redis::cmd("STRLEN").arg(&key).query(&mut conn).unwrap_or(0);
+            (&mut heads, len)
+        };
         let e = sizes.entry(group).or_insert(0);
         *e = (*e).max(len);
     }
-    sizes
+    serde_json::json!({ "head": heads, "parts": parts })
 }
 
 fn env_f64(name: &str) -> Option<f64> {
