@@ -102,8 +102,9 @@ return 1
 /// (compare-and-set), and only then its parts, marks and effects. KEYS[1] = head, KEYS[2] =
 /// version, KEYS[3] = parts hash, KEYS[4..] = mark keys, then effect keys; ARGV[1] = expected
 /// version, ARGV[2] = head, ARGV[3] = number of parts, ARGV[4] = number of marks, ARGV[5] =
-/// mark ttl ms, then per part: name, value (empty: removed), then per mark: value, then per
-/// effect: op, arg. Returns -1 when written, else the version the store holds.
+/// mark ttl ms, ARGV[6] = 1 if the parts written replace every part, then per part: name,
+/// value (empty: removed), then per mark: value, then per effect: op, arg. Returns -1 when
+/// written, else the version the store holds.
 const CHECKPOINT_SCRIPT: &str = r"
 local cur = tonumber(redis.call('GET', KEYS[2]) or '0')
 if cur ~= tonumber(ARGV[1]) then
@@ -112,7 +113,10 @@ end
 redis.call('SET', KEYS[1], ARGV[2])
 redis.call('SET', KEYS[2], cur + 1)
 local nparts, nmarks = tonumber(ARGV[3]), tonumber(ARGV[4])
-local a = 6
+if ARGV[6] == '1' then
+  redis.call('DEL', KEYS[3])
+end
+local a = 7
 for i = 1, nparts do
   if ARGV[a + 1] == '' then
     redis.call('HDEL', KEYS[3], ARGV[a])
@@ -159,6 +163,9 @@ pub struct CheckpointWrite<'a> {
     pub head: &'a str,
     pub expected: u64,
     pub parts: &'a [(String, Option<String>)],
+    /// `parts` are every part: any other the store holds is removed (a unit that starts
+    /// afresh, or writes its own checkpoint over another's).
+    pub replace_parts: bool,
     pub marks: &'a [(String, String)],
     pub ttl: Duration,
     pub effects: &'a [Effect],
@@ -478,7 +485,8 @@ impl RedisStore {
             .arg(w.head)
             .arg(w.parts.len())
             .arg(w.marks.len())
-            .arg(w.ttl.as_millis().max(1) as u64);
+            .arg(w.ttl.as_millis().max(1) as u64)
+            .arg(if w.replace_parts { "1" } else { "0" });
         for (name, value) in w.parts {
             inv.arg(name).arg(value.as_deref().unwrap_or(""));
         }
@@ -789,6 +797,16 @@ impl MemoryStore {
             (w.key.to_owned(), w.head.to_owned()),
             (version, (current + 1).to_string()),
         ];
+        if w.replace_parts {
+            let others = format!("{prefix}:");
+            values.extend(
+                inner
+                    .values
+                    .keys()
+                    .filter(|k| k.starts_with(&others))
+                    .map(|k| (k.clone(), String::new())),
+            );
+        }
         for (name, value) in w.parts {
             // A removed part is journalled as an empty value, which no part can be.
             values.push((
@@ -962,6 +980,7 @@ mod tests {
                 head,
                 expected,
                 parts: &[(part.to_owned(), Some(head.to_owned()))],
+                replace_parts: false,
                 marks: &marks,
                 ttl: Duration::from_secs(60),
                 effects: &fx,
@@ -983,6 +1002,20 @@ mod tests {
             "the two writes' effects only"
         );
         assert!(s.load_checkpoint("other").is_none());
+        // A write that replaces the parts leaves only its own.
+        let w = CheckpointWrite {
+            key: "cp",
+            head: "a3",
+            expected: 2,
+            parts: &[("b".to_owned(), Some("[3]".to_owned()))],
+            replace_parts: true,
+            marks: &[],
+            ttl: Duration::from_secs(60),
+            effects: &[],
+        };
+        assert_eq!(s.save_checkpoint(&w), Written::Done);
+        let cp = s.load_checkpoint("cp").unwrap();
+        assert_eq!(cp.parts, vec![("b".to_owned(), "[3]".to_owned())]);
     }
 
     #[test]

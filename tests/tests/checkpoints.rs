@@ -245,6 +245,36 @@ fn records_checkpointed_by_a_member_that_lost_the_partition_are_applied_by_the_n
             .await
             .unwrap();
         assert_eq!(counted(store.clone(), key.clone()).await, 6);
+
+        // An operator removes the checkpoint's head by hand (not its version and parts, and a
+        // part is left over): a member starting afresh reads none, is refused once (the
+        // version stays), then writes its own, and no part of the old one is left.
+        let client = redis::Client::open(redis_url()).unwrap();
+        let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+        let _: () = redis::cmd("DEL")
+            .arg(&key)
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        let _: () = redis::cmd("HSET")
+            .arg(format!("{key}:parts"))
+            .arg("stale")
+            .arg("[1]")
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        let mut c = worker();
+        assert!(c.load().await.unwrap().is_none());
+        c.process(&[record(7, &signals::signal(&ns.broker, 7))])
+            .await
+            .unwrap();
+        assert_eq!(counted(store.clone(), key.clone()).await, 1);
+        let stored = store.load_checkpoint(&key).await.unwrap().unwrap();
+        assert!(stored.parts.is_empty(), "{:?}", stored.parts);
+        assert_eq!(
+            stored.version, 4,
+            "three writes before, the new one over them"
+        );
     });
 }
 
@@ -275,6 +305,7 @@ fn checkpoint_writes_in_redis_are_compare_and_set_with_their_parts_marks_and_eff
                         head,
                         expected,
                         parts: &parts,
+                        replace_parts: false,
                         marks: &marks,
                         ttl: Duration::from_secs(60),
                         effects: &fx,

@@ -114,6 +114,19 @@ pub fn no_per_record_stage() -> super::worker::StageFactory {
     })
 }
 
+/// Applies a batch's changed parts (`None`: removed) to a checkpoint's parts.
+fn apply_parts(
+    parts: &mut std::collections::BTreeMap<String, String>,
+    changed: Vec<(String, Option<String>)>,
+) {
+    for (name, value) in changed {
+        match value {
+            Some(v) => parts.insert(name, v),
+            None => parts.remove(&name),
+        };
+    }
+}
+
 /// The actor owning one partition's state.
 pub struct PartitionActor {
     stage: Box<dyn CheckpointedStage>,
@@ -204,6 +217,11 @@ pub struct CheckpointWorker {
     actor: Option<Addr<PartitionActor>>,
     /// The last checkpoint written (or loaded): what a restarted actor starts from.
     checkpoint: Option<Checkpoint>,
+    /// The version of the checkpoint in the store this worker's next write goes over.
+    version: u64,
+    /// The next write writes every part of the state and removes any other (the store's
+    /// parts may not be this worker's).
+    parts_whole: bool,
     restarts: u32,
     /// Panics per offset in the current batch.
     panics: HashMap<i64, u32>,
@@ -245,6 +263,8 @@ impl CheckpointWorker {
             stop,
             actor: None,
             checkpoint: None,
+            version: 0,
+            parts_whole: false,
             restarts: 0,
             panics: HashMap::new(),
             gap_checked: Default::default(),
@@ -290,6 +310,7 @@ impl CheckpointWorker {
                 Ok(None) => return Ok(None),
                 Ok(Some(stored)) => match Checkpoint::from_stored(stored) {
                     Ok(c) => {
+                        self.version = c.version;
                         self.checkpoint = Some(c.clone());
                         return Ok(Some(c));
                     }
@@ -489,17 +510,18 @@ impl CheckpointWorker {
         match (ours, theirs) {
             (Some(ours), Some(theirs)) if !covers(&theirs, &ours) => {
                 tracing::warn!(stage = %self.policy.stage, unit = %self.label(), version = theirs.version, "another member wrote a checkpoint behind this member's; this member's is kept");
-                self.checkpoint = Some(Checkpoint {
-                    version: theirs.version,
-                    ..ours
-                });
+                self.checkpoint = Some(ours);
+                self.parts_whole = true;
             }
-            (Some(ours), None) => {
+            (ours, None) => {
+                // Only the head is gone (removed by hand): the version stays.
                 tracing::warn!(stage = %self.policy.stage, unit = %self.label(), version, "the checkpoint was removed while this member held it; this member's is kept");
-                self.checkpoint = Some(Checkpoint { version, ..ours });
+                self.checkpoint = ours;
+                self.version = version;
+                self.parts_whole = true;
             }
-            (_, theirs) => {
-                tracing::info!(stage = %self.policy.stage, unit = %self.label(), version = theirs.as_ref().map_or(0, |c| c.version), "another member checkpointed this unit after this member loaded it; going on from that checkpoint");
+            (_, Some(theirs)) => {
+                tracing::info!(stage = %self.policy.stage, unit = %self.label(), version = theirs.version, "another member checkpointed this unit after this member loaded it; going on from that checkpoint");
             }
         }
         Ok(())
@@ -730,7 +752,7 @@ impl CheckpointWorker {
             .await
             .map_err(|e| Restart::Infrastructure(format!("the partition's actor is gone: {e}")))?
             .map_err(|e| Restart::Infrastructure(e.message))?;
-        let expected = self.checkpoint.as_ref().map_or(0, |c| c.version);
+        let expected = self.version;
         let mut offsets = self
             .checkpoint
             .as_ref()
@@ -779,6 +801,25 @@ impl CheckpointWorker {
             }
         }
         let encoded = checkpoint.encode();
+        // A unit that starts afresh writes every part, so none of a removed checkpoint's
+        // is left to be read with its own.
+        let whole = self.parts_whole || self.checkpoint.is_none();
+        let merged = whole.then(|| {
+            let mut parts = self
+                .checkpoint
+                .as_ref()
+                .map(|c| c.parts.clone())
+                .unwrap_or_default();
+            apply_parts(&mut parts, changed.clone());
+            parts
+        });
+        let sent: Vec<(String, Option<String>)> = match &merged {
+            Some(parts) => parts
+                .iter()
+                .map(|(n, v)| (n.clone(), Some(v.clone())))
+                .collect(),
+            None => changed.clone(),
+        };
         let mut attempt = 0u32;
         loop {
             attempt += 1;
@@ -787,7 +828,8 @@ impl CheckpointWorker {
                 key: &key,
                 head: &encoded,
                 expected,
-                parts: &changed,
+                parts: &sent,
+                replace_parts: whole,
                 marks: &marks,
                 ttl: self.policy.dedup_ttl,
                 effects: &effects,
@@ -806,7 +848,7 @@ impl CheckpointWorker {
                 Err(e) => return Err(infra(format!("stopping before the checkpoint: {e}"))),
             }
         }
-        let part_bytes: usize = changed
+        let part_bytes: usize = sent
             .iter()
             .map(|(n, v)| n.len() + v.as_ref().map_or(0, String::len))
             .sum();
@@ -840,18 +882,21 @@ impl CheckpointWorker {
                 .inc_by(duplicates);
         }
         // The parts are the previous checkpoint's with the batch's changes.
-        checkpoint.parts = self
-            .checkpoint
-            .as_mut()
-            .map(|c| std::mem::take(&mut c.parts))
-            .unwrap_or_default();
-        for (name, value) in changed {
-            match value {
-                Some(v) => checkpoint.parts.insert(name, v),
-                None => checkpoint.parts.remove(&name),
-            };
-        }
+        checkpoint.parts = match merged {
+            Some(parts) => parts,
+            None => {
+                let mut parts = self
+                    .checkpoint
+                    .as_mut()
+                    .map(|c| std::mem::take(&mut c.parts))
+                    .unwrap_or_default();
+                apply_parts(&mut parts, changed);
+                parts
+            }
+        };
         self.checkpoint = Some(checkpoint);
+        self.version = expected + 1;
+        self.parts_whole = false;
         Ok(())
     }
 
@@ -1185,6 +1230,7 @@ mod tests {
                 head: &behind.encode(),
                 expected: 1,
                 parts: &[],
+                replace_parts: false,
                 marks: &[],
                 ttl: std::time::Duration::from_secs(60),
                 effects: &[],
