@@ -43,6 +43,8 @@ pub enum JournalOp {
     },
     /// A store value was set (a checkpoint, an effect's result, operator state).
     Value { key: String, value: String },
+    /// A store value was removed (a checkpoint part that is gone).
+    Removed { key: String },
     /// A dedup mark, valid until this time (Unix milliseconds).
     Mark { key: String, expires_unix_ms: i64 },
     /// An input partition's watermark for `source` moved to `position`.
@@ -127,6 +129,7 @@ impl Restored {
                     None => self.committed.push((group, topic, partition, next)),
                 }
             }
+            JournalOp::Removed { key } => self.values.retain(|(k, _)| *k != key),
             JournalOp::Value { key, value } => {
                 match self.values.iter_mut().find(|(k, _)| *k == key) {
                     Some(v) => v.1 = value,

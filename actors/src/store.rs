@@ -808,24 +808,26 @@ impl MemoryStore {
             );
         }
         for (name, value) in w.parts {
-            // A removed part is journalled as an empty value, which no part can be.
+            // A removed part: no value.
             values.push((
                 format!("{prefix}:{name}"),
                 value.clone().unwrap_or_default(),
             ));
         }
         for (key, value) in values {
+            if value.is_empty() {
+                if inner.values.remove(&key).is_some() && self.journal.is_some() {
+                    ops.push(crate::journal::JournalOp::Removed { key });
+                }
+                continue;
+            }
             if self.journal.is_some() {
                 ops.push(crate::journal::JournalOp::Value {
                     key: key.clone(),
                     value: value.clone(),
                 });
             }
-            if value.is_empty() {
-                inner.values.remove(&key);
-            } else {
-                inner.values.insert(key, value);
-            }
+            inner.values.insert(key, value);
         }
         self.apply_effects(&mut inner, w.effects, &mut ops);
         self.journal(ops);

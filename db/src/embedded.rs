@@ -217,7 +217,7 @@ fn take(m: Msg, ops: &mut Vec<JournalOp>, flushes: &mut Vec<mpsc::SyncSender<()>
 fn coalesce(ops: Vec<JournalOp>) -> Vec<JournalOp> {
     let slot = |op: &JournalOp| -> Option<(u8, String)> {
         match op {
-            JournalOp::Value { key, .. } => Some((0, key.clone())),
+            JournalOp::Value { key, .. } | JournalOp::Removed { key } => Some((0, key.clone())),
             JournalOp::Commit {
                 group,
                 topic,
@@ -295,6 +295,11 @@ fn write_ops(c: &mut SqliteConnection, ops: &[JournalOp]) -> Result<(), diesel::
                 .bind::<Text, _>(key)
                 .bind::<Text, _>(value)
                 .execute(c)?;
+            }
+            JournalOp::Removed { key } => {
+                diesel::sql_query("DELETE FROM kv WHERE key = ?")
+                    .bind::<Text, _>(key)
+                    .execute(c)?;
             }
             JournalOp::Mark {
                 key,

@@ -68,6 +68,14 @@ fn ops(round: i64) -> Vec<Vec<JournalOp>> {
                 key: "checkpoint".into(),
                 value: format!("at {round}"),
             },
+            // A checkpoint part per round; the previous round's goes.
+            JournalOp::Value {
+                key: format!("checkpoint:parts:{round}"),
+                value: format!("[{round}]"),
+            },
+            JournalOp::Removed {
+                key: format!("checkpoint:parts:{}", round - 1),
+            },
             JournalOp::Watermark {
                 key: "wm".into(),
                 source: "strategy".into(),
@@ -108,6 +116,16 @@ fn what_was_journalled_comes_back_after_the_file_is_opened_again() {
         vec![("g".into(), "market.ticks".into(), 1, 9)]
     );
     assert_eq!(want.marks.len(), 3);
+    let mut values = want.values.clone();
+    values.sort();
+    assert_eq!(
+        values,
+        vec![
+            ("checkpoint".to_owned(), "at 2".to_owned()),
+            ("checkpoint:parts:2".to_owned(), "[2]".to_owned())
+        ],
+        "a removed value is gone from the file"
+    );
 }
 
 #[test]
