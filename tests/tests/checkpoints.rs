@@ -228,14 +228,17 @@ fn records_checkpointed_by_a_member_that_lost_the_partition_are_applied_by_the_n
         assert!(a.load().await.unwrap().is_none());
         assert!(b.load().await.unwrap().is_none());
         a.process(&batch).await.unwrap();
+        a.finish().await.unwrap();
         assert_eq!(counted(store.clone(), key.clone()).await, 5);
         b.process(&batch).await.unwrap();
+        b.finish().await.unwrap();
         assert_eq!(
             counted(store.clone(), key.clone()).await,
             5,
             "the next owner's state has every record once"
         );
         b.process(&[record(5, &events[2])]).await.unwrap();
+        b.finish().await.unwrap();
         assert_eq!(
             counted(store.clone(), key.clone()).await,
             5,
@@ -244,6 +247,7 @@ fn records_checkpointed_by_a_member_that_lost_the_partition_are_applied_by_the_n
         b.process(&[record(6, &signals::signal(&ns.broker, 6))])
             .await
             .unwrap();
+        b.finish().await.unwrap();
         assert_eq!(counted(store.clone(), key.clone()).await, 6);
 
         // An operator removes the checkpoint's head by hand (not its version and parts, and a
@@ -268,6 +272,7 @@ fn records_checkpointed_by_a_member_that_lost_the_partition_are_applied_by_the_n
         c.process(&[record(7, &signals::signal(&ns.broker, 7))])
             .await
             .unwrap();
+        c.finish().await.unwrap();
         assert_eq!(counted(store.clone(), key.clone()).await, 1);
         let stored = store.load_checkpoint(&key).await.unwrap().unwrap();
         assert!(stored.parts.is_empty(), "{:?}", stored.parts);

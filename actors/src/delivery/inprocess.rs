@@ -694,8 +694,16 @@ async fn checkpointed_loop(
                 let _ = tokio::time::timeout(Duration::from_millis(200), changed).await;
                 continue;
             }
-            match worker.process(&batch).await {
-                Ok(_) => {
+            // An append is its own acknowledgement here: each batch is checkpointed
+            // before the next is read.
+            let outcome = match worker.process(&batch).await {
+                Ok(()) => worker.finish().await,
+                Err(a) => Err(a),
+            };
+            // Everything handled is checkpointed now: the read position is committed.
+            worker.take_checkpointed();
+            match outcome {
+                Ok(()) => {
                     for (i, (p, _)) in parts.iter().enumerate() {
                         if let Some(last) = batch
                             .iter()

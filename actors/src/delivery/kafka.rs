@@ -249,36 +249,56 @@ impl Shared {
                         stop.clone(),
                     );
                     worker.assigned();
+                    let report = |worker: &mut super::unit::CheckpointWorker| {
+                        for (topic, partition, next_offset) in worker.take_checkpointed() {
+                            let _ = done_tx.send(Done {
+                                topic: topic.to_string(),
+                                partition,
+                                next_offset,
+                            });
+                        }
+                    };
                     if worker.load().await.is_ok() {
                         let mut batch = Vec::with_capacity(max);
-                        while let Some(first) = rx.recv().await {
-                            if stop.load(Ordering::Acquire) {
-                                break;
-                            }
-                            batch.push(first);
-                            while batch.len() < max {
-                                match rx.try_recv() {
-                                    Ok(r) => batch.push(r),
-                                    Err(_) => break,
+                        // Batches are handled as they come; their checkpoints follow as
+                        // the broker acknowledges them (`unit::PIPELINE_DEPTH`).
+                        loop {
+                            let outcome = tokio::select! {
+                                biased;
+                                Some(settled) = worker.acknowledged(), if worker.pending() => {
+                                    worker.settled(settled).await
                                 }
-                            }
-                            busy.store(true, Ordering::Release);
-                            let outcome = worker.process(&batch).await;
-                            batch.clear();
-                            for (topic, partition, next_offset) in
-                                outcome.as_deref().unwrap_or_default()
-                            {
-                                let _ = done_tx.send(Done {
-                                    topic: topic.to_string(),
-                                    partition: *partition,
-                                    next_offset: *next_offset,
-                                });
-                            }
-                            busy.store(false, Ordering::Release);
+                                first = rx.recv() => {
+                                    let Some(first) = first else { break };
+                                    if stop.load(Ordering::Acquire) {
+                                        break;
+                                    }
+                                    batch.push(first);
+                                    while batch.len() < max {
+                                        match rx.try_recv() {
+                                            Ok(r) => batch.push(r),
+                                            Err(_) => break,
+                                        }
+                                    }
+                                    busy.store(true, Ordering::Release);
+                                    let outcome = worker.process(&batch).await;
+                                    batch.clear();
+                                    outcome
+                                }
+                            };
+                            report(&mut worker);
+                            // Busy while checkpoints are pending: a revocation waits for
+                            // them (up to `drain_timeout`).
+                            busy.store(worker.pending(), Ordering::Release);
                             if outcome.is_err() {
                                 break;
                             }
                         }
+                        // What is in flight is checkpointed before the partition goes.
+                        busy.store(true, Ordering::Release);
+                        let _ = worker.finish().await;
+                        report(&mut worker);
+                        busy.store(false, Ordering::Release);
                     }
                     ended.store(true, Ordering::Release);
                 });

@@ -141,6 +141,17 @@ impl EventProducer {
         &self,
         batch: &[(Option<Source>, Vec<Output>)],
     ) -> Result<(), ProduceError> {
+        self.enqueue_batch(batch).await?.wait().await
+    }
+
+    /// Enqueues the outputs of a batch of records as [`send_batch`](Self::send_batch) does,
+    /// without waiting for the broker: the acknowledgements are awaited on the returned
+    /// [`Acks`], so the caller can handle its next batch meanwhile. Records enqueued later
+    /// are sent after these on every partition (the producer is idempotent).
+    pub async fn enqueue_batch(
+        &self,
+        batch: &[(Option<Source>, Vec<Output>)],
+    ) -> Result<Acks, ProduceError> {
         match self {
             EventProducer::Kafka(p) => {
                 let mut pending = Vec::new();
@@ -159,20 +170,13 @@ impl EventProducer {
                         pending.push((topic, fut));
                     }
                 }
-                for (topic, fut) in pending {
-                    match fut.await {
-                        Ok(Ok(_)) => {}
-                        Ok(Err((source, _))) => return Err(ProduceError::Kafka { topic, source }),
-                        Err(_) => return Err(ProduceError::Cancelled { topic }),
-                    }
-                }
-                Ok(())
+                Ok(Acks(pending))
             }
             EventProducer::InProcess(_) => {
                 for (source, outputs) in batch {
                     self.send_all_from(outputs, source.as_ref()).await?;
                 }
-                Ok(())
+                Ok(Acks(Vec::new()))
             }
         }
     }
@@ -218,6 +222,25 @@ impl EventProducer {
             }),
             EventProducer::InProcess(_) => Ok(()),
         }
+    }
+}
+
+/// The broker's acknowledgements of records enqueued together (none on the in-process
+/// transport, where an append is its own).
+#[must_use = "records are acknowledged only once the acks are awaited"]
+pub struct Acks(Vec<(String, DeliveryFuture)>);
+
+impl Acks {
+    /// Waits for every acknowledgement; the first failure is the batch's.
+    pub async fn wait(self) -> Result<(), ProduceError> {
+        for (topic, fut) in self.0 {
+            match fut.await {
+                Ok(Ok(_)) => {}
+                Ok(Err((source, _))) => return Err(ProduceError::Kafka { topic, source }),
+                Err(_) => return Err(ProduceError::Cancelled { topic }),
+            }
+        }
+        Ok(())
     }
 }
 

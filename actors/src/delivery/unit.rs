@@ -19,17 +19,22 @@
 //!    place, then dead-lettered; poison and business failures are dead-lettered; an
 //!    infrastructure failure or a panic replaces the actor with one restored from the last
 //!    checkpoint and handles the batch again (three panics on one record make it poison);
-//! 4. every output of the batch is produced (stamped with its origin) and acknowledged;
-//! 5. one checkpoint is written — the actor's state (and the parts of it the batch changed),
-//!    the next offset, the watermarks — together with the marks of the batch's foreign
-//!    records and its store effects, atomically, over the version this worker holds (a
-//!    refused write means another member wrote since: the worker reads that checkpoint and
-//!    goes on from it, see `superseded`);
+//! 4. every output of the batch is produced (stamped with its origin); the unit goes on with
+//!    its next batch while the unit's checkpoint writer awaits the acknowledgements (at most
+//!    `PIPELINE_DEPTH` batches in flight);
+//! 5. in the order the batches were handled, one checkpoint per batch is written — the
+//!    actor's state (and the parts of it the batch changed), the next offset, the
+//!    watermarks — together with the marks of the batch's foreign records and its store
+//!    effects, atomically, over the version the batch before it wrote (a refused write
+//!    means another member wrote since: the worker reads that checkpoint and goes on from
+//!    it, see `superseded`);
 //! 6. only then is the next offset handed over for the Kafka commit.
 //!
 //! A crash anywhere before 5 re-handles the batch from the previous checkpoint: the same
 //! state and records give the same outputs with the same origins and ids, which downstream
-//! drops. On assignment the partition's actor starts from its checkpoint: no history is read.
+//! drops. A batch that fails in 4 or 5 takes the batches in flight after it down with it:
+//! none of them is written, and all are handled again from the last checkpoint. On
+//! assignment the partition's actor starts from its checkpoint: no history is read.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -44,7 +49,7 @@ use super::checkpoint::{
 };
 use super::dlq::dead_letter;
 use super::origin::{Origin, Source};
-use super::producer::EventProducer;
+use super::producer::{Acks, EventProducer};
 use super::stage::{Deliver, Handled, Output, StageError};
 use super::worker::MAX_PANICS;
 use super::{DeliveryPolicy, Record};
@@ -52,6 +57,7 @@ use crate::control::Escalation;
 use crate::metrics::metrics;
 use crate::store::{Effect, Store, dedup_key};
 use alpha_panda_topics::TopicName;
+use tokio::sync::mpsc as tmpsc;
 
 /// A stage whose state is owned by one partition and checkpointed.
 pub trait CheckpointedStage: Unpin + 'static {
@@ -117,7 +123,7 @@ pub fn no_per_record_stage() -> super::worker::StageFactory {
 /// Applies a batch's changed parts (`None`: removed) to a checkpoint's parts.
 fn apply_parts(
     parts: &mut std::collections::BTreeMap<String, String>,
-    changed: Vec<(String, Option<String>)>,
+    changed: impl IntoIterator<Item = (String, Option<String>)>,
 ) {
     for (name, value) in changed {
         match value {
@@ -206,6 +212,148 @@ enum Restart {
     Panicked(i64, String),
 }
 
+/// How many batches a unit handles and produces ahead of its last checkpoint. While a
+/// batch's acknowledgements and checkpoint are pending, the unit handles the next batches,
+/// so a record waits for the broker's round trip of the record before it only when this
+/// many are in flight; the checkpoints are still written one after the other, in order.
+pub const PIPELINE_DEPTH: usize = 4;
+
+/// The next offset of an input partition: what a checkpoint lets the consumer commit.
+pub type NextOffset = (TopicName, i32, i64);
+
+/// A batch handled and produced whose acknowledgements and checkpoint are pending.
+struct InFlight {
+    /// Its records: handled again from the checkpoint if it, or a batch before it, fails.
+    records: Vec<Record>,
+    /// The next offset of each input partition it held records of.
+    next: Vec<NextOffset>,
+    /// The checkpoint it writes, its parts aside: the head of the next batch handled.
+    checkpoint: Checkpoint,
+    /// The parts it writes: those the batch changed, or every part (`whole`).
+    parts: Arc<[(String, Option<String>)]>,
+    whole: bool,
+    /// Its foreign records' marks, which a later batch must see before they are stored.
+    marks: Arc<[(String, String)]>,
+    /// What the metrics count once it is checkpointed (not before: a batch handled again
+    /// after a restart is counted once).
+    outputs: Vec<(EventEnvelope, Vec<Output>)>,
+    duplicates: u64,
+    dead_lettered: Vec<FailureClass>,
+    bytes: usize,
+}
+
+/// What the checkpoint writer is given for one batch: wait for these acknowledgements, then
+/// write this checkpoint over this version.
+struct Commit {
+    epoch: u64,
+    acks: Acks,
+    head: String,
+    expected: u64,
+    parts: Arc<[(String, Option<String>)]>,
+    whole: bool,
+    marks: Arc<[(String, String)]>,
+    effects: Vec<Effect>,
+    /// The unit's partitions, shown in `/status` while the write is retried.
+    next: Vec<NextOffset>,
+}
+
+/// What became of the oldest batch in flight: acknowledged and checkpointed, or failed
+/// (then every batch after it is dropped by the writer, unwritten, and the unit handles
+/// them all again). Receiving one loses nothing if the wait is dropped.
+pub struct Settled {
+    epoch: u64,
+    outcome: Result<(), Restart>,
+}
+
+/// Writes a unit's checkpoints in the order its batches were handled, each once its
+/// acknowledgements are in. After a failed batch it writes none of that epoch's later
+/// ones: they were handled from a state that will not be checkpointed.
+async fn write_checkpoints(
+    store: Store,
+    policy: Arc<DeliveryPolicy>,
+    key: String,
+    stop: Arc<AtomicBool>,
+    mut commits: tmpsc::UnboundedReceiver<Commit>,
+    settled: tmpsc::UnboundedSender<Settled>,
+    #[cfg(test)] gate: Option<Arc<tokio::sync::Semaphore>>,
+) {
+    let mut failed: Option<u64> = None;
+    while let Some(c) = commits.recv().await {
+        if failed == Some(c.epoch) {
+            continue;
+        }
+        // Tests hold the writer back, as a slow broker would.
+        #[cfg(test)]
+        if let Some(gate) = &gate {
+            gate.acquire().await.expect("the gate stays open").forget();
+        }
+        let epoch = c.epoch;
+        let outcome = write_checkpoint(&store, &policy, &key, &stop, c).await;
+        if outcome.is_err() {
+            failed = Some(epoch);
+        }
+        if settled.send(Settled { epoch, outcome }).is_err() {
+            break;
+        }
+    }
+}
+
+async fn write_checkpoint(
+    store: &Store,
+    policy: &DeliveryPolicy,
+    key: &str,
+    stop: &AtomicBool,
+    c: Commit,
+) -> Result<(), Restart> {
+    c.acks
+        .wait()
+        .await
+        .map_err(|e| Restart::Infrastructure(e.to_string()))?;
+    let write = crate::store::CheckpointWrite {
+        key,
+        head: &c.head,
+        expected: c.expected,
+        parts: &c.parts,
+        replace_parts: c.whole,
+        marks: &c.marks,
+        ttl: policy.dedup_ttl,
+        effects: &c.effects,
+    };
+    let mut attempt = 0u32;
+    loop {
+        attempt += 1;
+        match store.save_checkpoint(&write).await {
+            Ok(crate::store::Written::Done) => return Ok(()),
+            Ok(crate::store::Written::Superseded(version)) => {
+                return Err(Restart::Superseded(version));
+            }
+            Err(e) if !stop.load(Ordering::Acquire) => {
+                let delay = policy.restart.delay(attempt.min(8), jitter_unit());
+                tracing::warn!(stage = %policy.stage, %key, error = %e, attempt, "writing the checkpoint failed; retrying");
+                let error = e.to_string();
+                for (topic, partition, _) in &c.next {
+                    let key = (
+                        policy.namespace.clone(),
+                        policy.stage.clone(),
+                        topic.to_string(),
+                        *partition,
+                    );
+                    policy.control.worker(key, |w| {
+                        w.state = "restarting";
+                        w.last_error = Some(error.clone());
+                    });
+                }
+                tokio::time::sleep(delay).await;
+            }
+            Err(e) => {
+                return Err(Restart::Infrastructure(format!(
+                    "stopping before the checkpoint: {e}"
+                )));
+            }
+        }
+    }
+}
+
 /// Works one partition of a checkpointed stage.
 pub struct CheckpointWorker {
     policy: Arc<DeliveryPolicy>,
@@ -219,14 +367,31 @@ pub struct CheckpointWorker {
     checkpoint: Option<Checkpoint>,
     /// The version of the checkpoint in the store this worker's next write goes over.
     version: u64,
-    /// The next write writes every part of the state and removes any other (the store's
-    /// parts may not be this worker's).
+    /// The next batch handled writes every part of the state and removes any other (the
+    /// store's parts may not be this worker's).
     parts_whole: bool,
+    /// Batches handled and produced, oldest first, whose checkpoints are pending.
+    in_flight: std::collections::VecDeque<InFlight>,
+    /// Bumped when the batches in flight are dropped: what the writer says of them after
+    /// is stale.
+    epoch: u64,
+    /// Records of dropped batches, handled again before anything else.
+    redo: Vec<Record>,
+    /// Offsets checkpointed and not yet taken by the consumer to commit.
+    done: Vec<NextOffset>,
+    /// The checkpoint writer's queue and what it says back; started with the first batch.
+    writer: Option<(
+        tmpsc::UnboundedSender<Commit>,
+        tmpsc::UnboundedReceiver<Settled>,
+    )>,
     restarts: u32,
     /// Panics per offset in the current batch.
     panics: HashMap<i64, u32>,
     /// Input partitions whose first record read was compared with the checkpoint's offset.
     gap_checked: std::collections::HashSet<(TopicName, i32)>,
+    /// One permit per checkpoint the writer may write (tests).
+    #[cfg(test)]
+    gate: Option<Arc<tokio::sync::Semaphore>>,
 }
 
 /// What one record of a batch came to.
@@ -265,9 +430,16 @@ impl CheckpointWorker {
             checkpoint: None,
             version: 0,
             parts_whole: false,
+            in_flight: Default::default(),
+            epoch: 0,
+            redo: Vec::new(),
+            done: Vec::new(),
+            writer: None,
             restarts: 0,
             panics: HashMap::new(),
             gap_checked: Default::default(),
+            #[cfg(test)]
+            gate: None,
         }
     }
 
@@ -417,78 +589,264 @@ impl CheckpointWorker {
         Ok(addr)
     }
 
-    /// Handles a batch to its checkpoint; returns the next offset of each input partition
-    /// the batch held records of (to commit).
-    pub async fn process(
-        &mut self,
-        batch: &[Record],
-    ) -> Result<Vec<(TopicName, i32, i64)>, Abandoned> {
+    /// Handles a batch and produces its outputs; its checkpoint is written once the broker
+    /// has acknowledged them, while the unit goes on with the next batch (at most
+    /// [`PIPELINE_DEPTH`] in flight). What is checkpointed meanwhile is taken with
+    /// [`take_checkpointed`](Self::take_checkpointed).
+    pub async fn process(&mut self, batch: &[Record]) -> Result<(), Abandoned> {
         let m = metrics();
         for r in batch {
             self.check_gap(r);
         }
-        let mut next: Vec<(TopicName, i32, i64)> = Vec::new();
+        let mut counted: Vec<(&TopicName, u64)> = Vec::new();
         for r in batch {
-            match next
-                .iter_mut()
-                .find(|(t, p, _)| *t == r.topic && *p == r.partition)
-            {
-                Some(n) => n.2 = n.2.max(r.offset + 1),
-                None => next.push((r.topic.clone(), r.partition, r.offset + 1)),
+            match counted.iter_mut().find(|(t, _)| **t == r.topic) {
+                Some(c) => c.1 += 1,
+                None => counted.push((&r.topic, 1)),
             }
         }
-        for (topic, _, _) in &next {
-            let n = batch.iter().filter(|r| r.topic == *topic).count();
+        for (topic, n) in counted {
             m.consumed
                 .with_label_values(&[topic.to_string().as_str(), &self.policy.stage])
-                .inc_by(n as u64);
+                .inc_by(n);
         }
         self.panics.clear();
+        self.advance(batch.to_vec()).await?;
+        // What was checkpointed meanwhile, without waiting.
+        while let Some(s) = self.writer.as_mut().and_then(|(_, rx)| rx.try_recv().ok()) {
+            self.settled(s).await?;
+        }
+        Ok(())
+    }
+
+    /// Whether batches are in flight: their checkpoints are pending.
+    pub fn pending(&self) -> bool {
+        !self.in_flight.is_empty()
+    }
+
+    /// Waits for what the checkpoint writer says of the oldest batch in flight; to pass to
+    /// [`settled`](Self::settled). Dropping the wait loses nothing. `None`: nothing is in
+    /// flight, or the writer is gone.
+    pub async fn acknowledged(&mut self) -> Option<Settled> {
+        if self.in_flight.is_empty() {
+            return None;
+        }
+        self.writer.as_mut()?.1.recv().await
+    }
+
+    /// Takes in what the checkpoint writer said of a batch: checkpointed, or failed, when
+    /// the unit handles it and every batch after it again from the checkpoint.
+    pub async fn settled(&mut self, s: Settled) -> Result<(), Abandoned> {
+        self.apply(s).await?;
+        if !self.redo.is_empty() {
+            self.advance(Vec::new()).await?;
+        }
+        Ok(())
+    }
+
+    /// Waits until every batch handled is checkpointed.
+    pub async fn finish(&mut self) -> Result<(), Abandoned> {
         loop {
-            // What the checkpoint holds already is stepped over.
-            let batch: Vec<&Record> = batch
-                .iter()
-                .filter(|r| {
-                    let from = self
-                        .checkpoint
-                        .as_ref()
-                        .and_then(|c| c.next_offset(&r.topic.to_string(), r.partition))
-                        .unwrap_or(0);
-                    r.offset >= from
-                })
-                .collect();
-            if batch.is_empty() {
-                return Ok(Vec::new());
+            if !self.redo.is_empty() {
+                self.advance(Vec::new()).await?;
+            }
+            if self.in_flight.is_empty() {
+                return Ok(());
+            }
+            self.wait_one().await?;
+        }
+    }
+
+    /// The next offset of each input partition checkpointed since last asked: the
+    /// consumer commits them.
+    pub fn take_checkpointed(&mut self) -> Vec<NextOffset> {
+        std::mem::take(&mut self.done)
+    }
+
+    /// The checkpoint the next batch is handled from: the last batch's in flight, or the
+    /// last written.
+    fn head(&self) -> Option<&Checkpoint> {
+        self.in_flight
+            .back()
+            .map(|f| &f.checkpoint)
+            .or(self.checkpoint.as_ref())
+    }
+
+    /// Handles the records (after any to handle again) until they are in flight.
+    async fn advance(&mut self, mut records: Vec<Record>) -> Result<(), Abandoned> {
+        loop {
+            if !self.redo.is_empty() {
+                let mut redo = std::mem::take(&mut self.redo);
+                redo.append(&mut records);
+                records = redo;
+            }
+            // What the head holds already is stepped over.
+            let head = self.head();
+            records.retain(|r| {
+                let from = head
+                    .and_then(|c| c.next_offset(&r.topic.to_string(), r.partition))
+                    .unwrap_or(0);
+                r.offset >= from
+            });
+            if records.is_empty() {
+                return Ok(());
             }
             if self.stopping() || !self.wait_while_paused().await {
                 return Err(Abandoned);
             }
-            match self.attempt(&batch, &next).await {
-                Ok(()) => {
-                    for r in &batch {
-                        m.partition_records
-                            .with_label_values(&[
-                                &self.policy.stage,
-                                r.topic.to_string().as_str(),
-                                &r.partition.to_string(),
-                            ])
-                            .inc();
-                    }
-                    self.policy
-                        .control
-                        .record_healthy(&self.policy.namespace, &self.policy.stage);
-                    self.show("running", None, Some(&next));
-                    return Ok(next);
+            // A batch that writes every part is written over the last checkpoint, with
+            // nothing in flight before it.
+            let whole = self.parts_whole || self.checkpoint.is_none();
+            if self.in_flight.len() >= PIPELINE_DEPTH || (whole && !self.in_flight.is_empty()) {
+                self.wait_one().await?;
+                continue;
+            }
+            let failure = match self.attempt(&mut records).await {
+                Ok(()) => return Ok(()),
+                Err(failure) => failure,
+            };
+            // The actor is replaced from the last checkpoint: what is in flight is
+            // checkpointed first, or dropped to be handled again.
+            let epoch = self.epoch;
+            while !self.in_flight.is_empty() {
+                self.wait_one().await?;
+            }
+            self.actor = None;
+            match failure {
+                Restart::Panicked(offset, _) if self.epoch != epoch => {
+                    *self.panics.entry(offset).or_default() += 1;
                 }
-                Err(Restart::Panicked(offset, message)) => {
-                    let n = self.panics.entry(offset).or_default();
-                    *n += 1;
-                    self.restart(&message).await;
-                }
-                Err(Restart::Infrastructure(message)) => self.restart(&message).await,
-                Err(Restart::Superseded(version)) => self.superseded(version).await?,
+                // A batch in flight failed and its recovery restarted the actor already.
+                _ if self.epoch != epoch => {}
+                failure => self.recover(failure).await?,
             }
         }
+    }
+
+    /// Waits for the oldest batch in flight to be checkpointed, or to fail.
+    async fn wait_one(&mut self) -> Result<(), Abandoned> {
+        let s = match self.acknowledged().await {
+            Some(s) => s,
+            None => {
+                self.writer = None;
+                Settled {
+                    epoch: self.epoch,
+                    outcome: Err(Restart::Infrastructure(
+                        "the checkpoint writer is gone".to_owned(),
+                    )),
+                }
+            }
+        };
+        self.apply(s).await
+    }
+
+    async fn apply(&mut self, s: Settled) -> Result<(), Abandoned> {
+        if s.epoch != self.epoch {
+            return Ok(());
+        }
+        match s.outcome {
+            Ok(()) => {
+                let f = self
+                    .in_flight
+                    .pop_front()
+                    .expect("the writer settles only batches in flight");
+                self.checkpointed(f);
+                Ok(())
+            }
+            Err(failure) => {
+                // Every batch in flight is dropped and handled again from the checkpoint.
+                self.epoch += 1;
+                let mut redo: Vec<Record> =
+                    self.in_flight.drain(..).flat_map(|f| f.records).collect();
+                redo.append(&mut self.redo);
+                self.redo = redo;
+                self.actor = None;
+                if self.stopping() {
+                    return Err(Abandoned);
+                }
+                self.recover(failure).await
+            }
+        }
+    }
+
+    async fn recover(&mut self, failure: Restart) -> Result<(), Abandoned> {
+        match failure {
+            Restart::Panicked(offset, message) => {
+                *self.panics.entry(offset).or_default() += 1;
+                self.restart(&message).await;
+            }
+            Restart::Infrastructure(message) => self.restart(&message).await,
+            Restart::Superseded(version) => self.superseded(version).await?,
+        }
+        Ok(())
+    }
+
+    /// A batch is checkpointed: its checkpoint is the one a restarted actor starts from,
+    /// its offsets may be committed, and the metrics count it.
+    fn checkpointed(&mut self, f: InFlight) {
+        let m = metrics();
+        let stage = self.policy.stage.as_str();
+        m.checkpoint_bytes
+            .with_label_values(&[stage])
+            .observe(f.bytes as f64);
+        // Records produced, orders by status, PnL and latencies.
+        let mut produced: HashMap<&TopicName, u64> = HashMap::new();
+        for (env, outputs) in &f.outputs {
+            crate::metrics::observe_outputs(env, outputs);
+            for o in outputs {
+                *produced.entry(&o.topic).or_default() += 1;
+            }
+        }
+        for (topic, n) in produced {
+            m.produced
+                .with_label_values(&[topic.to_string().as_str(), stage])
+                .inc_by(n);
+        }
+        if f.duplicates > 0 {
+            m.dedup_hits
+                .with_label_values(&[stage])
+                .inc_by(f.duplicates);
+        }
+        let source = match &self.unit {
+            Unit::Partition(topic, _) => topic.to_string(),
+            Unit::Stage => f
+                .records
+                .first()
+                .map(|r| r.topic.to_string())
+                .unwrap_or_default(),
+        };
+        for class in &f.dead_lettered {
+            m.dead_lettered
+                .with_label_values(&[source.as_str(), stage, class.as_str()])
+                .inc();
+        }
+        for r in &f.records {
+            m.partition_records
+                .with_label_values(&[
+                    stage,
+                    r.topic.to_string().as_str(),
+                    &r.partition.to_string(),
+                ])
+                .inc();
+        }
+        // The parts are the last checkpoint's with the batch's changes, or the batch's.
+        let mut parts = match (f.whole, self.checkpoint.as_mut()) {
+            (false, Some(c)) => std::mem::take(&mut c.parts),
+            _ => Default::default(),
+        };
+        apply_parts(&mut parts, f.parts.iter().cloned());
+        let mut checkpoint = f.checkpoint;
+        checkpoint.parts = parts;
+        self.version = checkpoint.version;
+        self.checkpoint = Some(checkpoint);
+        if f.whole {
+            self.parts_whole = false;
+        }
+        self.policy
+            .control
+            .record_healthy(&self.policy.namespace, &self.policy.stage);
+        self.show("running", None, Some(&f.next));
+        self.done.extend(f.next);
     }
 
     /// Another writer (a member that lost the unit, or one that took it before this one
@@ -602,18 +960,26 @@ impl CheckpointWorker {
         true
     }
 
-    async fn attempt(
-        &mut self,
-        batch: &[&Record],
-        next: &[(TopicName, i32, i64)],
-    ) -> Result<(), Restart> {
+    /// Handles a batch from the head, produces its outputs and hands its checkpoint to the
+    /// writer; the batch is then in flight.
+    async fn attempt(&mut self, records: &mut Vec<Record>) -> Result<(), Restart> {
         let infra = |e: String| Restart::Infrastructure(e);
         let actor = self.actor().map_err(infra)?;
-        let mut watermarks = self
-            .checkpoint
-            .as_ref()
-            .map(|c| c.watermarks.clone())
-            .unwrap_or_default();
+        let batch: Vec<&Record> = records.iter().collect();
+        let batch = batch.as_slice();
+        let mut next: Vec<NextOffset> = Vec::new();
+        for r in batch {
+            match next
+                .iter_mut()
+                .find(|(t, p, _)| *t == r.topic && *p == r.partition)
+            {
+                Some(n) => n.2 = n.2.max(r.offset + 1),
+                None => next.push((r.topic.clone(), r.partition, r.offset + 1)),
+            }
+        }
+        let head = self.head();
+        let mut watermarks = head.map(|c| c.watermarks.clone()).unwrap_or_default();
+        let mut offsets = head.map(|c| c.offsets.clone()).unwrap_or_default();
         // Decode, and read the marks of records without an origin in one round trip.
         let decoded: Vec<Option<Result<EventEnvelope, String>>> = batch
             .iter()
@@ -644,11 +1010,22 @@ impl CheckpointWorker {
             .marked(&keys)
             .await
             .map_err(|e| infra(e.to_string()))?;
+        // A mark of a batch in flight is not in the store yet.
+        let in_flight: HashMap<&str, &str> = self
+            .in_flight
+            .iter()
+            .flat_map(|f| f.marks.iter())
+            .map(|(k, at)| (k.as_str(), at.as_str()))
+            .collect();
         let mut seen_marked: HashMap<usize, (Option<String>, String)> = foreign
             .into_iter()
             .zip(marked)
-            .map(|((i, k), m)| (i, (m, k)))
+            .map(|((i, k), m)| {
+                let m = m.or_else(|| in_flight.get(k.as_str()).map(|at| (*at).to_owned()));
+                (i, (m, k))
+            })
             .collect();
+        drop(in_flight);
         // Within a batch, a foreign record's id seen twice is a duplicate the second time.
         let mut batch_ids: std::collections::HashSet<String> = Default::default();
 
@@ -724,180 +1101,149 @@ impl CheckpointWorker {
             .map(|s| s.unwrap_or(Step::Skipped { duplicate: false }))
             .collect();
 
-        // Produce everything, then wait for every acknowledgement.
-        let mut sends = Vec::new();
-        for (record, step) in batch.iter().zip(&steps) {
+        // Produce everything, in record order; the acknowledgements are awaited by the
+        // checkpoint writer.
+        let mut sends: Vec<(Option<Source>, Vec<Output>)> = Vec::new();
+        let mut sent_for: Vec<Option<EventEnvelope>> = Vec::new();
+        let mut marks = Vec::new();
+        let mut effects = Vec::new();
+        let mut duplicates = 0u64;
+        let mut dead_lettered = Vec::new();
+        for ((record, step), d) in batch.iter().zip(steps).zip(decoded) {
             match step {
-                Step::Handled { outputs, .. } if !outputs.is_empty() => sends.push((
-                    Some(Source {
-                        group: self.policy.group.clone(),
-                        topic: record.topic.to_string(),
-                        partition: record.partition,
-                        offset: record.offset,
-                    }),
-                    outputs.clone(),
-                )),
-                Step::DeadLettered { dlq, .. } => sends.push((None, vec![(**dlq).clone()])),
-                _ => {}
+                Step::Handled {
+                    outputs,
+                    effects: fx,
+                    mark,
+                } => {
+                    for e in fx {
+                        // Of several SETs of one key in a batch only the last counts.
+                        if let Effect::Set { key, .. } = &e {
+                            effects
+                                .retain(|x| !matches!(x, Effect::Set { key: k, .. } if k == key));
+                        }
+                        effects.push(e);
+                    }
+                    marks.extend(mark);
+                    if !outputs.is_empty() {
+                        sends.push((
+                            Some(Source {
+                                group: self.policy.group.clone(),
+                                topic: record.topic.to_string(),
+                                partition: record.partition,
+                                offset: record.offset,
+                            }),
+                            outputs,
+                        ));
+                        sent_for.push(d.and_then(Result::ok));
+                    }
+                }
+                Step::DeadLettered { dlq, class, mark } => {
+                    marks.extend(mark);
+                    dead_lettered.push(class);
+                    sends.push((None, vec![*dlq]));
+                    sent_for.push(None);
+                }
+                Step::Skipped { duplicate } => duplicates += u64::from(duplicate),
             }
         }
-        self.producer
-            .send_batch(&sends)
+        let acks = self
+            .producer
+            .enqueue_batch(&sends)
             .await
             .map_err(|e| infra(e.to_string()))?;
+        let outputs: Vec<(EventEnvelope, Vec<Output>)> = sends
+            .into_iter()
+            .zip(sent_for)
+            .filter_map(|((_, outputs), env)| Some((env?, outputs)))
+            .collect();
 
-        // One checkpoint for the batch.
+        // One checkpoint for the batch, over the version the batch before it writes.
         let (state, changed) = actor
             .send(Save)
             .await
             .map_err(|e| Restart::Infrastructure(format!("the partition's actor is gone: {e}")))?
             .map_err(|e| Restart::Infrastructure(e.message))?;
-        let expected = self.version;
-        let mut offsets = self
-            .checkpoint
-            .as_ref()
-            .map(|c| c.offsets.clone())
-            .unwrap_or_default();
-        for (topic, partition, n) in next {
+        let expected = self.version + self.in_flight.len() as u64;
+        for (topic, partition, n) in &next {
             offsets.insert(partition_name(&topic.to_string(), *partition), *n);
         }
-        let mut checkpoint = Checkpoint {
+        let checkpoint = Checkpoint {
             offsets,
             watermarks,
             state,
             version: expected + 1,
             parts: Default::default(),
         };
-        let mut marks = Vec::new();
-        let mut effects = Vec::new();
-        let mut duplicates = 0u64;
-        for step in &steps {
-            match step {
-                Step::Handled {
-                    effects: fx, mark, ..
-                } => {
-                    for e in fx {
-                        // Of several SETs of one key in a batch only the last counts.
-                        if let Effect::Set { key, .. } = e {
-                            effects
-                                .retain(|x| !matches!(x, Effect::Set { key: k, .. } if k == key));
-                        }
-                        effects.push(e.clone());
-                    }
-                    marks.extend(mark.iter().cloned());
-                }
-                Step::DeadLettered { mark, class, .. } => {
-                    marks.extend(mark.iter().cloned());
-                    metrics()
-                        .dead_lettered
-                        .with_label_values(&[
-                            dlq_source(&self.unit, batch).as_str(),
-                            &self.policy.stage,
-                            class.as_str(),
-                        ])
-                        .inc();
-                }
-                Step::Skipped { duplicate } => duplicates += u64::from(*duplicate),
-            }
-        }
-        let encoded = checkpoint.encode();
-        // A unit that starts afresh writes every part, so none of a removed checkpoint's
-        // is left to be read with its own.
+        let head = checkpoint.encode();
+        // A unit that starts afresh, or writes its own checkpoint over another's, writes
+        // every part, so that no part of another checkpoint is read with its own (nothing
+        // is in flight then: `advance`).
         let whole = self.parts_whole || self.checkpoint.is_none();
-        let merged = whole.then(|| {
+        let parts: Arc<[(String, Option<String>)]> = if whole {
             let mut parts = self
                 .checkpoint
                 .as_ref()
                 .map(|c| c.parts.clone())
                 .unwrap_or_default();
-            apply_parts(&mut parts, changed.clone());
-            parts
-        });
-        let sent: Vec<(String, Option<String>)> = match &merged {
-            Some(parts) => parts
+            apply_parts(&mut parts, changed);
+            parts.into_iter().map(|(n, v)| (n, Some(v))).collect()
+        } else {
+            changed.into()
+        };
+        let marks: Arc<[(String, String)]> = marks.into();
+        let bytes = head.len()
+            + parts
                 .iter()
-                .map(|(n, v)| (n.clone(), Some(v.clone())))
-                .collect(),
-            None => changed.clone(),
+                .map(|(n, v)| n.len() + v.as_ref().map_or(0, String::len))
+                .sum::<usize>();
+        let commit = Commit {
+            epoch: self.epoch,
+            acks,
+            head,
+            expected,
+            parts: parts.clone(),
+            whole,
+            marks: marks.clone(),
+            effects,
+            next: next.clone(),
         };
-        let mut attempt = 0u32;
-        loop {
-            attempt += 1;
-            let key = self.key();
-            let write = crate::store::CheckpointWrite {
-                key: &key,
-                head: &encoded,
-                expected,
-                parts: &sent,
-                replace_parts: whole,
-                marks: &marks,
-                ttl: self.policy.dedup_ttl,
-                effects: &effects,
-            };
-            match self.store.save_checkpoint(&write).await {
-                Ok(crate::store::Written::Done) => break,
-                Ok(crate::store::Written::Superseded(version)) => {
-                    return Err(Restart::Superseded(version));
-                }
-                Err(e) if !self.stopping() => {
-                    let delay = self.policy.restart.delay(attempt.min(8), jitter_unit());
-                    tracing::warn!(stage = %self.policy.stage, error = %e, attempt, "writing the checkpoint failed; retrying");
-                    self.show("restarting", Some(&e.to_string()), None);
-                    tokio::time::sleep(delay).await;
-                }
-                Err(e) => return Err(infra(format!("stopping before the checkpoint: {e}"))),
-            }
-        }
-        let part_bytes: usize = sent
-            .iter()
-            .map(|(n, v)| n.len() + v.as_ref().map_or(0, String::len))
-            .sum();
-        metrics()
-            .checkpoint_bytes
-            .with_label_values(&[&self.policy.stage])
-            .observe((encoded.len() + part_bytes) as f64);
-        // Records produced, orders by status, PnL and latencies: counted once the batch is
-        // checkpointed, so a batch handled again after a restart is not counted twice.
-        let mut produced: HashMap<&TopicName, u64> = HashMap::new();
-        for (step, d) in steps.iter().zip(&decoded) {
-            if let (Step::Handled { outputs, .. }, Some(Ok(env))) = (step, d)
-                && !outputs.is_empty()
-            {
-                crate::metrics::observe_outputs(env, outputs);
-                for o in outputs {
-                    *produced.entry(&o.topic).or_default() += 1;
-                }
-            }
-        }
-        for (topic, n) in produced {
-            metrics()
-                .produced
-                .with_label_values(&[topic.to_string().as_str(), &self.policy.stage])
-                .inc_by(n);
-        }
-        if duplicates > 0 {
-            metrics()
-                .dedup_hits
-                .with_label_values(&[&self.policy.stage])
-                .inc_by(duplicates);
-        }
-        // The parts are the previous checkpoint's with the batch's changes.
-        checkpoint.parts = match merged {
-            Some(parts) => parts,
-            None => {
-                let mut parts = self
-                    .checkpoint
-                    .as_mut()
-                    .map(|c| std::mem::take(&mut c.parts))
-                    .unwrap_or_default();
-                apply_parts(&mut parts, changed);
-                parts
-            }
-        };
-        self.checkpoint = Some(checkpoint);
-        self.version = expected + 1;
-        self.parts_whole = false;
+        self.writer()
+            .send(commit)
+            .map_err(|_| infra("the checkpoint writer is gone".to_owned()))?;
+        self.in_flight.push_back(InFlight {
+            records: std::mem::take(records),
+            next,
+            checkpoint,
+            parts,
+            whole,
+            marks,
+            outputs,
+            duplicates,
+            dead_lettered,
+            bytes,
+        });
         Ok(())
+    }
+
+    /// The checkpoint writer's queue, started on first use.
+    fn writer(&mut self) -> &tmpsc::UnboundedSender<Commit> {
+        if self.writer.is_none() {
+            let (commits, commits_rx) = tmpsc::unbounded_channel();
+            let (settled, settled_rx) = tmpsc::unbounded_channel();
+            actix_rt::spawn(write_checkpoints(
+                self.store.clone(),
+                self.policy.clone(),
+                self.key(),
+                self.stop.clone(),
+                commits_rx,
+                settled,
+                #[cfg(test)]
+                self.gate.clone(),
+            ));
+            self.writer = Some((commits, settled_rx));
+        }
+        &self.writer.as_ref().expect("started above").0
     }
 
     /// Hands the candidates to the actor in as few messages as possible: all at once, and
@@ -1049,22 +1395,11 @@ impl CheckpointWorker {
     }
 }
 
-/// The input topic a dead-lettered record came from, for the metric's label.
 /// What a foreign record's dedup mark holds: its input partition (`topic/partition`) and
 /// offset, so that a unit handling the same record again (from an older checkpoint) tells
 /// it from another copy of the same event.
 fn mark_position(input: &str, offset: i64) -> String {
     format!("{input}@{offset}")
-}
-
-fn dlq_source(unit: &Unit, batch: &[&Record]) -> String {
-    match unit {
-        Unit::Partition(topic, _) => topic.to_string(),
-        Unit::Stage => batch
-            .first()
-            .map(|r| r.topic.to_string())
-            .unwrap_or_default(),
-    }
 }
 
 #[cfg(test)]
@@ -1138,6 +1473,12 @@ mod tests {
         )
     }
 
+    /// Handles a batch and waits for its checkpoint.
+    async fn checkpointed(worker: &mut CheckpointWorker, batch: &[Record]) {
+        worker.process(batch).await.unwrap();
+        worker.finish().await.unwrap();
+    }
+
     async fn state(store: &Store, worker: &CheckpointWorker) -> u64 {
         let json = store.get(&worker.key()).await.unwrap().unwrap();
         Checkpoint::decode(&json).unwrap().state.as_u64().unwrap()
@@ -1156,19 +1497,19 @@ mod tests {
         assert_eq!(b.load().await, Ok(None));
         let events: Vec<EventEnvelope> = (0..5).map(envelope).collect();
         let batch: Vec<Record> = events.iter().zip(0..).map(|(e, o)| tick(o, e)).collect();
-        a.process(&batch).await.unwrap();
+        checkpointed(&mut a, &batch).await;
         assert_eq!(state(&store, &a).await, 5);
 
-        b.process(&batch).await.unwrap();
+        checkpointed(&mut b, &batch).await;
         assert_eq!(
             state(&store, &b).await,
             5,
             "B's state saw every record once"
         );
         // The feed sent event 2 again: another offset, the same id.
-        b.process(&[tick(5, &events[2])]).await.unwrap();
+        checkpointed(&mut b, &[tick(5, &events[2])]).await;
         assert_eq!(state(&store, &b).await, 5, "a second copy is a duplicate");
-        b.process(&[tick(6, &envelope(6))]).await.unwrap();
+        checkpointed(&mut b, &[tick(6, &envelope(6))]).await;
         assert_eq!(state(&store, &b).await, 6);
     }
 
@@ -1184,23 +1525,23 @@ mod tests {
         let store = Store::Memory(MemoryStore::default());
         let mut zombie = member(&store);
         zombie.load().await.unwrap();
-        zombie.process(&ticks(0..5)).await.unwrap();
+        checkpointed(&mut zombie, &ticks(0..5)).await;
         let mut successor = member(&store);
         successor.load().await.unwrap();
-        successor.process(&ticks(5..8)).await.unwrap();
+        checkpointed(&mut successor, &ticks(5..8)).await;
         assert_eq!(state(&store, &successor).await, 8);
 
         // The zombie handles the next record from its own, older checkpoint: written, its
         // checkpoint would move the partition back from 8 to 6.
-        zombie.process(&ticks(5..6)).await.unwrap();
+        checkpointed(&mut zombie, &ticks(5..6)).await;
         let stored = store.load_checkpoint(&zombie.key()).await.unwrap().unwrap();
         assert_eq!(stored.version, 2, "the zombie wrote nothing");
         assert_eq!(state(&store, &zombie).await, 8);
         // It went on from the successor's checkpoint: what that holds is stepped over.
-        zombie.process(&ticks(6..10)).await.unwrap();
+        checkpointed(&mut zombie, &ticks(6..10)).await;
         assert_eq!(state(&store, &zombie).await, 10);
         // And the successor, now behind the store, goes on from the zombie's.
-        successor.process(&ticks(8..11)).await.unwrap();
+        checkpointed(&mut successor, &ticks(8..11)).await;
         assert_eq!(
             state(&store, &successor).await,
             11,
@@ -1216,7 +1557,7 @@ mod tests {
         let store = Store::Memory(MemoryStore::default());
         let mut a = member(&store);
         a.load().await.unwrap();
-        a.process(&ticks(0..5)).await.unwrap();
+        checkpointed(&mut a, &ticks(0..5)).await;
         let behind = Checkpoint {
             offsets: [("market.ticks/0".to_owned(), 2)].into(),
             watermarks: Default::default(),
@@ -1238,9 +1579,79 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(written, crate::store::Written::Done);
-        a.process(&ticks(5..7)).await.unwrap();
+        checkpointed(&mut a, &ticks(5..7)).await;
         assert_eq!(state(&store, &a).await, 7);
         let stored = store.load_checkpoint(&a.key()).await.unwrap().unwrap();
         assert_eq!(stored.version, 3);
+    }
+
+    /// Batches handled while the checkpoints before them are pending are checkpointed one
+    /// after the other, in order, each over the version the one before it wrote; what is
+    /// checkpointed is handed over to commit, in order.
+    #[actix_rt::test]
+    async fn batches_in_flight_are_checkpointed_in_order() {
+        let store = Store::Memory(MemoryStore::default());
+        let mut a = member(&store);
+        let gate = Arc::new(tokio::sync::Semaphore::new(1));
+        a.gate = Some(gate.clone());
+        a.load().await.unwrap();
+        checkpointed(&mut a, &ticks(0..2)).await;
+        // The writer is held back: batches pile up in flight, then wait for room.
+        for from in (2..2 + 2 * PIPELINE_DEPTH as i64).step_by(2) {
+            a.process(&ticks(from..from + 2)).await.unwrap();
+        }
+        assert_eq!(a.in_flight.len(), PIPELINE_DEPTH);
+        assert_eq!(
+            state(&store, &a).await,
+            2,
+            "nothing more is checkpointed yet"
+        );
+        gate.add_permits(1000);
+        for from in (2 + 2 * PIPELINE_DEPTH as i64..40).step_by(2) {
+            a.process(&ticks(from..from + 2)).await.unwrap();
+            assert!(a.in_flight.len() <= PIPELINE_DEPTH);
+        }
+        a.finish().await.unwrap();
+        assert!(!a.pending());
+        let stored = store.load_checkpoint(&a.key()).await.unwrap().unwrap();
+        assert_eq!(stored.version, 20, "one checkpoint per batch");
+        assert_eq!(state(&store, &a).await, 40);
+        let committed: Vec<i64> = a.take_checkpointed().iter().map(|n| n.2).collect();
+        assert_eq!(committed, (2..=40).step_by(2).collect::<Vec<i64>>());
+    }
+
+    /// A batch whose checkpoint is refused (another member wrote since) takes every batch
+    /// in flight after it down with it: none of them is written, and their records are
+    /// handled again from the store's checkpoint, each once.
+    #[actix_rt::test]
+    async fn batches_in_flight_behind_a_refused_checkpoint_are_handled_again() {
+        let store = Store::Memory(MemoryStore::default());
+        let mut zombie = member(&store);
+        zombie.load().await.unwrap();
+        checkpointed(&mut zombie, &ticks(0..5)).await;
+        let mut successor = member(&store);
+        successor.load().await.unwrap();
+        checkpointed(&mut successor, &ticks(5..8)).await;
+
+        // The zombie handles three batches from its own, older checkpoint before it hears
+        // that the first is refused.
+        let gate = Arc::new(tokio::sync::Semaphore::new(0));
+        zombie.gate = Some(gate.clone());
+        zombie.writer = None;
+        for from in [5, 7, 9] {
+            zombie.process(&ticks(from..from + 2)).await.unwrap();
+        }
+        assert_eq!(zombie.in_flight.len(), 3);
+        gate.add_permits(1000);
+        zombie.finish().await.unwrap();
+        assert_eq!(
+            state(&store, &zombie).await,
+            11,
+            "records 8..11 counted once, those the successor holds not again"
+        );
+        let stored = store.load_checkpoint(&zombie.key()).await.unwrap().unwrap();
+        assert!(stored.version >= 3);
+        checkpointed(&mut successor, &ticks(11..12)).await;
+        assert_eq!(state(&store, &successor).await, 12);
     }
 }
