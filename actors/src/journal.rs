@@ -34,6 +34,12 @@ pub enum JournalOp {
         offset: i64,
         record: StoredRecord,
     },
+    /// The partition's records below `below` were read by every group and dropped.
+    Trimmed {
+        topic: String,
+        partition: i32,
+        below: i64,
+    },
     /// A consumer group's committed offset moved to `next`.
     Commit {
         group: String,
@@ -68,8 +74,8 @@ pub type SharedJournal = Arc<dyn Journal>;
 /// What a journal kept, to rebuild the bus and the store at start.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Restored {
-    /// Topic → its partitions' records, in offset order.
-    pub topics: Vec<(String, Vec<Vec<StoredRecord>>)>,
+    /// Topic → its partitions.
+    pub topics: Vec<(String, Vec<RestoredPartition>)>,
     /// (group, topic, partition, next offset).
     pub committed: Vec<(String, String, i32, i64)>,
     pub values: Vec<(String, String)>,
@@ -78,6 +84,10 @@ pub struct Restored {
     /// (key, source, position).
     pub watermarks: Vec<(String, String, Position)>,
 }
+
+/// A partition as a journal keeps it: the offset of its first record kept (those before
+/// were trimmed) and its records from there, in offset order.
+pub type RestoredPartition = (i64, Vec<StoredRecord>);
 
 /// Now, in Unix milliseconds.
 pub fn unix_ms_now() -> i64 {
@@ -95,7 +105,7 @@ impl Restored {
             JournalOp::Topic { topic, partitions } => {
                 if !self.topics.iter().any(|(t, _)| *t == topic) {
                     self.topics
-                        .push((topic, vec![Vec::new(); partitions.max(1)]));
+                        .push((topic, vec![(0, Vec::new()); partitions.max(1)]));
                 }
             }
             JournalOp::Append {
@@ -109,9 +119,26 @@ impl Restored {
                     .iter_mut()
                     .find(|(t, _)| *t == topic)
                     .and_then(|(_, ps)| ps.get_mut(usize::try_from(partition).ok()?))
-                    && usize::try_from(offset).ok() == Some(log.len())
+                    && offset == log.0 + log.1.len() as i64
                 {
-                    log.push(record);
+                    log.1.push(record);
+                }
+            }
+            JournalOp::Trimmed {
+                topic,
+                partition,
+                below,
+            } => {
+                if let Some(log) = self
+                    .topics
+                    .iter_mut()
+                    .find(|(t, _)| *t == topic)
+                    .and_then(|(_, ps)| ps.get_mut(usize::try_from(partition).ok()?))
+                    && below > log.0
+                {
+                    let n = usize::try_from(below - log.0).unwrap_or(0).min(log.1.len());
+                    log.1.drain(..n);
+                    log.0 = below;
                 }
             }
             JournalOp::Commit {

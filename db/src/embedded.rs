@@ -296,6 +296,19 @@ fn write_ops(c: &mut SqliteConnection, ops: &[JournalOp]) -> Result<(), diesel::
                 .bind::<Text, _>(value)
                 .execute(c)?;
             }
+            JournalOp::Trimmed {
+                topic,
+                partition,
+                below,
+            } => {
+                diesel::sql_query(
+                    "DELETE FROM log WHERE topic = ? AND partition = ? AND \"offset\" < ?",
+                )
+                .bind::<Text, _>(topic)
+                .bind::<Integer, _>(*partition)
+                .bind::<BigInt, _>(*below)
+                .execute(c)?;
+            }
             JournalOp::Removed { key } => {
                 diesel::sql_query("DELETE FROM kv WHERE key = ?")
                     .bind::<Text, _>(key)
@@ -419,7 +432,7 @@ fn read_all(conn: &mut SqliteConnection, path: &Path) -> Result<Restored, DbErro
     for t in topics {
         let n = usize::try_from(t.partitions).unwrap_or(0).max(1);
         index.insert(t.topic.clone(), r.topics.len());
-        r.topics.push((t.topic, vec![Vec::new(); n]));
+        r.topics.push((t.topic, vec![(0, Vec::new()); n]));
     }
     let rows: Vec<LogRow> = diesel::sql_query(
         "SELECT topic, partition, \"offset\" AS record_offset, key, value, headers FROM log \
@@ -436,15 +449,19 @@ fn read_all(conn: &mut SqliteConnection, path: &Path) -> Result<Restored, DbErro
             .get(&row.topic)
             .and_then(|i| r.topics[*i].1.get_mut(usize::try_from(row.partition).ok()?))
             .ok_or_else(|| DbError::Io(format!("{place} is of no known topic partition")))?;
-        if usize::try_from(row.record_offset).ok() != Some(log.len()) {
+        // A partition's first row is its first record kept (those before were trimmed).
+        if log.1.is_empty() {
+            log.0 = row.record_offset;
+        }
+        if row.record_offset != log.0 + log.1.len() as i64 {
             return Err(DbError::Io(format!(
                 "{place} follows offset {} (the log has a gap; the file is damaged)",
-                log.len() as i64 - 1
+                log.0 + log.1.len() as i64 - 1
             )));
         }
         let headers = serde_json::from_str(&row.headers)
             .map_err(|e| DbError::Io(format!("{place}: headers do not read: {e}")))?;
-        log.push(StoredRecord {
+        log.1.push(StoredRecord {
             key: row.key,
             value: row.value,
             headers,

@@ -34,7 +34,7 @@ use alpha_panda_core::{EventBroker, EventData, EventEnvelope, Timestamp};
 use alpha_panda_db::audit::{AuditTarget, AuditWriter};
 use alpha_panda_db::recorder::sqlite::{SqliteRecorder, SqliteRecorderConfig};
 use alpha_panda_db::recorder::{Recorder, RecorderConfig};
-use alpha_panda_topics::{TopicName, keys, topics_for};
+use alpha_panda_topics::{BrokerTopic, TopicName, keys, topics_for};
 use anyhow::Context;
 
 use crate::pipeline::{Assembly, Transport};
@@ -84,6 +84,25 @@ async fn run_async(
                 Some(d) => d.bus(),
                 None => inprocess::InProcessBus::new(),
             };
+            // A long-lived daemon keeps, of the ticks and signals (read by consumer groups
+            // alone), only what its groups have still to read; the orders, fills and PnL
+            // the recorder and the console read, and the DLQs, are kept.
+            let trimmed: Vec<TopicName> = topics
+                .iter()
+                .filter(|t| {
+                    matches!(
+                        t,
+                        TopicName::MarketTicks { dlq: false }
+                            | TopicName::Broker {
+                                topic: BrokerTopic::SignalsRaw | BrokerTopic::SignalsValidated,
+                                dlq: false,
+                                ..
+                            }
+                    )
+                })
+                .cloned()
+                .collect();
+            bus.trim_consumed(&trimmed);
             bus.create_topics(&topics);
             (
                 Transport::InProcess(bus.clone()),

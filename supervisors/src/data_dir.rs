@@ -31,7 +31,7 @@ pub fn open(dir: &Path) -> anyhow::Result<DataDir> {
     let records: usize = restored
         .topics
         .iter()
-        .flat_map(|(_, ps)| ps.iter().map(Vec::len))
+        .flat_map(|(_, ps)| ps.iter().map(|(_, records)| records.len()))
         .sum();
     tracing::info!(
         file = %journal.path().display(),

@@ -147,7 +147,7 @@ fn log_fills(dir: &TempDir) -> Fills {
         if topic != "paper.orders.filled" {
             continue;
         }
-        for r in partitions.iter().flatten() {
+        for r in partitions.iter().flat_map(|(_, records)| records) {
             let env = EventEnvelope::decode(r.value.as_deref().unwrap()).unwrap();
             let EventData::OrderFilled(f) = &env.data else {
                 panic!("not a fill: {env:?}");

@@ -249,7 +249,7 @@ fn ticks_in(dir: &TempDir) -> usize {
         .topics
         .iter()
         .filter(|(t, _)| t == "market.ticks")
-        .flat_map(|(_, ps)| ps.iter().map(Vec::len))
+        .flat_map(|(_, ps)| ps.iter().map(|(_, records)| records.len()))
         .sum()
 }
 
@@ -263,7 +263,7 @@ fn fills_in(dir: &TempDir) -> (BTreeMap<String, Fill>, usize) {
         if topic != "paper.orders.filled" {
             continue;
         }
-        for r in partitions.iter().flatten() {
+        for r in partitions.iter().flat_map(|(_, records)| records) {
             records += 1;
             let env = EventEnvelope::decode(r.value.as_deref().unwrap()).unwrap();
             let EventData::OrderFilled(f) = &env.data else {

@@ -169,7 +169,7 @@ fn signals(dir: &TempDir) -> BTreeMap<(String, u32), Vec<i64>> {
         if topic != "paper.signals.raw" {
             continue;
         }
-        for r in partitions.iter().flatten() {
+        for r in partitions.iter().flat_map(|(_, records)| records) {
             let env = EventEnvelope::decode(r.value.as_deref().unwrap()).unwrap();
             let EventData::TradingSignal(s) = &env.data else {
                 panic!("not a signal on paper.signals.raw: {env:?}");

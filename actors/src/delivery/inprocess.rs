@@ -45,8 +45,31 @@ type Partition = (String, i32);
 
 #[derive(Default)]
 struct Log {
-    partitions: Vec<Vec<StoredRecord>>,
+    partitions: Vec<PartitionLog>,
 }
+
+/// One partition's records from `base` on: those below were read by every consumer group of
+/// the topic and dropped (when the bus trims, see [`InProcessBus::trim_consumed`]).
+#[derive(Default, Clone)]
+struct PartitionLog {
+    base: i64,
+    records: std::collections::VecDeque<StoredRecord>,
+}
+
+impl PartitionLog {
+    fn end(&self) -> i64 {
+        self.base + self.records.len() as i64
+    }
+
+    fn get(&self, offset: i64) -> Option<&StoredRecord> {
+        self.records.get(usize::try_from(offset - self.base).ok()?)
+    }
+}
+
+/// A partition is trimmed once every group of its topic has committed this many records
+/// past its first kept record: memory holds about this many records per partition beyond
+/// the slowest group.
+const TRIM_EVERY: i64 = 10_000;
 
 #[derive(Default)]
 struct Group {
@@ -61,6 +84,8 @@ struct Group {
 struct State {
     topics: HashMap<String, Log>,
     groups: HashMap<String, Group>,
+    /// Topics whose records every consumer group has committed are dropped.
+    trimmed: BTreeSet<String>,
 }
 
 struct Inner {
@@ -122,7 +147,13 @@ impl InProcessBus {
             state.topics.insert(
                 topic.clone(),
                 Log {
-                    partitions: partitions.clone(),
+                    partitions: partitions
+                        .iter()
+                        .map(|(base, records)| PartitionLog {
+                            base: *base,
+                            records: records.iter().cloned().collect(),
+                        })
+                        .collect(),
                 },
             );
         }
@@ -135,6 +166,20 @@ impl InProcessBus {
                 .insert((topic.clone(), *partition), *next);
         }
         Self::with_state(state, Some(journal))
+    }
+
+    /// From now on, drops the records of these topics that every consumer group reading
+    /// them has committed, so that a long-lived process holds (and journals) only what is
+    /// still to be read. Only topics that nothing but consumer groups reads may be given:
+    /// a reader that is not a group (the recorder, the console, `records`) is not waited
+    /// for. A group that has members but has not committed yet holds the topic whole; a
+    /// group that first reads a topic after a trim starts at the first record kept. The
+    /// daemon's embedded default trims the ticks and the signals; a backtest, which reads
+    /// its fills back at the end, trims nothing.
+    pub fn trim_consumed(&self, topics: &[TopicName]) {
+        self.state()
+            .trimmed
+            .extend(topics.iter().map(ToString::to_string));
     }
 
     fn journal(&self, op: impl FnOnce() -> crate::journal::JournalOp) {
@@ -157,7 +202,7 @@ impl InProcessBus {
                 partitions,
             });
             e.insert(Log {
-                partitions: vec![Vec::new(); partitions],
+                partitions: vec![PartitionLog::default(); partitions],
             });
         }
     }
@@ -181,7 +226,7 @@ impl InProcessBus {
             Some(k) => fnv1a(k) % n,
             None => 0,
         } as usize;
-        let offset = log.partitions[p].len() as i64;
+        let offset = log.partitions[p].end();
         if let Some(j) = &self.inner.journal {
             j.record(vec![crate::journal::JournalOp::Append {
                 topic: topic.to_owned(),
@@ -190,7 +235,7 @@ impl InProcessBus {
                 record: record.clone(),
             }]);
         }
-        log.partitions[p].push(record);
+        log.partitions[p].records.push_back(record);
         drop(st);
         self.inner.changed.notify_waiters();
         Ok((p as i32, offset))
@@ -205,16 +250,18 @@ impl InProcessBus {
         log.partitions
             .iter()
             .enumerate()
-            .flat_map(|(p, recs)| {
-                recs.iter()
-                    .enumerate()
-                    .map(move |(o, r)| (p as i32, o as i64, r.clone()))
+            .flat_map(|(p, part)| {
+                part.records
+                    .iter()
+                    .zip(part.base..)
+                    .map(move |(r, o)| (p as i32, o, r.clone()))
             })
             .collect()
     }
 
-    /// Up to `max` records of one partition from offset `from`, as (offset, record): a
-    /// reader that is not a consumer group member (the console) follows a topic with it.
+    /// Up to `max` records of one partition from offset `from` (or the first kept, if it
+    /// was trimmed), as (offset, record): a reader that is not a consumer group member (the
+    /// console) follows a topic with it.
     pub fn read_from(
         &self,
         topic: &TopicName,
@@ -223,20 +270,21 @@ impl InProcessBus {
         max: usize,
     ) -> Vec<(i64, StoredRecord)> {
         let st = self.state();
-        let Some(records) = st
+        let Some(part) = st
             .topics
             .get(&topic.to_string())
             .and_then(|l| l.partitions.get(usize::try_from(partition).ok()?))
         else {
             return Vec::new();
         };
-        let start = usize::try_from(from.max(0)).unwrap_or(usize::MAX);
-        records
+        let from = from.max(part.base);
+        let start = usize::try_from(from - part.base).unwrap_or(usize::MAX);
+        part.records
             .iter()
-            .enumerate()
+            .zip(part.base..)
             .skip(start)
             .take(max)
-            .map(|(o, r)| (o as i64, r.clone()))
+            .map(|(r, o)| (o, r.clone()))
             .collect()
     }
 
@@ -245,11 +293,10 @@ impl InProcessBus {
         let st = self.state();
         st.topics
             .get(&topic.to_string())
-            .map(|l| l.partitions.iter().map(|p| p.len() as i64).collect())
+            .map(|l| l.partitions.iter().map(PartitionLog::end).collect())
             .unwrap_or_default()
     }
 
-    /// The committed offset of a group on a partition.
     /// Per (group, topic, partition): records between the group's committed offset and the
     /// end of the partition, for every group that committed or has members.
     pub fn lags(&self) -> Vec<(String, String, i32, i64)> {
@@ -259,7 +306,7 @@ impl InProcessBus {
             let topics: BTreeSet<&String> = g.members.values().flatten().collect();
             for t in topics {
                 if let Some(log) = st.topics.get(t) {
-                    for (p, records) in log.partitions.iter().enumerate() {
+                    for (p, part) in log.partitions.iter().enumerate() {
                         let committed = g
                             .committed
                             .get(&(t.clone(), p as i32))
@@ -269,7 +316,7 @@ impl InProcessBus {
                             group.clone(),
                             t.clone(),
                             p as i32,
-                            records.len() as i64 - committed,
+                            part.end() - committed.max(part.base),
                         ));
                     }
                 }
@@ -278,6 +325,7 @@ impl InProcessBus {
         out
     }
 
+    /// The committed offset of a group on a partition.
     pub fn committed(&self, group: &str, topic: &TopicName, partition: i32) -> Option<i64> {
         let st = self.state();
         st.groups
@@ -293,8 +341,18 @@ impl InProcessBus {
             .get(&p.0)?
             .partitions
             .get(p.1 as usize)?
-            .get(offset as usize)
+            .get(offset)
             .cloned()
+    }
+
+    /// The first offset a partition keeps: a reader behind it (a group that first reads the
+    /// topic after a trim) starts there.
+    fn first_kept(&self, p: &Partition) -> i64 {
+        let st = self.state();
+        st.topics
+            .get(&p.0)
+            .and_then(|l| l.partitions.get(p.1 as usize))
+            .map_or(0, |part| part.base)
     }
 
     fn commit(&self, group: &str, p: &Partition, next: i64) {
@@ -309,7 +367,46 @@ impl InProcessBus {
                 partition: p.1,
                 next,
             });
+            if st.trimmed.contains(&p.0) {
+                self.trim(&mut st, p);
+            }
         }
+    }
+
+    /// Drops the partition's records below every group's committed offset (groups with
+    /// members that have not committed hold it whole), in steps of [`TRIM_EVERY`], keeping
+    /// at least the last record so that a journal restored later still knows the offsets.
+    fn trim(&self, st: &mut State, p: &Partition) {
+        let mut below = i64::MAX;
+        for g in st.groups.values() {
+            match g.committed.get(p) {
+                Some(c) => below = below.min(*c),
+                None if g.members.values().flatten().any(|t| *t == p.0) => return,
+                None => {}
+            }
+        }
+        let Some(part) = st
+            .topics
+            .get_mut(&p.0)
+            .and_then(|l| l.partitions.get_mut(p.1 as usize))
+        else {
+            return;
+        };
+        if below == i64::MAX {
+            return;
+        }
+        let below = below.min(part.end() - 1);
+        if below - part.base < TRIM_EVERY {
+            return;
+        }
+        let n = usize::try_from(below - part.base).unwrap_or(0);
+        part.records.drain(..n);
+        part.base = below;
+        self.journal(|| crate::journal::JournalOp::Trimmed {
+            topic: p.0.clone(),
+            partition: p.1,
+            below,
+        });
     }
 
     fn join(&self, group: &str, topics: Vec<String>) -> u64 {
@@ -595,6 +692,7 @@ async fn partition_loop(
     worker.assigned(&topic, p.1);
     while !stop.load(Ordering::Acquire) {
         let changed = bus.inner.changed.notified();
+        next = next.max(bus.first_kept(&p));
         let Some(stored) = bus.record_at(&p, next) else {
             let _ = tokio::time::timeout(Duration::from_millis(200), changed).await;
             continue;
@@ -668,6 +766,11 @@ async fn checkpointed_loop(
                 for k in 0..parts.len() {
                     let i = (turn + k) % parts.len();
                     let (p, topic) = &parts[i];
+                    if taken[i] == 0 {
+                        // A unit with no checkpoint, of a topic trimmed before it first
+                        // read it, starts at the first record kept.
+                        next[i] = next[i].max(bus.first_kept(p));
+                    }
                     for _ in 0..share {
                         if batch.len() >= max {
                             break;
@@ -811,5 +914,96 @@ async fn whole_stage_member(
             break;
         }
         let _ = tokio::time::timeout(Duration::from_millis(200), changed).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::journal::{Restored, VecJournal};
+
+    fn record(n: i64) -> StoredRecord {
+        StoredRecord {
+            key: None,
+            value: Some(n.to_be_bytes().to_vec()),
+            headers: Vec::new(),
+        }
+    }
+
+    /// A trimming bus drops what every group of a topic committed, in steps, and keeps at
+    /// least the last record; a topic no group reads keeps everything; a group with members
+    /// that has not committed holds the topic whole; a reader behind the trim starts at the
+    /// first record kept; and the journal, replayed, gives the same log.
+    #[test]
+    fn a_trimming_bus_keeps_only_what_a_group_has_still_to_read() {
+        let journal = Arc::new(VecJournal::default());
+        let bus = InProcessBus::journalled(journal.clone(), &Restored::default());
+        let ticks = TopicName::market_ticks();
+        let dlq = TopicName::market_ticks().dlq().unwrap();
+        bus.trim_consumed(std::slice::from_ref(&ticks));
+        bus.create_topic(&ticks, 1);
+        bus.create_topic(&dlq, 1);
+        let n = 3 * TRIM_EVERY;
+        for i in 0..n {
+            bus.append(&ticks.to_string(), record(i)).unwrap();
+            bus.append(&dlq.to_string(), record(i)).unwrap();
+        }
+        let p: Partition = (ticks.to_string(), 0);
+        let a = bus.join("a", vec![ticks.to_string(), dlq.to_string()]);
+        bus.commit("a", &(dlq.to_string(), 0), n);
+        let b = bus.join("b", vec![ticks.to_string()]);
+        bus.commit("a", &p, n);
+        assert_eq!(bus.first_kept(&p), 0, "b has members and has not committed");
+        bus.commit("b", &p, TRIM_EVERY - 1);
+        assert_eq!(bus.first_kept(&p), 0, "less than a step behind the slowest");
+        bus.commit("b", &p, 2 * TRIM_EVERY + 5);
+        assert_eq!(bus.first_kept(&p), 2 * TRIM_EVERY + 5);
+        assert_eq!(bus.end_offsets(&ticks), vec![n]);
+        assert_eq!(
+            bus.read_from(&ticks, 0, 0, 1)[0].0,
+            2 * TRIM_EVERY + 5,
+            "a reader behind the trim starts at the first record kept"
+        );
+        assert_eq!(
+            bus.record_at(&p, 2 * TRIM_EVERY + 5),
+            Some(record(2 * TRIM_EVERY + 5))
+        );
+        assert_eq!(bus.record_at(&p, 2 * TRIM_EVERY + 4), None);
+        for i in n..n + TRIM_EVERY {
+            bus.append(&ticks.to_string(), record(i)).unwrap();
+        }
+        let end = n + TRIM_EVERY;
+        bus.commit("a", &p, end);
+        bus.commit("b", &p, end);
+        assert_eq!(bus.first_kept(&p), end - 1, "the last record stays");
+        assert_eq!(
+            bus.records(&dlq).len() as i64,
+            n,
+            "a topic not given to trim is kept, read or not"
+        );
+        bus.leave("a", a);
+        bus.leave("b", b);
+
+        let again = InProcessBus::journalled(journal.clone(), &journal.restored());
+        assert_eq!(again.records(&ticks), bus.records(&ticks));
+        assert_eq!(again.end_offsets(&ticks), vec![end]);
+        again.append(&ticks.to_string(), record(end)).unwrap();
+        assert_eq!(again.end_offsets(&ticks), vec![end + 1], "offsets go on");
+    }
+
+    /// A topic the bus does not trim (fills the recorder reads; any topic of a backtest,
+    /// which reads its fills back at the end) keeps every record however far its groups
+    /// have read.
+    #[test]
+    fn a_bus_that_does_not_trim_keeps_every_record() {
+        let bus = InProcessBus::new();
+        let ticks = TopicName::market_ticks();
+        bus.create_topic(&ticks, 1);
+        for i in 0..2 * TRIM_EVERY {
+            bus.append(&ticks.to_string(), record(i)).unwrap();
+        }
+        bus.join("a", vec![ticks.to_string()]);
+        bus.commit("a", &(ticks.to_string(), 0), 2 * TRIM_EVERY);
+        assert_eq!(bus.records(&ticks).len() as i64, 2 * TRIM_EVERY);
     }
 }
