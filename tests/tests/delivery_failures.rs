@@ -475,9 +475,10 @@ fn a_dlq_replay_reaches_only_the_group_that_failed() {
 async fn produce_with_origin(topic: &TopicName, env: &EventEnvelope, origin: &str) {
     use rdkafka::message::{Header, OwnedHeaders};
     let producer = alpha_panda_tests::producer(&kafka_servers(), "origin-test");
-    let alpha_panda_actors::delivery::EventProducer::Kafka(p) = producer else {
+    let alpha_panda_actors::delivery::EventProducer::Kafka(k) = producer else {
         unreachable!("a Kafka producer")
     };
+    let p = k.current();
     let payload = env.encode();
     let name = topic.to_string();
     let record = FutureRecord::to(&name)

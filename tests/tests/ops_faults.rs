@@ -352,3 +352,104 @@ fn store_calls_fail_promptly_while_redis_is_down_and_work_when_it_is_back() {
         }
     });
 }
+
+/// Makes librdkafka declare `producer`'s current client fatally failed, as it does when an
+/// idempotent producer cannot go on without a gap (`enable.gapless.guarantee`) or loses its
+/// sequence with the broker: librdkafka's own test hook for that path.
+fn fail_fatally(producer: &EventProducer) {
+    let EventProducer::Kafka(k) = producer else {
+        unreachable!("a Kafka producer")
+    };
+    let p = k.current();
+    let reason = std::ffi::CString::new("injected by ops_faults").unwrap();
+    use rdkafka::producer::Producer;
+    // SAFETY: the client pointer is alive while `p` is held; the reason is a valid C string
+    // that librdkafka copies.
+    let err = unsafe {
+        rdkafka::bindings::rd_kafka_test_fatal_error(
+            p.client().native_ptr(),
+            rdkafka::bindings::rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR_OUT_OF_ORDER_SEQUENCE_NUMBER,
+            reason.as_ptr(),
+        )
+    };
+    assert_eq!(
+        err,
+        rdkafka::bindings::rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR_NO_ERROR
+    );
+    assert!(p.client().fatal_error().is_some());
+}
+
+/// A producer librdkafka declares fatally failed writes nothing more: the stage's outputs in
+/// flight fail, the producer is replaced, and the records are handled again from their
+/// checkpoints. Every input still has exactly one effect and one distinct output.
+#[test]
+fn a_fatally_failed_producer_is_replaced_with_nothing_lost_or_doubled() {
+    const N: usize = 400;
+    log_to_test();
+    let ns = Namespace::new();
+    let servers = kafka_servers();
+    let input = TopicName::broker(&ns.broker, BrokerTopic::SignalsRaw);
+    let output = TopicName::broker(&ns.broker, BrokerTopic::SignalsValidated);
+    let url = redis_url();
+    let counter_key = format!("{}:effects", ns.redis_prefix());
+    let broker = ns.broker.as_str().to_owned();
+
+    actix_rt::System::new().block_on(async move {
+        ns.create_topics(&[input.clone(), input.dlq().unwrap(), output.clone()])
+            .await;
+        let store = Store::Redis(RedisStore::connect(&url).await.unwrap());
+        let mut policy = DeliveryPolicy::new(ns.group("risk"), "risk", broker.as_str());
+        policy.checkpointed = Some(stages::validate_checkpointed(counter_key.clone()));
+        // The stage's own producer; the feed has another, which stays healthy.
+        let producer = alpha_panda_tests::producer(&servers, "ops-faults-fatal");
+        let member = kafka::start(ConsumerSpec {
+            servers: servers.clone(),
+            client_id: "ops-faults-fatal".into(),
+            topics: vec![input.clone()],
+            policy,
+            producer: producer.clone(),
+            store,
+            factory: stages::validate_factory(counter_key.clone()),
+            arbiters: alpha_panda_actors::delivery::threads::Arbiters::current(),
+        })
+        .unwrap();
+        let feeding = feed_slowly(
+            alpha_panda_tests::producer(&servers, "ops-faults-feed"),
+            ns.broker.clone(),
+            input.clone(),
+            N,
+            Duration::from_millis(5),
+        );
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while counter(&url, &counter_key).await < 100 {
+            assert!(Instant::now() < deadline, "the stage never got going");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        fail_fatally(&producer);
+        feeding.await.unwrap();
+
+        let deadline = Instant::now() + Duration::from_secs(120);
+        while counter(&url, &counter_key).await < N as i64 {
+            assert!(
+                Instant::now() < deadline,
+                "{} effects of {N} after the producer failed",
+                counter(&url, &counter_key).await
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let EventProducer::Kafka(k) = &producer else {
+            unreachable!()
+        };
+        assert_eq!(k.replaced(), 1, "the failed producer was replaced once");
+        exactly_once(
+            N,
+            &url,
+            &counter_key,
+            &servers,
+            &output,
+            Duration::from_secs(3),
+        )
+        .await;
+        member.shutdown().await;
+    });
+}

@@ -2,11 +2,13 @@
 //! envelope's id, type, correlation id and trace id as headers too, so tools can route and
 //! trace without decoding the value.
 
-use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use alpha_panda_core::{Classify, EventEnvelope, FailureClass};
 use alpha_panda_topics::TopicName;
+use rdkafka::ClientConfig;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{Header, Headers, OwnedHeaders};
 use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord, Producer};
@@ -21,6 +23,11 @@ pub enum ProduceError {
     Kafka { topic: String, source: KafkaError },
     #[error("delivery to {topic} was cancelled: the producer is shutting down")]
     Cancelled { topic: String },
+    #[error(
+        "producing to {topic} failed: the Kafka producer failed fatally ({fatal}); it is \
+         replaced and the records are handled again"
+    )]
+    Fatal { topic: String, fatal: String },
     #[error("in-process delivery failed: {0}")]
     InProcess(#[from] super::inprocess::BusError),
 }
@@ -60,9 +67,78 @@ pub fn envelope_headers(env: &EventEnvelope) -> OwnedHeaders {
 /// One producer for the whole process (it is internally thread-safe and batches).
 #[derive(Clone)]
 pub enum EventProducer {
-    Kafka(Arc<FutureProducer>),
+    Kafka(Arc<KafkaProducer>),
     /// The in-process transport: an append is its own acknowledgement.
     InProcess(InProcessBus),
+}
+
+/// The process's librdkafka producer, replaced by a new one when librdkafka declares it
+/// fatally failed (an idempotence error it cannot recover from, or a gap it will not leave:
+/// `enable.gapless.guarantee`). A fatal producer writes nothing more, so what it wrote is a
+/// prefix of what it was given on every partition; the records whose outputs failed are
+/// handled again from their checkpoint and produced by the new one, and downstream drops
+/// the copies of what the old one had written (docs/architecture.md, "Checkpointed units").
+pub struct KafkaProducer {
+    config: ClientConfig,
+    current: RwLock<Arc<FutureProducer>>,
+    replaced: AtomicU64,
+}
+
+impl KafkaProducer {
+    /// The producer to send on now.
+    pub fn current(&self) -> Arc<FutureProducer> {
+        self.current
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// How many times a fatally failed producer was replaced.
+    pub fn replaced(&self) -> u64 {
+        self.replaced.load(Ordering::Relaxed)
+    }
+
+    /// After a send or delivery on `used` failed: if librdkafka raised a fatal error on it,
+    /// a new producer replaces it (once, however many sends saw the failure). Returns the
+    /// fatal error, to name in the failure.
+    fn after_failure(&self, used: &Arc<FutureProducer>) -> Option<String> {
+        let (code, reason) = used.client().fatal_error()?;
+        let fatal = format!("{code:?}: {reason}");
+        let mut current = self.current.write().unwrap_or_else(|p| p.into_inner());
+        if Arc::ptr_eq(&current, used) {
+            match self.config.create::<FutureProducer>() {
+                Ok(p) => {
+                    *current = Arc::new(p);
+                    self.replaced.fetch_add(1, Ordering::Relaxed);
+                    tracing::error!(
+                        error = %fatal,
+                        "the Kafka producer failed fatally and was replaced; the records \
+                         whose outputs it failed are handled again from their checkpoints"
+                    );
+                }
+                Err(e) => tracing::error!(
+                    error = %fatal,
+                    create = %e,
+                    "the Kafka producer failed fatally and a new one could not be created; \
+                     the next failure tries again"
+                ),
+            }
+        }
+        Some(fatal)
+    }
+
+    /// `error`, naming the fatal error behind it if there was one.
+    fn failed(
+        &self,
+        used: &Arc<FutureProducer>,
+        topic: String,
+        source: KafkaError,
+    ) -> ProduceError {
+        match self.after_failure(used) {
+            Some(fatal) => ProduceError::Fatal { topic, fatal },
+            None => ProduceError::Kafka { topic, source },
+        }
+    }
 }
 
 fn header_pairs(headers: &OwnedHeaders) -> Vec<(String, Option<Vec<u8>>)> {
@@ -79,10 +155,14 @@ impl EventProducer {
         linger_ms: u32,
         max_batch_records: u32,
     ) -> Result<Self, KafkaError> {
-        let p: FutureProducer =
-            crate::kafka::producer_config(servers, client_id, linger_ms, max_batch_records)
-                .create()?;
-        Ok(EventProducer::Kafka(Arc::new(p)))
+        let config =
+            crate::kafka::producer_config(servers, client_id, linger_ms, max_batch_records);
+        let p: FutureProducer = config.create()?;
+        Ok(EventProducer::Kafka(Arc::new(KafkaProducer {
+            config,
+            current: RwLock::new(Arc::new(p)),
+            replaced: AtomicU64::new(0),
+        })))
     }
 
     /// Produces every output and waits until the broker has acknowledged all of them.
@@ -99,23 +179,23 @@ impl EventProducer {
     ) -> Result<(), ProduceError> {
         let headers = |i: usize, out: &Output| stamped(out, source, i);
         match self {
-            EventProducer::Kafka(p) => {
+            EventProducer::Kafka(k) => {
+                let p = k.current();
                 let mut pending = Vec::with_capacity(outputs.len());
                 for (i, out) in outputs.iter().enumerate() {
                     let topic = out.topic.to_string();
                     let payload = out.envelope.encode();
-                    let fut =
-                        enqueue(p, &topic, &out.envelope.key, &payload, headers(i, out)).await?;
+                    let fut = enqueue(k, &p, &topic, &out.envelope.key, &payload, headers(i, out))
+                        .await?;
                     pending.push((topic, fut));
                 }
-                for (topic, fut) in pending {
-                    match fut.await {
-                        Ok(Ok(_)) => {}
-                        Ok(Err((source, _))) => return Err(ProduceError::Kafka { topic, source }),
-                        Err(_) => return Err(ProduceError::Cancelled { topic }),
-                    }
+                Acks::Kafka {
+                    producer: k.clone(),
+                    used: p,
+                    pending,
                 }
-                Ok(())
+                .wait()
+                .await
             }
             EventProducer::InProcess(bus) => {
                 for (i, out) in outputs.iter().enumerate() {
@@ -153,14 +233,16 @@ impl EventProducer {
         batch: &[(Option<Source>, Vec<Output>)],
     ) -> Result<Acks, ProduceError> {
         match self {
-            EventProducer::Kafka(p) => {
+            EventProducer::Kafka(k) => {
+                let p = k.current();
                 let mut pending = Vec::new();
                 for (source, outputs) in batch {
                     for (i, out) in outputs.iter().enumerate() {
                         let topic = out.topic.to_string();
                         let payload = out.envelope.encode();
                         let fut = enqueue(
-                            p,
+                            k,
+                            &p,
                             &topic,
                             &out.envelope.key,
                             &payload,
@@ -170,13 +252,17 @@ impl EventProducer {
                         pending.push((topic, fut));
                     }
                 }
-                Ok(Acks(pending))
+                Ok(Acks::Kafka {
+                    producer: k.clone(),
+                    used: p,
+                    pending,
+                })
             }
             EventProducer::InProcess(_) => {
                 for (source, outputs) in batch {
                     self.send_all_from(outputs, source.as_ref()).await?;
                 }
-                Ok(Acks(Vec::new()))
+                Ok(Acks::InProcess)
             }
         }
     }
@@ -190,14 +276,17 @@ impl EventProducer {
         headers: OwnedHeaders,
     ) -> Result<(), ProduceError> {
         match self {
-            EventProducer::Kafka(p) => {
+            EventProducer::Kafka(k) => {
+                let p = k.current();
                 let topic = topic.to_string();
-                let fut = enqueue(p, &topic, key, payload, headers).await?;
-                match fut.await {
-                    Ok(Ok(_)) => Ok(()),
-                    Ok(Err((source, _))) => Err(ProduceError::Kafka { topic, source }),
-                    Err(_) => Err(ProduceError::Cancelled { topic }),
+                let fut = enqueue(k, &p, &topic, key, payload, headers).await?;
+                Acks::Kafka {
+                    producer: k.clone(),
+                    used: p,
+                    pending: vec![(topic, fut)],
                 }
+                .wait()
+                .await
             }
             EventProducer::InProcess(bus) => {
                 bus.append(
@@ -216,10 +305,11 @@ impl EventProducer {
     /// Waits until everything sent so far is acknowledged (revocation, shutdown).
     pub fn flush(&self, timeout: Duration) -> Result<(), ProduceError> {
         match self {
-            EventProducer::Kafka(p) => p.flush(timeout).map_err(|source| ProduceError::Kafka {
-                topic: "(flush)".to_owned(),
-                source,
-            }),
+            EventProducer::Kafka(k) => {
+                let p = k.current();
+                p.flush(timeout)
+                    .map_err(|source| k.failed(&p, "(flush)".to_owned(), source))
+            }
             EventProducer::InProcess(_) => Ok(()),
         }
     }
@@ -228,15 +318,31 @@ impl EventProducer {
 /// The broker's acknowledgements of records enqueued together (none on the in-process
 /// transport, where an append is its own).
 #[must_use = "records are acknowledged only once the acks are awaited"]
-pub struct Acks(Vec<(String, DeliveryFuture)>);
+pub enum Acks {
+    Kafka {
+        producer: Arc<KafkaProducer>,
+        /// The producer the records were enqueued on.
+        used: Arc<FutureProducer>,
+        pending: Vec<(String, DeliveryFuture)>,
+    },
+    InProcess,
+}
 
 impl Acks {
     /// Waits for every acknowledgement; the first failure is the batch's.
     pub async fn wait(self) -> Result<(), ProduceError> {
-        for (topic, fut) in self.0 {
+        let Acks::Kafka {
+            producer,
+            used,
+            pending,
+        } = self
+        else {
+            return Ok(());
+        };
+        for (topic, fut) in pending {
             match fut.await {
                 Ok(Ok(_)) => {}
-                Ok(Err((source, _))) => return Err(ProduceError::Kafka { topic, source }),
+                Ok(Err((source, _))) => return Err(producer.failed(&used, topic, source)),
                 Err(_) => return Err(ProduceError::Cancelled { topic }),
             }
         }
@@ -259,9 +365,10 @@ fn stamped(out: &Output, source: Option<&Source>, i: usize) -> OwnedHeaders {
     }
 }
 
-/// Enqueues a record, waiting while the local queue is full.
+/// Enqueues a record on `p`, waiting while the local queue is full.
 async fn enqueue(
-    p: &FutureProducer,
+    k: &KafkaProducer,
+    p: &Arc<FutureProducer>,
     topic: &str,
     key: &str,
     payload: &[u8],
@@ -278,12 +385,7 @@ async fn enqueue(
                 record = back;
                 tokio::time::sleep(Duration::from_millis(5)).await;
             }
-            Err((source, _)) => {
-                return Err(ProduceError::Kafka {
-                    topic: topic.to_owned(),
-                    source,
-                });
-            }
+            Err((source, _)) => return Err(k.failed(p, topic.to_owned(), source)),
         }
     }
 }

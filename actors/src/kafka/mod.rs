@@ -24,9 +24,12 @@ pub fn client_config(bootstrap_servers: &str, client_id: &str) -> ClientConfig {
     c
 }
 
-/// Settings of the shared producer: idempotent, `acks=all`, lz4 (DESIGN §3.4).
-/// `max_batch_records` is librdkafka's `batch.num.messages` (docs/configuration.md says why
-/// each setting has its value).
+/// Settings of the shared producer: idempotent, `acks=all`, lz4 (DESIGN §3.4), and no gap
+/// in what it writes to a partition: a record is never given up on after a timeout (a record
+/// given up on while later ones are written would be a gap downstream's watermark cannot
+/// refill), and an error that would leave a gap fails the producer instead
+/// (`EventProducer` replaces it). `max_batch_records` is librdkafka's `batch.num.messages`
+/// (docs/configuration.md says why each setting has its value).
 pub fn producer_config(
     bootstrap_servers: &str,
     client_id: &str,
@@ -39,7 +42,8 @@ pub fn producer_config(
         .set("compression.type", "lz4")
         .set("linger.ms", linger_ms.to_string())
         .set("batch.num.messages", max_batch_records.to_string())
-        .set("message.timeout.ms", "30000");
+        .set("message.timeout.ms", "0")
+        .set("enable.gapless.guarantee", "true");
     c
 }
 
