@@ -47,9 +47,12 @@ pub const DEFAULT_DATA_DIR: &str = "./alpha-panda-data";
 #[serde(deny_unknown_fields, default)]
 pub struct DeliverySettings {
     /// Most records a checkpointed unit handles between two checkpoints. A batch is what is
-    /// queued when the unit is free, never waited for: at a trickle each record is its own
-    /// batch (no added latency); under load batches grow to this bound.
+    /// queued when the unit is free, plus what comes within `batch_max_ms` of its first
+    /// record; under load batches grow to this bound.
     pub batch_max_records: usize,
+    /// Longest a checkpointed unit holds a batch open for more records after its first one.
+    /// 0: never (at a trickle each record is its own batch, with no added latency).
+    pub batch_max_ms: u64,
     /// Threads (actix arbiters) the Kafka transport's partition workers and stage actors run
     /// on; partition `p` of every stage runs on thread `p mod threads`. Default: the number of
     /// cores.
@@ -60,6 +63,7 @@ impl Default for DeliverySettings {
     fn default() -> Self {
         Self {
             batch_max_records: 500,
+            batch_max_ms: 0,
             threads: std::thread::available_parallelism().map_or(1, usize::from),
         }
     }

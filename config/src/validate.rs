@@ -202,6 +202,13 @@ fn services(s: &Settings) -> Result<(), Failure> {
             "expected 1 to 10000 records",
         );
     }
+    if s.delivery.batch_max_ms > 1_000 {
+        return fail(
+            "delivery.batch_max_ms",
+            s.delivery.batch_max_ms,
+            "expected 0 to 1000 ms (0: a batch never waits for more records)",
+        );
+    }
     if !(1..=256).contains(&s.delivery.threads) {
         return fail(
             "delivery.threads",

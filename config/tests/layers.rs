@@ -176,6 +176,23 @@ fn a_checkpointed_batch_holds_1_to_10000_records() {
 }
 
 #[test]
+fn a_checkpointed_batch_waits_0_to_1000_ms() {
+    assert_eq!(load(None, env(&[])).unwrap().delivery.batch_max_ms, 0);
+    let (key, value, problem, _) = invalid(
+        load(
+            None,
+            env(&[("ALPHA_PANDA__DELIVERY__BATCH_MAX_MS", "1001")]),
+        )
+        .unwrap_err(),
+    );
+    assert_eq!(key, "delivery.batch_max_ms");
+    assert_eq!(value.as_deref(), Some("1001"));
+    assert!(problem.contains("0 to 1000"), "{problem}");
+    let s = load(None, env(&[("ALPHA_PANDA__DELIVERY__BATCH_MAX_MS", "5")])).unwrap();
+    assert_eq!(s.delivery.batch_max_ms, 5);
+}
+
+#[test]
 fn delivery_threads_default_to_the_cores_and_hold_1_to_256() {
     let cores = std::thread::available_parallelism().map_or(1, usize::from);
     assert_eq!(load(None, env(&[])).unwrap().delivery.threads, cores);

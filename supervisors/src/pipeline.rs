@@ -62,6 +62,7 @@ fn policy(
     p.session_timeout = Duration::from_millis(settings.kafka.session_timeout_ms.into());
     p.instance_id = settings.kafka.instance_id.clone();
     p.batch_max_records = settings.delivery.batch_max_records;
+    p.batch_max_wait = Duration::from_millis(settings.delivery.batch_max_ms);
     // A fill can reach the portfolio twice with two origins (a trader taking over reads its
     // two topics in another interleaving): it is deduplicated by its event id as well.
     if stage == "portfolio"

@@ -14,6 +14,7 @@ use alpha_panda_actors::delivery::{
 use alpha_panda_actors::metrics::metrics;
 use alpha_panda_actors::store::{Effect, RedisStore, Store};
 use alpha_panda_core::EventEnvelope;
+use alpha_panda_tests::transport::Bus;
 use alpha_panda_tests::{Namespace, kafka_servers, redis_url, signals};
 use alpha_panda_topics::{BrokerTopic, TopicName};
 
@@ -368,4 +369,83 @@ fn checkpoint_writes_in_redis_are_compare_and_set_with_their_parts_marks_and_eff
                 .is_none()
         );
     });
+}
+
+/// `delivery.batch_max_ms`: records arriving 40 ms apart within the batch's wait are handled
+/// as one batch with one checkpoint, on both transports (each would be a batch of its own
+/// without the wait: the unit is idle when each arrives).
+async fn a_batch_is_held_open_for_the_records_within_its_wait(bus: Bus) {
+    const N: usize = 12;
+    let ns = Namespace::new();
+    let topic = TopicName::broker(&ns.broker, BrokerTopic::SignalsRaw);
+    bus.create_topics(&ns, &[topic.clone(), topic.dlq().unwrap()])
+        .await;
+    let store = bus.store().await;
+    let key = format!("{}:test:counted", ns.redis_prefix());
+    // A stage name of this test's own: the checkpoint metric counts this stage alone.
+    let stage = format!("held-open-{}", bus.name());
+    let mut policy = DeliveryPolicy::new(ns.group("held-open"), stage.as_str(), ns.broker.as_str());
+    policy.checkpointed = Some(Checkpointed {
+        factory: counting(key.clone()),
+        whole_stage: false,
+    });
+    // Far longer than the feed takes, so the test does not depend on the machine's pace.
+    policy.batch_max_wait = Duration::from_secs(3);
+    let unused = Arc::new(|| {
+        actix::Actor::start(FnStage::new(|_: &Deliver| Ok(Handled::default()))).recipient()
+    });
+    let member = bus.member(vec![topic.clone()], policy, store.clone(), unused);
+    let producer = bus.producer();
+    let record = |i: usize| Output {
+        topic: topic.clone(),
+        envelope: EventEnvelope {
+            key: "one-partition".into(),
+            ..signals::signal(&ns.broker, i)
+        },
+    };
+    let checkpoints = || {
+        metrics()
+            .checkpoint_bytes
+            .with_label_values(&[stage.as_str()])
+            .get_sample_count()
+    };
+    // The unit is assigned and idle: a first record is handled and checkpointed (after
+    // its wait).
+    producer.send_all(&[record(0)]).await.expect("produced");
+    wait_count(&store, &key, 1, Duration::from_secs(60)).await;
+    while checkpoints() < 1 {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let before = checkpoints();
+    let started = Instant::now();
+    for i in 1..=N {
+        producer.send_all(&[record(i)]).await.expect("produced");
+        tokio::time::sleep(Duration::from_millis(40)).await;
+    }
+    wait_count(&store, &key, 1 + N as u64, Duration::from_secs(60)).await;
+    let batches = checkpoints() - before;
+    eprintln!(
+        "{}: {N} records in {batches} checkpoint(s), {:?}",
+        bus.name(),
+        started.elapsed()
+    );
+    assert!(
+        (1..=2).contains(&batches),
+        "{batches} checkpoints for {N} records within one wait"
+    );
+    member.shutdown().await;
+}
+
+#[test]
+fn a_batch_is_held_open_for_the_records_within_its_wait_over_kafka() {
+    actix_rt::System::new().block_on(a_batch_is_held_open_for_the_records_within_its_wait(
+        Bus::Kafka,
+    ));
+}
+
+#[test]
+fn a_batch_is_held_open_for_the_records_within_its_wait_in_process() {
+    actix_rt::System::new().block_on(a_batch_is_held_open_for_the_records_within_its_wait(
+        Bus::in_process(),
+    ));
 }

@@ -761,34 +761,51 @@ async fn checkpointed_loop(
             let mut batch: Vec<Record> = Vec::new();
             let share = (max / parts.len()).max(1);
             let mut taken = vec![0i64; parts.len()];
+            // Held open up to `batch_max_wait` after its first record, for more records.
+            let mut close = None;
             loop {
-                let before = batch.len();
-                for k in 0..parts.len() {
-                    let i = (turn + k) % parts.len();
-                    let (p, topic) = &parts[i];
-                    if taken[i] == 0 {
-                        // A unit with no checkpoint, of a topic trimmed before it first
-                        // read it, starts at the first record kept.
-                        next[i] = next[i].max(bus.first_kept(p));
-                    }
-                    for _ in 0..share {
-                        if batch.len() >= max {
-                            break;
+                let more = bus.inner.changed.notified();
+                loop {
+                    let before = batch.len();
+                    for k in 0..parts.len() {
+                        let i = (turn + k) % parts.len();
+                        let (p, topic) = &parts[i];
+                        if taken[i] == 0 {
+                            // A unit with no checkpoint, of a topic trimmed before it first
+                            // read it, starts at the first record kept.
+                            next[i] = next[i].max(bus.first_kept(p));
                         }
-                        let o = next[i] + taken[i];
-                        let Some(r) = bus.record_at(p, o) else { break };
-                        batch.push(Record {
-                            topic: topic.clone(),
-                            partition: p.1,
-                            offset: o,
-                            key: r.key,
-                            value: r.value,
-                            headers: r.headers,
-                        });
-                        taken[i] += 1;
+                        for _ in 0..share {
+                            if batch.len() >= max {
+                                break;
+                            }
+                            let o = next[i] + taken[i];
+                            let Some(r) = bus.record_at(p, o) else { break };
+                            batch.push(Record {
+                                topic: topic.clone(),
+                                partition: p.1,
+                                offset: o,
+                                key: r.key,
+                                value: r.value,
+                                headers: r.headers,
+                            });
+                            taken[i] += 1;
+                        }
+                    }
+                    if batch.len() == before || batch.len() >= max {
+                        break;
                     }
                 }
-                if batch.len() == before || batch.len() >= max {
+                if batch.is_empty()
+                    || batch.len() >= max
+                    || policy.batch_max_wait.is_zero()
+                    || end.stop.load(Ordering::Acquire)
+                {
+                    break;
+                }
+                let at = *close
+                    .get_or_insert_with(|| tokio::time::Instant::now() + policy.batch_max_wait);
+                if tokio::time::timeout_at(at, more).await.is_err() {
                     break;
                 }
             }

@@ -238,6 +238,7 @@ impl Shared {
                 super::unit::Unit::Partition(topic.clone(), partition)
             };
             let max = policy.batch_max_records.max(1);
+            let wait = policy.batch_max_wait;
             self.arbiters.for_partition(partition).spawn_fn(move || {
                 actix_rt::spawn(async move {
                     let mut worker = super::unit::CheckpointWorker::new(
@@ -274,10 +275,17 @@ impl Shared {
                                         break;
                                     }
                                     batch.push(first);
+                                    // What is queued, then what comes within
+                                    // `batch_max_wait` of the first record.
+                                    let close = tokio::time::Instant::now() + wait;
                                     while batch.len() < max {
                                         match rx.try_recv() {
                                             Ok(r) => batch.push(r),
-                                            Err(_) => break,
+                                            Err(_) if wait.is_zero() => break,
+                                            Err(_) => match tokio::time::timeout_at(close, rx.recv()).await {
+                                                Ok(Some(r)) => batch.push(r),
+                                                Ok(None) | Err(_) => break,
+                                            },
                                         }
                                     }
                                     busy.store(true, Ordering::Release);

@@ -42,6 +42,9 @@ use crate::control::Control;
 /// Default of `delivery.batch_max_records`.
 pub const DEFAULT_BATCH_MAX_RECORDS: usize = 500;
 
+/// Default of `delivery.batch_max_ms`.
+pub const DEFAULT_BATCH_MAX_WAIT: Duration = Duration::ZERO;
+
 /// A record as it came off a partition, before decoding.
 #[derive(Debug, Clone)]
 pub struct Record {
@@ -96,6 +99,9 @@ pub struct DeliveryPolicy {
     pub checkpointed: Option<Checkpointed>,
     /// Most records a checkpointed partition handles between two checkpoints.
     pub batch_max_records: usize,
+    /// Longest a checkpointed unit holds a batch open for more records after its first
+    /// (zero: a batch is what is queued when the unit takes it).
+    pub batch_max_wait: Duration,
     /// Topics whose records a checkpointed unit also deduplicates by event id, origin or
     /// not. A whole-stage unit that reads two topics (the paper trader: signals and ticks)
     /// and takes over after a crash may read them in another interleaving than the first
@@ -145,6 +151,7 @@ impl DeliveryPolicy {
             control: Arc::new(Control::detached()),
             checkpointed: None,
             batch_max_records: DEFAULT_BATCH_MAX_RECORDS,
+            batch_max_wait: DEFAULT_BATCH_MAX_WAIT,
             marked_topics: Vec::new(),
         }
     }
