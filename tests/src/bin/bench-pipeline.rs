@@ -10,7 +10,7 @@
 //! - `pipeline_burst`: N ticks produced as fast as the broker takes them, timed from the first
 //!   send until every stage's consumer group has committed the end of every partition it
 //!   reads (commits come every `delivery.commit_interval`, 500 ms, so the figure errs low by
-//!   at most that); ticks/s, and the fills seen;
+//!   at most that); ticks/s, the fills seen, and when each stage's group caught up;
 //! - `pipeline_tick_to_fill`: ticks at a steady rate for S seconds on the same (warm) daemon;
 //!   each fill timed from the send of the tick it descends from (its `correlation_id`) to its
 //!   arrival at a consumer already assigned to the fills topic; p50, p99, max in ms, fills
@@ -88,7 +88,7 @@ fn main() {
     let started = Instant::now();
     runtime.block_on(produce_burst(&producer, &mut feed, &mut seq, burst));
     let produced = started.elapsed();
-    wait_caught_up(&kafka.servers, Duration::from_secs(1800));
+    let caught_up = wait_caught_up(&kafka.servers, started, Duration::from_secs(1800));
     let drained = started.elapsed();
     line(
         "pipeline_burst",
@@ -99,6 +99,7 @@ fn main() {
             "ticks_per_s": (burst as f64 / drained.as_secs_f64()).round(),
             "fills": fills.count(),
             "target_ticks_per_s": env_f64("BENCH_BARE_PRODUCE_PER_S").map(|p| (p * 0.5).round()),
+            "stage_caught_up_s": caught_up,
         }),
     );
 
@@ -424,8 +425,13 @@ impl Drop for FillClock {
     }
 }
 
-/// Every stage group has committed the end of every partition it reads.
-fn wait_caught_up(servers: &str, within: Duration) {
+/// Waits until every stage group has committed the end of every partition it reads; returns
+/// when each group got there, in seconds since `started` (which stage the burst waits for).
+fn wait_caught_up(
+    servers: &str,
+    started: Instant,
+    within: Duration,
+) -> serde_json::Map<String, serde_json::Value> {
     let groups: [(&str, &[&str]); 4] = [
         ("market.strategy", &["market.ticks"]),
         (
@@ -464,21 +470,34 @@ fn wait_caught_up(servers: &str, within: Duration) {
             (c, tpl)
         })
         .collect();
+    let at_end = |(c, tpl): &(BaseConsumer, TopicPartitionList)| {
+        let Ok(committed) = c.committed_offsets(tpl.clone(), Duration::from_secs(5)) else {
+            return false;
+        };
+        committed.elements().iter().all(|e| {
+            let high = c
+                .fetch_watermarks(e.topic(), e.partition(), Duration::from_secs(5))
+                .map_or(i64::MAX, |(_, h)| h);
+            high == 0 || e.offset() == Offset::Offset(high)
+        })
+    };
     let deadline = Instant::now() + within;
+    let mut caught_up = serde_json::Map::new();
     loop {
-        let done = probes.iter().all(|(c, tpl)| {
-            let Ok(committed) = c.committed_offsets(tpl.clone(), Duration::from_secs(5)) else {
-                return false;
-            };
-            committed.elements().iter().all(|e| {
-                let high = c
-                    .fetch_watermarks(e.topic(), e.partition(), Duration::from_secs(5))
-                    .map_or(i64::MAX, |(_, h)| h);
-                high == 0 || e.offset() == Offset::Offset(high)
-            })
-        });
-        if done {
-            return;
+        // In pipeline order: a stage has caught up once the stages feeding it have and it
+        // has then read all they wrote.
+        for ((stage, _), probe) in groups.iter().zip(&probes).skip(caught_up.len()) {
+            if !at_end(probe) {
+                break;
+            }
+            caught_up.insert(
+                (*stage).to_owned(),
+                round(started.elapsed().as_secs_f64()).into(),
+            );
+        }
+        // The end: every group at the end at once (risk also reads the trader's fills).
+        if caught_up.len() == groups.len() && probes.iter().all(at_end) {
+            return caught_up;
         }
         assert!(
             Instant::now() < deadline,
