@@ -534,22 +534,37 @@ impl RedisStore {
     }
 
     async fn get(&self, key: &str) -> Result<Option<String>, StoreError> {
-        let mut conn = self.conn.clone();
-        redis::cmd("GET")
-            .arg(key)
-            .query_async(&mut conn)
-            .await
-            .map_err(|e| self.classify(e))
+        let mut cmd = redis::cmd("GET");
+        cmd.arg(key);
+        self.idempotent(&cmd).await
     }
 
     async fn set(&self, key: &str, value: &str) -> Result<(), StoreError> {
+        let mut cmd = redis::cmd("SET");
+        cmd.arg(key).arg(value);
+        self.idempotent(&cmd).await
+    }
+
+    /// Runs a command that may safely run twice (a plain GET or SET: an operator's pause, a
+    /// trading state), once more if the connection had dropped. The client finds a dropped
+    /// connection only when a command fails on it (after a Redis restart, say), and
+    /// reconnects for the next: without this, the first admin call after Redis came back
+    /// failed with "broken pipe". Scripts with marks and compare-and-set are not retried here.
+    async fn idempotent<T: redis::FromRedisValue>(
+        &self,
+        cmd: &redis::Cmd,
+    ) -> Result<T, StoreError> {
         let mut conn = self.conn.clone();
-        redis::cmd("SET")
-            .arg(key)
-            .arg(value)
-            .query_async::<()>(&mut conn)
-            .await
-            .map_err(|e| self.classify(e))
+        match cmd.query_async::<T>(&mut conn).await {
+            Err(e) if e.is_connection_dropped() || e.is_io_error() => {
+                tracing::debug!(url = %self.url, error = %e, "the Redis connection had dropped; trying once more");
+                let mut conn = self.conn.clone();
+                cmd.query_async::<T>(&mut conn)
+                    .await
+                    .map_err(|e| self.classify(e))
+            }
+            r => r.map_err(|e| self.classify(e)),
+        }
     }
 
     async fn reserve(&self, key: &str, n: i64) -> Result<i64, StoreError> {
