@@ -98,6 +98,13 @@ pub fn unix_ms_now() -> i64 {
 }
 
 impl Restored {
+    fn partition_mut(&mut self, topic: &str, partition: i32) -> Option<&mut RestoredPartition> {
+        self.topics
+            .iter_mut()
+            .find(|(t, _)| t == topic)
+            .and_then(|(_, ps)| ps.get_mut(usize::try_from(partition).ok()?))
+    }
+
     /// Folds one op into what a journal keeps: what a journal that kept every op up to
     /// here would hand back (the SQLite journal's tables hold the same).
     pub fn apply(&mut self, op: JournalOp) {
@@ -114,11 +121,7 @@ impl Restored {
                 offset,
                 record,
             } => {
-                if let Some(log) = self
-                    .topics
-                    .iter_mut()
-                    .find(|(t, _)| *t == topic)
-                    .and_then(|(_, ps)| ps.get_mut(usize::try_from(partition).ok()?))
+                if let Some(log) = self.partition_mut(&topic, partition)
                     && offset == log.0 + log.1.len() as i64
                 {
                     log.1.push(record);
@@ -129,11 +132,7 @@ impl Restored {
                 partition,
                 below,
             } => {
-                if let Some(log) = self
-                    .topics
-                    .iter_mut()
-                    .find(|(t, _)| *t == topic)
-                    .and_then(|(_, ps)| ps.get_mut(usize::try_from(partition).ok()?))
+                if let Some(log) = self.partition_mut(&topic, partition)
                     && below > log.0
                 {
                     let n = usize::try_from(below - log.0).unwrap_or(0).min(log.1.len());

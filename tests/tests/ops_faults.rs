@@ -44,6 +44,29 @@ fn feed_slowly(
     })
 }
 
+/// A member of the `validate` stage over `input`, counting each record into `counter_key`.
+fn validating_member(
+    servers: &str,
+    client_id: &str,
+    input: &TopicName,
+    policy: DeliveryPolicy,
+    producer: EventProducer,
+    store: Store,
+    counter_key: &str,
+) -> kafka::ConsumerHandle {
+    kafka::start(ConsumerSpec {
+        servers: servers.to_owned(),
+        client_id: client_id.into(),
+        topics: vec![input.clone()],
+        policy,
+        producer,
+        store,
+        factory: stages::validate_factory(counter_key.to_owned()),
+        arbiters: alpha_panda_actors::delivery::threads::Arbiters::current(),
+    })
+    .unwrap()
+}
+
 /// Logs to the test's output, filtered by RUST_LOG (off by default).
 fn log_to_test() {
     let _ = tracing_subscriber::fmt()
@@ -121,17 +144,15 @@ fn a_redis_outage_restarts_the_stage_with_backoff_shows_in_readiness_and_loses_n
         let mut policy = DeliveryPolicy::new(ns.group("risk"), "risk", broker.as_str());
         policy.control = control.clone();
         let producer = alpha_panda_tests::producer(&servers, "ops-faults");
-        let member = kafka::start(ConsumerSpec {
-            servers: servers.clone(),
-            client_id: "ops-faults".into(),
-            topics: vec![input.clone()],
+        let member = validating_member(
+            &servers,
+            "ops-faults",
+            &input,
             policy,
-            producer: producer.clone(),
-            store: store.clone(),
-            factory: stages::validate_factory(counter_key.clone()),
-            arbiters: alpha_panda_actors::delivery::threads::Arbiters::current(),
-        })
-        .unwrap();
+            producer.clone(),
+            store.clone(),
+            &counter_key,
+        );
         let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
         let services = alpha_panda_actors::readiness::ServiceChecks::services(
             settings.kafka.bootstrap_servers.clone(),
@@ -259,17 +280,15 @@ fn a_stalled_kafka_broker_recovers_with_nothing_lost_or_doubled() {
         let store = Store::Redis(RedisStore::connect(&url).await.unwrap());
         let policy = DeliveryPolicy::new(ns.group("risk"), "risk", broker.as_str());
         let producer = alpha_panda_tests::producer(&servers, "ops-faults");
-        let member = kafka::start(ConsumerSpec {
-            servers: servers.clone(),
-            client_id: "ops-faults".into(),
-            topics: vec![input.clone()],
+        let member = validating_member(
+            &servers,
+            "ops-faults",
+            &input,
             policy,
-            producer: producer.clone(),
+            producer.clone(),
             store,
-            factory: stages::validate_factory(counter_key.clone()),
-            arbiters: alpha_panda_actors::delivery::threads::Arbiters::current(),
-        })
-        .unwrap();
+            &counter_key,
+        );
         let feeding = feed_slowly(
             producer,
             ns.broker.clone(),
@@ -402,17 +421,15 @@ fn a_fatally_failed_producer_is_replaced_with_nothing_lost_or_doubled() {
         policy.checkpointed = Some(stages::validate_checkpointed(counter_key.clone()));
         // The stage's own producer; the feed has another, which stays healthy.
         let producer = alpha_panda_tests::producer(&servers, "ops-faults-fatal");
-        let member = kafka::start(ConsumerSpec {
-            servers: servers.clone(),
-            client_id: "ops-faults-fatal".into(),
-            topics: vec![input.clone()],
+        let member = validating_member(
+            &servers,
+            "ops-faults-fatal",
+            &input,
             policy,
-            producer: producer.clone(),
+            producer.clone(),
             store,
-            factory: stages::validate_factory(counter_key.clone()),
-            arbiters: alpha_panda_actors::delivery::threads::Arbiters::current(),
-        })
-        .unwrap();
+            &counter_key,
+        );
         let feeding = feed_slowly(
             alpha_panda_tests::producer(&servers, "ops-faults-feed"),
             ns.broker.clone(),

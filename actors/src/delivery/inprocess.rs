@@ -755,63 +755,31 @@ async fn checkpointed_loop(
         }
         let mut turn = 0;
         while !end.stop.load(Ordering::Acquire) {
-            let changed = bus.inner.changed.notified();
-            // Fair to every partition: each takes up to its share per pass, and passes
-            // repeat while records come and the batch has room.
             let mut batch: Vec<Record> = Vec::new();
-            let share = (max / parts.len()).max(1);
             let mut taken = vec![0i64; parts.len()];
             // Held open up to `batch_max_wait` after its first record, for more records.
             let mut close = None;
-            loop {
+            let idle = loop {
                 let more = bus.inner.changed.notified();
-                loop {
-                    let before = batch.len();
-                    for k in 0..parts.len() {
-                        let i = (turn + k) % parts.len();
-                        let (p, topic) = &parts[i];
-                        if taken[i] == 0 {
-                            // A unit with no checkpoint, of a topic trimmed before it first
-                            // read it, starts at the first record kept.
-                            next[i] = next[i].max(bus.first_kept(p));
-                        }
-                        for _ in 0..share {
-                            if batch.len() >= max {
-                                break;
-                            }
-                            let o = next[i] + taken[i];
-                            let Some(r) = bus.record_at(p, o) else { break };
-                            batch.push(Record {
-                                topic: topic.clone(),
-                                partition: p.1,
-                                offset: o,
-                                key: r.key,
-                                value: r.value,
-                                headers: r.headers,
-                            });
-                            taken[i] += 1;
-                        }
-                    }
-                    if batch.len() == before || batch.len() >= max {
-                        break;
-                    }
+                take_records(&bus, &parts, &mut next, &mut taken, &mut batch, turn, max);
+                if batch.is_empty() {
+                    break Some(more);
                 }
-                if batch.is_empty()
-                    || batch.len() >= max
+                if batch.len() >= max
                     || policy.batch_max_wait.is_zero()
                     || end.stop.load(Ordering::Acquire)
                 {
-                    break;
+                    break None;
                 }
                 let at = *close
                     .get_or_insert_with(|| tokio::time::Instant::now() + policy.batch_max_wait);
                 if tokio::time::timeout_at(at, more).await.is_err() {
-                    break;
+                    break None;
                 }
-            }
+            };
             turn += 1;
-            if batch.is_empty() {
-                let _ = tokio::time::timeout(Duration::from_millis(200), changed).await;
+            if let Some(more) = idle {
+                let _ = tokio::time::timeout(Duration::from_millis(200), more).await;
                 continue;
             }
             // An append is its own acknowledgement here: each batch is checkpointed
@@ -842,6 +810,52 @@ async fn checkpointed_loop(
     }
     end.done.store(true, Ordering::Release);
     end.ended.notify_waiters();
+}
+
+/// Takes what is there into `batch`, fair to every partition: each takes up to its share per
+/// pass, starting at partition `turn`, and passes repeat while records come and the batch
+/// has room. `taken[i]` counts what partition `i` gave past `next[i]`.
+fn take_records(
+    bus: &InProcessBus,
+    parts: &[(Partition, TopicName)],
+    next: &mut [i64],
+    taken: &mut [i64],
+    batch: &mut Vec<Record>,
+    turn: usize,
+    max: usize,
+) {
+    let share = (max / parts.len()).max(1);
+    loop {
+        let before = batch.len();
+        for k in 0..parts.len() {
+            let i = (turn + k) % parts.len();
+            let (p, topic) = &parts[i];
+            if taken[i] == 0 {
+                // A unit with no checkpoint, of a topic trimmed before it first read it,
+                // starts at the first record kept.
+                next[i] = next[i].max(bus.first_kept(p));
+            }
+            for _ in 0..share {
+                if batch.len() >= max {
+                    break;
+                }
+                let o = next[i] + taken[i];
+                let Some(r) = bus.record_at(p, o) else { break };
+                batch.push(Record {
+                    topic: topic.clone(),
+                    partition: p.1,
+                    offset: o,
+                    key: r.key,
+                    value: r.value,
+                    headers: r.headers,
+                });
+                taken[i] += 1;
+            }
+        }
+        if batch.len() == before || batch.len() >= max {
+            return;
+        }
+    }
 }
 
 /// The control loop of a member of a whole-stage checkpointed group: one unit over every
