@@ -199,7 +199,13 @@ fn replayable(
     Ok((origin, original))
 }
 
+/// How long a replayed record may wait for the broker to take it before the replay stops
+/// and says so (`EventProducer::kafka_awaiting_each`).
+pub const REPLAY_GIVE_UP_AFTER: Duration = Duration::from_secs(30);
+
 /// Replays up to `limit` DLQ records not replayed before, committing progress after each.
+/// `producer` should give a record up after a while (`EventProducer::kafka_awaiting_each`):
+/// the replay stops at the first record the broker did not take, with an error that names it.
 pub async fn replay(
     servers: &str,
     client_id: &str,
@@ -266,7 +272,10 @@ pub async fn replay(
                         producer
                             .send_raw(&topic, &original.key, &original.encode(), headers)
                             .await
-                            .map_err(|e| KafkaFailure::TopicRefused {
+                            .map_err(|e| KafkaFailure::Replay {
+                                dlq: name.clone(),
+                                partition: entry.partition,
+                                offset: entry.offset,
                                 topic: topic.to_string(),
                                 reason: e.to_string(),
                             })?;

@@ -537,11 +537,10 @@ fn dlq(s: &Settings, command: DlqCommand) -> anyhow::Result<()> {
                 .enable_all()
                 .build()?;
             let report = rt.block_on(async {
-                let producer = alpha_panda_actors::delivery::EventProducer::kafka(
+                let producer = alpha_panda_actors::delivery::EventProducer::kafka_awaiting_each(
                     servers,
                     &s.kafka.client_id,
-                    s.kafka.linger_ms,
-                    s.kafka.max_batch_records,
+                    dlq_tools::REPLAY_GIVE_UP_AFTER,
                 )?;
                 anyhow::Ok(
                     dlq_tools::replay(

@@ -266,6 +266,7 @@ fn a_record_that_always_fails_transiently_is_dead_lettered_after_the_configured_
 #[test]
 fn dlq_replay_republishes_once_and_the_record_is_processed_once() {
     use alpha_panda_actors::dlq_tools::{self, ReplayOutcome};
+    use alpha_panda_actors::kafka::KafkaFailure;
     use std::sync::atomic::AtomicBool;
     actix_rt::System::new().block_on(async {
         let s = setup().await;
@@ -311,6 +312,38 @@ fn dlq_replay_republishes_once_and_the_record_is_processed_once() {
         assert_eq!(dry.replayed(), 1, "a dry run reports what it would replay");
         tokio::time::sleep(Duration::from_millis(500)).await;
         assert_eq!(counter(&s).await, 2, "a dry run publishes nothing");
+
+        // A broker that does not take the replayed record: the replay stops with an error
+        // naming the record (it used to wait for ever), and marks nothing replayed.
+        let unreachable = alpha_panda_actors::delivery::EventProducer::kafka_awaiting_each(
+            "127.0.0.1:9",
+            "replay-unreachable",
+            Duration::from_secs(2),
+        )
+        .unwrap();
+        let refused = tokio::time::timeout(
+            Duration::from_secs(60),
+            dlq_tools::replay(
+                &kafka_servers(),
+                "test",
+                &prefix,
+                &unreachable,
+                &s.dlq,
+                100,
+                false,
+            ),
+        )
+        .await
+        .expect("a replay whose record the broker never takes gives up");
+        match refused {
+            Err(KafkaFailure::Replay {
+                dlq, topic, reason, ..
+            }) => {
+                assert_eq!((dlq, topic), (s.dlq.to_string(), s.raw.to_string()));
+                assert!(reason.contains("timed out"), "{reason}");
+            }
+            other => panic!("a replay failure naming the record expected: {other:?}"),
+        }
 
         let first = dlq_tools::replay(
             &kafka_servers(),

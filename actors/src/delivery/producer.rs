@@ -165,6 +165,30 @@ impl EventProducer {
         })))
     }
 
+    /// A producer for a tool that awaits each record before it sends the next (DLQ replay):
+    /// a record the broker has not taken within `give_up_after` fails with librdkafka's
+    /// timeout instead of waiting for the broker for ever. Since nothing is sent behind a
+    /// record until it is acknowledged, giving one up leaves no gap before a later one.
+    pub fn kafka_awaiting_each(
+        servers: &str,
+        client_id: &str,
+        give_up_after: std::time::Duration,
+    ) -> Result<Self, KafkaError> {
+        let mut config = crate::kafka::producer_config(servers, client_id, 0, 1);
+        config
+            .set(
+                "message.timeout.ms",
+                give_up_after.as_millis().max(1).to_string(),
+            )
+            .set("enable.gapless.guarantee", "false");
+        let p: FutureProducer = config.create()?;
+        Ok(EventProducer::Kafka(Arc::new(KafkaProducer {
+            config,
+            current: RwLock::new(Arc::new(p)),
+            replaced: AtomicU64::new(0),
+        })))
+    }
+
     /// Produces every output and waits until the broker has acknowledged all of them.
     pub async fn send_all(&self, outputs: &[Output]) -> Result<(), ProduceError> {
         self.send_all_from(outputs, None).await

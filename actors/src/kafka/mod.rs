@@ -87,6 +87,18 @@ pub enum KafkaFailure {
     },
     #[error("Kafka refused to create topic {topic}: {reason}")]
     TopicRefused { topic: String, reason: String },
+    #[error(
+        "replaying {dlq} {partition}:{offset} to {topic} failed: {reason}. It and the records \
+         after it are not marked replayed: run the replay again once Kafka takes records \
+         (a replay run twice replays nothing twice)"
+    )]
+    Replay {
+        dlq: String,
+        partition: i32,
+        offset: i64,
+        topic: String,
+        reason: String,
+    },
 }
 
 impl Classify for KafkaFailure {
@@ -95,7 +107,7 @@ impl Classify for KafkaFailure {
             KafkaFailure::Client { .. } | KafkaFailure::TopicRefused { .. } => {
                 FailureClass::Infrastructure
             }
-            KafkaFailure::Request { .. } => FailureClass::Transient,
+            KafkaFailure::Request { .. } | KafkaFailure::Replay { .. } => FailureClass::Transient,
         }
     }
 }
