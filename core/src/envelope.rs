@@ -137,6 +137,10 @@ impl EventData {
         fn typed<T: serde::de::DeserializeOwned>(
             raw: &serde_json::value::RawValue,
         ) -> Result<T, DecodeError> {
+            // As for the envelope: the path is tracked only to name what is wrong.
+            if let Ok(data) = serde_json::from_str(raw.get()) {
+                return Ok(data);
+            }
             let mut de = serde_json::Deserializer::from_str(raw.get());
             serde_path_to_error::deserialize(&mut de).map_err(|e| {
                 let path = e.path().to_string();
@@ -338,21 +342,12 @@ impl EventEnvelope {
         let text = std::str::from_utf8(bytes).map_err(|e| DecodeError::Malformed {
             problem: format!("not UTF-8: {e}"),
         })?;
-        let mut de = serde_json::Deserializer::from_str(text);
-        let raw: RawEnvelope<'_> = serde_path_to_error::deserialize(&mut de).map_err(|e| {
-            let path = e.path().to_string();
-            let inner = e.into_inner();
-            let problem = inner.to_string();
-            let field = field_path(None, &path, &problem);
-            if inner.is_syntax() || inner.is_eof() || field.is_empty() {
-                DecodeError::Malformed { problem }
-            } else {
-                DecodeError::Field { field, problem }
-            }
-        })?;
-        de.end().map_err(|e| DecodeError::Malformed {
-            problem: e.to_string(),
-        })?;
+        // The plain parse first: tracking the path costs an allocation per field, so it is
+        // paid only to name what is wrong in a record that fails.
+        let raw: RawEnvelope<'_> = match serde_json::from_str(text) {
+            Ok(raw) => raw,
+            Err(plain) => return Err(Self::decode_error(text, plain)),
+        };
         if raw.version != ENVELOPE_VERSION {
             return Err(DecodeError::UnsupportedVersion {
                 version: raw.version,
@@ -376,6 +371,36 @@ impl EventEnvelope {
             version: raw.version,
             data,
         })
+    }
+
+    /// Why `text`, which the plain parse refused (`plain`), is not an envelope: the same
+    /// parse again, tracking the path to name the field.
+    #[cold]
+    fn decode_error(text: &str, plain: serde_json::Error) -> DecodeError {
+        let mut de = serde_json::Deserializer::from_str(text);
+        let parsed: Result<RawEnvelope<'_>, _> = serde_path_to_error::deserialize(&mut de);
+        let checked = parsed.map_err(|e| {
+            let path = e.path().to_string();
+            let inner = e.into_inner();
+            let problem = inner.to_string();
+            let field = field_path(None, &path, &problem);
+            if inner.is_syntax() || inner.is_eof() || field.is_empty() {
+                DecodeError::Malformed { problem }
+            } else {
+                DecodeError::Field { field, problem }
+            }
+        });
+        match checked.and_then(|_| {
+            de.end().map_err(|e| DecodeError::Malformed {
+                problem: e.to_string(),
+            })
+        }) {
+            Err(e) => e,
+            // The same parser: it cannot accept what it refused.
+            Ok(()) => DecodeError::Malformed {
+                problem: plain.to_string(),
+            },
+        }
     }
 }
 
