@@ -1033,9 +1033,18 @@ impl CheckpointWorker {
         // to it. Handled or dead-lettered, a record's origin is applied either way.
         let mut steps: Vec<Option<Step>> = Vec::with_capacity(batch.len());
         let mut candidates: Vec<(usize, Option<(String, String)>)> = Vec::new();
+        // The input partition's name, made once per run of records from one partition.
+        let mut input = String::new();
+        let mut input_of: Option<(&TopicName, i32)> = None;
         for (i, record) in batch.iter().enumerate() {
-            let origin = origins[i].clone();
-            let input = partition_name(&record.topic.to_string(), record.partition);
+            if input_of != Some((&record.topic, record.partition)) {
+                input = partition_name(&record.topic.to_string(), record.partition);
+                input_of = Some((&record.topic, record.partition));
+            }
+            let origin = &origins[i];
+            let watermark = origin
+                .as_ref()
+                .map(|o| (watermark_name(&input, &o.source()), o.position()));
             let mark = seen_marked.remove(&i);
             let step = match &decoded[i] {
                 None => Some(Step::Skipped { duplicate: false }),
@@ -1048,11 +1057,9 @@ impl CheckpointWorker {
                     None,
                 )?),
                 Some(Ok(env)) => {
-                    let by_watermark = origin.as_ref().is_some_and(|o| {
-                        watermarks
-                            .get(&watermark_name(&input, &o.source()))
-                            .is_some_and(|p| *p >= o.position())
-                    });
+                    let by_watermark = watermark
+                        .as_ref()
+                        .is_some_and(|(name, at)| watermarks.get(name).is_some_and(|p| p >= at));
                     // A mark made at this very record's position is not a duplicate: it
                     // is this record, handled under a checkpoint this unit did not start
                     // from (a member that lost the partition wrote one after this member
@@ -1085,11 +1092,11 @@ impl CheckpointWorker {
                 }
             };
             let applied = match &step {
-                Some(Step::DeadLettered { .. }) | None => origin.as_ref(),
+                Some(Step::DeadLettered { .. }) | None => watermark,
                 _ => None,
             };
-            if let Some(o) = applied {
-                watermarks.insert(watermark_name(&input, &o.source()), o.position());
+            if let Some((name, at)) = applied {
+                watermarks.insert(name, at);
             }
             steps.push(step);
         }
