@@ -682,10 +682,22 @@ impl CheckpointWorker {
             }
             // What the head holds already is stepped over.
             let head = self.head();
+            // Looked up once per input partition of the batch.
+            let mut starts: Vec<(TopicName, i32, i64)> = Vec::new();
             records.retain(|r| {
-                let from = head
-                    .and_then(|c| c.next_offset(&r.topic.to_string(), r.partition))
-                    .unwrap_or(0);
+                let from = match starts
+                    .iter()
+                    .find(|(t, p, _)| *t == r.topic && *p == r.partition)
+                {
+                    Some((_, _, from)) => *from,
+                    None => {
+                        let from = head
+                            .and_then(|c| c.next_offset(&r.topic.to_string(), r.partition))
+                            .unwrap_or(0);
+                        starts.push((r.topic.clone(), r.partition, from));
+                        from
+                    }
+                };
                 r.offset >= from
             });
             if records.is_empty() {
@@ -820,14 +832,20 @@ impl CheckpointWorker {
                 .with_label_values(&[source.as_str(), stage, class.as_str()])
                 .inc();
         }
+        let mut per_partition: Vec<(&TopicName, i32, u64)> = Vec::new();
         for r in &f.records {
+            match per_partition
+                .iter_mut()
+                .find(|(t, p, _)| **t == r.topic && *p == r.partition)
+            {
+                Some(n) => n.2 += 1,
+                None => per_partition.push((&r.topic, r.partition, 1)),
+            }
+        }
+        for (topic, partition, n) in per_partition {
             m.partition_records
-                .with_label_values(&[
-                    stage,
-                    r.topic.to_string().as_str(),
-                    &r.partition.to_string(),
-                ])
-                .inc();
+                .with_label_values(&[stage, topic.to_string().as_str(), &partition.to_string()])
+                .inc_by(n);
         }
         // The parts are the last checkpoint's with the batch's changes, or the batch's.
         let mut parts = match (f.whole, self.checkpoint.as_mut()) {
