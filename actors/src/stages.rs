@@ -428,6 +428,7 @@ pub fn portfolio_factory(
             account: def.account.clone(),
             starting_cash: def.fill_model.starting_cash,
             state,
+            marked: Default::default(),
         })
             as Box<dyn crate::delivery::unit::CheckpointedStage>)
     })
@@ -448,6 +449,10 @@ struct PortfolioStage {
     account: alpha_panda_core::AccountId,
     starting_cash: rust_decimal::Decimal,
     state: PortfolioState,
+    /// Strategies whose book a tick marked since the batch began and no fill followed, with
+    /// that tick's time: their stored book is written once, at the batch's end
+    /// (`batch_effects`), instead of once per tick.
+    marked: std::collections::BTreeMap<StrategyId, alpha_panda_core::Timestamp>,
 }
 
 fn snapshot_of(
@@ -478,6 +483,24 @@ impl crate::delivery::unit::CheckpointedStage for PortfolioStage {
             .unwrap_or_else(|e| unreachable!("the portfolio's state serializes: {e}"))
     }
 
+    fn batch_effects(&mut self) -> Vec<Effect> {
+        let marked = std::mem::take(&mut self.marked);
+        marked
+            .into_iter()
+            .filter_map(|(strategy, at)| {
+                let book = self.state.books.get(&strategy)?;
+                let snap = snapshot_of(&self.broker, &self.account, &strategy, book, at);
+                // Decimals, strings and times always serialize.
+                let value = serde_json::to_string(&snap)
+                    .unwrap_or_else(|e| unreachable!("a PnL snapshot serializes: {e}"));
+                Some(Effect::Set {
+                    key: portfolio_key(&self.broker, &strategy),
+                    value,
+                })
+            })
+            .collect()
+    }
+
     fn handle(&mut self, d: &Deliver) -> Result<Handled, StageError> {
         let broker = &self.broker;
         match &d.envelope.data {
@@ -492,7 +515,6 @@ impl crate::delivery::unit::CheckpointedStage for PortfolioStage {
                 }
                 st.marks
                     .insert(t.instrument_token, (t.timestamp, t.last_price.get()));
-                let mut effects = Vec::new();
                 for (strategy, book) in st.books.iter_mut() {
                     if book
                         .positions
@@ -500,18 +522,15 @@ impl crate::delivery::unit::CheckpointedStage for PortfolioStage {
                         .is_some_and(|p| p.quantity != 0)
                     {
                         book.mark(t.instrument_token, t.last_price.get());
-                        let snap = snapshot_of(broker, &self.account, strategy, book, t.timestamp);
-                        effects.push(Effect::Set {
-                            key: portfolio_key(broker, strategy),
-                            value: serde_json::to_string(&snap)
-                                .map_err(|e| StageError::poison(format!("snapshot: {e}")))?,
-                        });
+                        match self.marked.get_mut(strategy) {
+                            Some(at) => *at = t.timestamp,
+                            None => {
+                                self.marked.insert(strategy.clone(), t.timestamp);
+                            }
+                        }
                     }
                 }
-                Ok(Handled {
-                    effects,
-                    ..Handled::default()
-                })
+                Ok(Handled::default())
             }
             EventData::OrderFilled(f) => {
                 if d.topic.broker_name() != Some(broker) {
@@ -538,6 +557,8 @@ impl crate::delivery::unit::CheckpointedStage for PortfolioStage {
                 {
                     book.mark(f.instrument_token, price);
                 }
+                // The fill's write is the strategy's latest.
+                self.marked.remove(&f.strategy_id);
                 let snapshot = snapshot_of(broker, &f.account, &f.strategy_id, book, f.timestamp);
                 let json = serde_json::to_string(&snapshot)
                     .map_err(|e| StageError::poison(format!("snapshot: {e}")))?;
@@ -616,21 +637,55 @@ mod tests {
         )
     }
 
-    /// The unrealized PnL of the last book the stage stored after `records`.
-    fn unrealized(records: &[Deliver]) -> Decimal {
+    fn portfolio() -> Box<dyn crate::delivery::unit::CheckpointedStage> {
         let settings = Arc::new(alpha_panda_config::load(None, std::iter::empty()).unwrap());
         let make = portfolio_factory(settings, BrokerName::paper());
-        let mut stage = make(&Unit::Stage, None).unwrap();
+        make(&Unit::Stage, None).unwrap()
+    }
+
+    fn sets(effects: Vec<Effect>) -> Vec<String> {
+        effects
+            .into_iter()
+            .filter_map(|e| match e {
+                Effect::Set { value, .. } => Some(value),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// The unrealized PnL of the last book the stage stored after `records`, as one batch.
+    fn unrealized(records: &[Deliver]) -> Decimal {
+        let mut stage = portfolio();
         let mut last = None;
         for d in records {
-            for e in stage.handle(d).unwrap().effects {
-                if let Effect::Set { value, .. } = e {
-                    last = Some(value);
-                }
-            }
+            last = sets(stage.handle(d).unwrap().effects).pop().or(last);
         }
+        last = sets(stage.batch_effects()).pop().or(last);
         let snap: PnlSnapshot = serde_json::from_str(&last.unwrap()).unwrap();
         snap.unrealized_pnl
+    }
+
+    #[test]
+    fn ticks_store_a_strategys_book_once_per_batch_at_the_last_price() {
+        let mut stage = portfolio();
+        assert_eq!(sets(stage.handle(&fill()).unwrap().effects).len(), 1);
+        for price in [99, 101, 102] {
+            let per_tick = stage.handle(&tick(price)).unwrap().effects;
+            assert!(per_tick.is_empty(), "a tick writes nothing of its own");
+        }
+        let stored = sets(stage.batch_effects());
+        assert_eq!(stored.len(), 1, "one write for the batch");
+        let snap: PnlSnapshot = serde_json::from_str(&stored[0]).unwrap();
+        // Bought 10 at 100.1, marked to 102.
+        assert_eq!(snap.unrealized_pnl, Decimal::from(19));
+        assert!(
+            stage.batch_effects().is_empty(),
+            "the next batch starts clean"
+        );
+        // A fill after the ticks is the latest write: the batch adds none.
+        stage.handle(&tick(103)).unwrap();
+        assert_eq!(sets(stage.handle(&fill()).unwrap().effects).len(), 1);
+        assert!(stage.batch_effects().is_empty());
     }
 
     #[test]

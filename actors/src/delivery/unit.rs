@@ -72,6 +72,13 @@ pub trait CheckpointedStage: Unpin + 'static {
     fn changed_parts(&mut self) -> Vec<(String, Option<String>)> {
         Vec::new()
     }
+    /// Store writes that stand for the batch as a whole, made when its checkpoint is and
+    /// applied with it, after the writes its records returned: a figure that each record
+    /// would set again (of several SETs of one key in a batch only the last counts).
+    /// Default: none.
+    fn batch_effects(&mut self) -> Vec<Effect> {
+        Vec::new()
+    }
     /// Takes back the parts of the checkpoint the stage was made from (by the factory, from
     /// the checkpoint's state). Default: a stage that keeps no parts is given none.
     fn restore_parts(
@@ -118,6 +125,14 @@ pub fn no_per_record_stage() -> super::worker::StageFactory {
         .start()
         .recipient()
     })
+}
+
+/// Adds a store write to a batch's: of several SETs of one key only the last counts.
+fn push_effect(effects: &mut Vec<Effect>, e: Effect) {
+    if let Effect::Set { key, .. } = &e {
+        effects.retain(|x| !matches!(x, Effect::Set { key: k, .. } if k == key));
+    }
+    effects.push(e);
 }
 
 /// Applies a batch's changed parts (`None`: removed) to a checkpoint's parts.
@@ -177,8 +192,13 @@ impl Handler<HandleMany> for PartitionActor {
     }
 }
 
-/// What a stage saves for one checkpoint: its state and the parts that changed.
-type Saved = (serde_json::Value, Vec<(String, Option<String>)>);
+/// What a stage saves for one checkpoint: its state, the parts that changed and the batch's
+/// own store writes.
+type Saved = (
+    serde_json::Value,
+    Vec<(String, Option<String>)>,
+    Vec<Effect>,
+);
 
 /// Asks the actor for its state and the parts that changed since it was last asked.
 #[derive(Message)]
@@ -191,7 +211,7 @@ impl Handler<Save> for PartitionActor {
     fn handle(&mut self, _msg: Save, _ctx: &mut Self::Context) -> Self::Result {
         let stage = &mut self.stage;
         std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            (stage.save(), stage.changed_parts())
+            (stage.save(), stage.changed_parts(), stage.batch_effects())
         }))
         .map_err(|payload| StageError::panic(payload.as_ref()))
     }
@@ -1142,12 +1162,7 @@ impl CheckpointWorker {
                     mark,
                 } => {
                     for e in fx {
-                        // Of several SETs of one key in a batch only the last counts.
-                        if let Effect::Set { key, .. } = &e {
-                            effects
-                                .retain(|x| !matches!(x, Effect::Set { key: k, .. } if k == key));
-                        }
-                        effects.push(e);
+                        push_effect(&mut effects, e);
                     }
                     marks.extend(mark);
                     if !outputs.is_empty() {
@@ -1184,11 +1199,14 @@ impl CheckpointWorker {
             .collect();
 
         // One checkpoint for the batch, over the version the batch before it writes.
-        let (state, changed) = actor
+        let (state, changed, batch_effects) = actor
             .send(Save)
             .await
             .map_err(|e| Restart::Infrastructure(format!("the partition's actor is gone: {e}")))?
             .map_err(|e| Restart::Infrastructure(e.message))?;
+        for e in batch_effects {
+            push_effect(&mut effects, e);
+        }
         let expected = self.version + self.in_flight.len() as u64;
         for (topic, partition, n) in &next {
             offsets.insert(partition_name(&topic.to_string(), *partition), *n);
