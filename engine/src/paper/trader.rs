@@ -5,8 +5,9 @@
 //!
 //! Results depend on the records and their event times, never on how the two topics
 //! interleave on arrival:
-//! - An order placed at event time `T` (its signal's tick) fills at once against that tick,
-//!   or rests and is matched against its instrument's ticks *after* `T`, in event time.
+//! - An order placed at event time `T` (its signal's tick) fills at once against that tick
+//!   (the first of its instrument's ticks at `T` when several share that time), or rests
+//!   and is matched against its instrument's ticks *after* `T`, in event time.
 //!   Ticks are buffered per instrument (the last [`TICK_WINDOW_SECS`] of event time), so an
 //!   order that arrives after later ticks is matched against them as if it had come first.
 //! - An order that needs its instrument's ticks up to `T` (any non-MARKET order, or any
@@ -644,13 +645,20 @@ impl PaperTrader {
     }
 
     /// The instrument's price at `at`: its last buffered tick at or before then.
+    /// The price of the instrument at `at`: its first tick at that time, else its last
+    /// before. Several ticks of one instrument can share a time (Kite's exchange timestamps
+    /// are whole seconds); taking the first of them, not the latest seen, makes an order's
+    /// reference the same whether it arrives before or after the others.
     fn price_at(&self, token: InstrumentToken, at: Timestamp) -> Option<Decimal> {
         let ticks = self.ticks.get(&token)?;
-        let after = ticks.partition_point(|t| t.at <= at);
-        after
-            .checked_sub(1)
-            .and_then(|i| ticks.get(i))
-            .map(|t| t.price)
+        let first = ticks.partition_point(|t| t.at < at);
+        match ticks.get(first) {
+            Some(t) if t.at == at => Some(t.price),
+            _ => first
+                .checked_sub(1)
+                .and_then(|i| ticks.get(i))
+                .map(|t| t.price),
+        }
     }
 
     fn emit(
@@ -1278,6 +1286,43 @@ mod tests {
             ]
         );
         assert_eq!(first, second, "same events, same ids");
+    }
+
+    #[test]
+    fn ticks_sharing_an_order_s_time_give_it_the_first_as_reference_whenever_it_arrives() {
+        // Two ticks of A at 2 s; a LIMIT BUY at 200.34 made at 2 s. Against the first
+        // (200.44) it rests; the second (200.05) is not after its time, so it waits for 5 s.
+        let buy = order(Side::Buy, OrderType::Limit, "200.34", 2).envelope();
+        let ticks = [
+            tick(A, 0, "200"),
+            tick(A, 2, "200.44"),
+            tick(A, 2, "200.05"),
+            tick(A, 5, "199.98"),
+        ];
+        let runs: Vec<Vec<(String, String, i64)>> = (2..=4)
+            .map(|arrives_after| {
+                let mut t = trader("1000000");
+                let mut out = Vec::new();
+                for tk in &ticks[..arrives_after] {
+                    out.extend(t.on_tick(tk, true));
+                }
+                out.extend(t.on_validated(&buy, true, false));
+                for tk in &ticks[arrives_after..] {
+                    out.extend(t.on_tick(tk, true));
+                }
+                said(&out)
+            })
+            .collect();
+        assert_eq!(
+            runs[0],
+            vec![
+                s("order_placed", "", 2),
+                s("order_ack", "", 2),
+                s("order_filled", "200.34", 5)
+            ]
+        );
+        assert_eq!(runs[1], runs[0], "arriving after both ticks of 2 s");
+        assert_eq!(runs[2], runs[0], "arriving after the tick of 5 s");
     }
 
     #[test]
