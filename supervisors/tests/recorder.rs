@@ -141,9 +141,14 @@ fn wait_for_topics(kafka: &PrivateKafka) {
 }
 
 fn produce_ticks(kafka: &PrivateKafka, ticks: &[EventEnvelope]) {
+    produce_ticks_paced(&kafka.servers, ticks, Duration::ZERO);
+}
+
+/// Produces the ticks one at a time, `pause` apart.
+fn produce_ticks_paced(servers: &str, ticks: &[EventEnvelope], pause: Duration) {
     let rt = tokio::runtime::Runtime::new().expect("runtime");
     rt.block_on(async {
-        let producer = alpha_panda_tests::producer(&kafka.servers, "recorder-feed");
+        let producer = alpha_panda_tests::producer(servers, "recorder-feed");
         for env in ticks {
             producer
                 .send_all(&[Produce {
@@ -152,6 +157,9 @@ fn produce_ticks(kafka: &PrivateKafka, ticks: &[EventEnvelope]) {
                 }])
                 .await
                 .expect("tick produced");
+            if !pause.is_zero() {
+                tokio::time::sleep(pause).await;
+            }
         }
     });
 }
@@ -205,7 +213,13 @@ fn a_sigkill_of_the_daemon_mid_stream_leaves_exactly_one_row_per_fill_and_order_
     let group_prefix = format!("recorder-{}", ns.id);
     let mut daemon = start(&kafka, Some(&redis), &group_prefix, &prefix, &config);
     wait_for_topics(&kafka);
-    produce_ticks(&kafka, &ticks::numbered(&settings, 500));
+    // Paced over several seconds, so that ticks are still coming when the daemon is killed
+    // however fast it handles them.
+    let feed = std::thread::spawn({
+        let servers = kafka.servers.clone();
+        let ticks = ticks::numbered(&settings, 500);
+        move || produce_ticks_paced(&servers, &ticks, Duration::from_millis(2))
+    });
 
     // Kill once the recorder has written some fills and more are coming.
     let fills_table = format!("\"{prefix}paper\".fills");
@@ -219,8 +233,10 @@ fn a_sigkill_of_the_daemon_mid_stream_leaves_exactly_one_row_per_fill_and_order_
     }
     daemon.0.kill().expect("SIGKILL");
     let _ = daemon.0.wait();
+    assert!(!feed.is_finished(), "the feed ended before the kill");
     let recorded_at_kill = ids_in(&fills_table).len();
     let _daemon = start(&kafka, Some(&redis), &group_prefix, &prefix, &config);
+    feed.join().expect("the feed ran");
 
     // Settled: the topics stop growing and the tables hold what they hold.
     let deadline = Instant::now() + Duration::from_secs(240);
