@@ -135,6 +135,26 @@ fn push_effect(effects: &mut Vec<Effect>, e: Effect) {
     effects.push(e);
 }
 
+/// The entry of a record's input partition in a batch's short list of its partitions (a
+/// batch reads one or a few), made by `new` if it is not there yet.
+fn partition_entry<'l, T>(
+    list: &'l mut Vec<(TopicName, i32, T)>,
+    r: &Record,
+    new: impl FnOnce() -> T,
+) -> &'l mut T {
+    let i = match list
+        .iter()
+        .position(|(t, p, _)| *t == r.topic && *p == r.partition)
+    {
+        Some(i) => i,
+        None => {
+            list.push((r.topic.clone(), r.partition, new()));
+            list.len() - 1
+        }
+    };
+    &mut list[i].2
+}
+
 /// Applies a batch's changed parts (`None`: removed) to a checkpoint's parts.
 fn apply_parts(
     parts: &mut std::collections::BTreeMap<String, String>,
@@ -705,19 +725,10 @@ impl CheckpointWorker {
             // Looked up once per input partition of the batch.
             let mut starts: Vec<(TopicName, i32, i64)> = Vec::new();
             records.retain(|r| {
-                let from = match starts
-                    .iter()
-                    .find(|(t, p, _)| *t == r.topic && *p == r.partition)
-                {
-                    Some((_, _, from)) => *from,
-                    None => {
-                        let from = head
-                            .and_then(|c| c.next_offset(&r.topic.to_string(), r.partition))
-                            .unwrap_or(0);
-                        starts.push((r.topic.clone(), r.partition, from));
-                        from
-                    }
-                };
+                let from = *partition_entry(&mut starts, r, || {
+                    head.and_then(|c| c.next_offset(&r.topic.to_string(), r.partition))
+                        .unwrap_or(0)
+                });
                 r.offset >= from
             });
             if records.is_empty() {
@@ -852,15 +863,9 @@ impl CheckpointWorker {
                 .with_label_values(&[source.as_str(), stage, class.as_str()])
                 .inc();
         }
-        let mut per_partition: Vec<(&TopicName, i32, u64)> = Vec::new();
+        let mut per_partition: Vec<(TopicName, i32, u64)> = Vec::new();
         for r in &f.records {
-            match per_partition
-                .iter_mut()
-                .find(|(t, p, _)| **t == r.topic && *p == r.partition)
-            {
-                Some(n) => n.2 += 1,
-                None => per_partition.push((&r.topic, r.partition, 1)),
-            }
+            *partition_entry(&mut per_partition, r, || 0) += 1;
         }
         for (topic, partition, n) in per_partition {
             m.partition_records
@@ -1007,13 +1012,8 @@ impl CheckpointWorker {
         let batch = batch.as_slice();
         let mut next: Vec<NextOffset> = Vec::new();
         for r in batch {
-            match next
-                .iter_mut()
-                .find(|(t, p, _)| *t == r.topic && *p == r.partition)
-            {
-                Some(n) => n.2 = n.2.max(r.offset + 1),
-                None => next.push((r.topic.clone(), r.partition, r.offset + 1)),
-            }
+            let n = partition_entry(&mut next, r, || r.offset + 1);
+            *n = (*n).max(r.offset + 1);
         }
         let head = self.head();
         let mut watermarks = head.map(|c| c.watermarks.clone()).unwrap_or_default();
